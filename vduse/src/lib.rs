@@ -1,0 +1,1 @@
+//! Userspace side of Linux VDUSE (vDPA Device in Userspace).
