@@ -1,1 +1,19 @@
 //! Userspace side of Linux VDUSE (vDPA Device in Userspace).
+//!
+//! - [`uapi`]: `repr(C)` mirrors of `include/uapi/linux/vduse.h` (Linux 7.3).
+//! - [`Control`]: the control device `/dev/vduse/control`: API version and VDUSE feature
+//!   negotiation, creating and destroying devices, with one typed [`Error`].
+//! - [`DeviceConfig`]: what a device is created with, checked against the kernel's rules.
+//! - [`host`]: the module, existing devices and their users, as sysfs and procfs show them.
+
+pub mod control;
+pub mod device_config;
+pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod host;
+pub mod uapi;
+
+pub use control::{Control, ControlFd, ControlIoctls, feature_name, feature_names};
+pub use device_config::{ConfigError, DeviceConfig, DeviceType};
+pub use error::{Error, Result};
