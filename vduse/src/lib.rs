@@ -5,6 +5,7 @@
 //!   negotiation, creating and destroying devices, with one typed [`Error`].
 //! - [`DeviceConfig`]: what a device is created with, checked against the kernel's rules.
 //! - [`host`]: the module, existing devices and their users, as sysfs and procfs show them.
+//! - [`vdpa`]: the vdpa bus over generic netlink.
 
 pub mod control;
 pub mod device_config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fake;
 pub mod host;
 pub mod uapi;
+pub mod vdpa;
 
 pub use control::{Control, ControlFd, ControlIoctls, feature_name, feature_names};
 pub use device_config::{ConfigError, DeviceConfig, DeviceType};
