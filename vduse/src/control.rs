@@ -42,7 +42,7 @@ pub fn feature_names(features: u64) -> Vec<String> {
 
 /// The raw ioctls of the control device, one method each, so that tests can replace the
 /// kernel with a fake that behaves like a given kernel version.
-pub trait ControlIoctls {
+pub trait ControlIoctls: std::fmt::Debug {
     /// `VDUSE_GET_API_VERSION`.
     fn get_api_version(&mut self) -> Result<u64, Errno>;
     /// `VDUSE_SET_API_VERSION`.
@@ -55,6 +55,27 @@ pub trait ControlIoctls {
     fn create_dev(&mut self, config: &[u8]) -> Result<(), Errno>;
     /// `VDUSE_DESTROY_DEV`.
     fn destroy_dev(&mut self, name: &[u8; VDUSE_NAME_MAX]) -> Result<(), Errno>;
+}
+
+impl<T: ControlIoctls + ?Sized> ControlIoctls for Box<T> {
+    fn get_api_version(&mut self) -> Result<u64, Errno> {
+        (**self).get_api_version()
+    }
+    fn set_api_version(&mut self, version: u64) -> Result<(), Errno> {
+        (**self).set_api_version(version)
+    }
+    fn get_features(&mut self) -> Result<u64, Errno> {
+        (**self).get_features()
+    }
+    fn set_features(&mut self, features: u64) -> Result<(), Errno> {
+        (**self).set_features(features)
+    }
+    fn create_dev(&mut self, config: &[u8]) -> Result<(), Errno> {
+        (**self).create_dev(config)
+    }
+    fn destroy_dev(&mut self, name: &[u8; VDUSE_NAME_MAX]) -> Result<(), Errno> {
+        (**self).destroy_dev(name)
+    }
 }
 
 /// An open `/dev/vduse/control` file descriptor.
