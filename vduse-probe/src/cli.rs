@@ -45,7 +45,13 @@ Examples:
 /// devices, flagging devices that are attached but served by nobody. Nothing it does
 /// outlives the command, even when interrupted.
 #[derive(Debug, Parser)]
-#[command(name = "vduse-probe", version, long_version = LONG_VERSION, after_long_help = AFTER_HELP)]
+#[command(
+    name = "vduse-probe",
+    version,
+    long_version = LONG_VERSION,
+    after_long_help = AFTER_HELP,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -1,0 +1,123 @@
+//! Generated documentation: man pages and shell completions, built from the clap definitions
+//! plus hand-written sections, checked in under `man/` and `completions/`.
+//!
+//! `cargo xtask gen` writes them; `cargo test -p xtask` fails when the checked-in files
+//! differ from what the current definitions produce.
+
+use std::path::{Path, PathBuf};
+
+use clap_complete::Shell;
+
+/// One generated file: its path relative to the workspace root, and its contents.
+#[derive(Debug)]
+pub struct Generated {
+    /// Path relative to the workspace root.
+    pub path: PathBuf,
+    /// File contents.
+    pub contents: Vec<u8>,
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .into()
+}
+
+/// Every generated file.
+pub fn generate() -> anyhow::Result<Vec<Generated>> {
+    let mut files = vec![Generated {
+        path: "man/vduse-probe.1".into(),
+        contents: man_page(vduse_probe::cli::command(), 1, PROBE_SECTIONS)?,
+    }];
+    files.extend(completions(vduse_probe::cli::command(), "vduse-probe"));
+    Ok(files)
+}
+
+fn completions(mut command: clap::Command, name: &str) -> Vec<Generated> {
+    [
+        (Shell::Bash, format!("{name}.bash")),
+        (Shell::Zsh, format!("_{name}")),
+        (Shell::Fish, format!("{name}.fish")),
+    ]
+    .into_iter()
+    .map(|(shell, file)| {
+        let mut contents = Vec::new();
+        clap_complete::generate(shell, &mut command, name, &mut contents);
+        Generated {
+            path: Path::new("completions").join(file),
+            contents,
+        }
+    })
+    .collect()
+}
+
+/// A man page: clap's title, name, synopsis, description and options, then `extra` (roff).
+fn man_page(command: clap::Command, section: u8, extra: &str) -> anyhow::Result<Vec<u8>> {
+    let version = command.get_version().unwrap_or_default().to_owned();
+    let man_command = command.clone();
+    let man = clap_mangen::Man::new(command)
+        .section(section.to_string())
+        .source(format!("vduse-rs {version}"))
+        .manual("vduse-rs");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    out.extend_from_slice(commands_section(&man_command).as_bytes());
+    out.extend_from_slice(extra.as_bytes());
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
+/// A COMMANDS section listing each subcommand with its arguments and their possible values
+/// (clap_mangen would refer to one man page per subcommand instead).
+fn commands_section(command: &clap::Command) -> String {
+    let escape = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let mut out = String::new();
+    let subcommands: Vec<_> = command.get_subcommands().collect();
+    if subcommands.is_empty() {
+        return out;
+    }
+    out.push_str(".SH COMMANDS\n");
+    for sub in subcommands {
+        let args: Vec<_> = sub.get_positionals().collect();
+        let names: Vec<String> = args
+            .iter()
+            .map(|a| {
+                format!(
+                    " \\fI{}\\fR",
+                    a.get_value_names()
+                        .map_or("ARG".into(), |n| n[0].to_string())
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR{}\n",
+            escape(sub.get_name()),
+            names.concat()
+        ));
+        if let Some(about) = sub.get_about() {
+            out.push_str(&format!("{}\n", escape(&about.to_string())));
+        }
+        for arg in args {
+            for value in arg.get_possible_values() {
+                let help = value
+                    .get_help()
+                    .map(|h| escape(&h.to_string()))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    ".RS\n.TP\n\\fB{}\\fR\n{help}\n.RE\n",
+                    escape(value.get_name())
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The hand-written sections of vduse-probe(1).
+const PROBE_SECTIONS: &str = include_str!("../man-sections/vduse-probe.1.roff");
