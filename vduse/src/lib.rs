@@ -3,11 +3,13 @@
 //! - [`uapi`]: `repr(C)` mirrors of `include/uapi/linux/vduse.h` (Linux 7.3).
 //! - [`Control`]: the control device `/dev/vduse/control`: API version and VDUSE feature
 //!   negotiation, creating and destroying devices, with one typed [`Error`].
+//! - [`DeviceFd`]: a device node, the fd a device server owns.
 //! - [`DeviceConfig`]: what a device is created with, checked against the kernel's rules.
 //! - [`host`]: the module, existing devices and their users, as sysfs and procfs show them.
 //! - [`vdpa`]: the vdpa bus over generic netlink.
 
 pub mod control;
+pub mod device;
 pub mod device_config;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
@@ -17,5 +19,6 @@ pub mod uapi;
 pub mod vdpa;
 
 pub use control::{Control, ControlFd, ControlIoctls, feature_name, feature_names};
+pub use device::DeviceFd;
 pub use device_config::{ConfigError, DeviceConfig, DeviceType};
 pub use error::{Error, Result};
