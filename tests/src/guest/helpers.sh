@@ -1,0 +1,67 @@
+# shellcheck shell=dash
+# Shell helpers for vduse-tests scenarios (sourced before /scenario.sh, and by
+# interactive shells). Results are files under /results; the host reads them back
+# with GuestRun::out/err/rc/file/json. Names starting with "init." are the harness's.
+#
+# Debian's static busybox sh runs its applet for any name it knows (setpriv, ip,
+# modprobe...) before looking at PATH. Programs the test installed over an applet get
+# a shell function of their name here (programs.sh); in other shells (`sh -c`,
+# `su -c`) call them by path, e.g. /usr/bin/setpriv.
+# shellcheck source=/dev/null
+. /lib/vduse-test/programs.sh
+
+# capture NAME CMD [ARGS...]: run CMD, saving its stdout, stderr and exit code as
+# NAME.out, NAME.err and NAME.rc. Returns CMD's exit code.
+capture() {
+    local name="$1" rc
+    shift
+    "$@" >"/results/$name.out" 2>"/results/$name.err"
+    rc=$?
+    echo "$rc" >"/results/$name.rc"
+    echo "vduse-tests: capture $name: exit code $rc"
+    return "$rc"
+}
+
+# result NAME: save standard input as result NAME.
+result() {
+    cat >"/results/$1"
+}
+
+# spawn NAME CMD [ARGS...]: start CMD in the background (a device server, say), its
+# stdout and stderr going to NAME.out and NAME.err. End it with `stop` or `reap`.
+spawn() {
+    local name="$1"
+    shift
+    "$@" >"/results/$name.out" 2>"/results/$name.err" &
+    echo $! >"/run/vduse-test/$name.pid"
+    echo "vduse-tests: spawn $name: pid $!"
+}
+
+# stop NAME [SIGNAL]: send SIGNAL (default TERM) to a spawned command and wait for it;
+# its exit code goes to NAME.rc (143 for a TERM it did not handle).
+stop() {
+    kill -"${2:-TERM}" "$(cat "/run/vduse-test/$1.pid")" 2>/dev/null
+    reap "$1"
+}
+
+# reap NAME: wait for a spawned command to end by itself; its exit code goes to NAME.rc.
+reap() {
+    local rc
+    wait "$(cat "/run/vduse-test/$1.pid")"
+    rc=$?
+    echo "$rc" >"/results/$1.rc"
+    echo "vduse-tests: $1 ended: exit code $rc"
+    return "$rc"
+}
+
+# wait_for SECONDS CMD [ARGS...]: retry CMD every 0.1 s until it succeeds; fail after
+# SECONDS. E.g. `wait_for 10 test -b /dev/vda`.
+wait_for() {
+    local left=$(($1 * 10))
+    shift
+    until "$@"; do
+        left=$((left - 1))
+        [ "$left" -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
