@@ -115,9 +115,13 @@ pub fn run(cli: &Cli, host: &dyn Host, options: &ProbeOptions, interrupt: &Inter
     let report = match report::collect(host, options, interrupt) {
         Ok(report) => report,
         Err(Interrupted(signal)) => {
-            eprintln!(
-                "vduse-probe: interrupted by signal {signal}; every throwaway device was removed"
-            );
+            let name = match signal {
+                signal_hook::consts::SIGINT => "SIGINT".to_owned(),
+                signal_hook::consts::SIGTERM => "SIGTERM".to_owned(),
+                signal_hook::consts::SIGHUP => "SIGHUP".to_owned(),
+                other => format!("signal {other}"),
+            };
+            eprintln!("vduse-probe: interrupted by {name}; every throwaway device was removed");
             return ExitCode::from(128 + signal as u8);
         }
     };

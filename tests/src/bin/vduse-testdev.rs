@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! vduse-testdev create NAME [--type block|net|fs] [--attach] [--hold]
+//! vduse-testdev attach NAME
 //! vduse-testdev remove NAME
 //! ```
 //!
@@ -10,7 +11,8 @@
 //! `--hold` keeps the node open (the device is "served"), prints `READY` and answers every
 //! request with OK until SIGTERM/SIGINT, then detaches it and exits. Without
 //! `--hold` the command exits leaving the device as it is: attached and unserved is the
-//! orphan the probe must flag. `remove` detaches (if attached) and destroys.
+//! orphan the probe must flag. `attach` adds an existing device to the vdpa bus; `remove`
+//! detaches (if attached) and destroys.
 //!
 //! Only for guests where no vdpa driver would start I/O on the device: it serves no queue.
 
@@ -26,9 +28,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("create") if args.len() >= 2 => create(&args[1], &args[2..]),
+        Some("attach") if args.len() == 2 => attach_device(&args[1]),
         Some("remove") if args.len() == 2 => remove(&args[1]),
         _ => Err(
-            "usage: vduse-testdev create NAME [--type T] [--attach] [--hold] | remove NAME"
+            "usage: vduse-testdev create NAME [--type T] [--attach] [--hold] | attach NAME | remove NAME"
                 .to_owned(),
         ),
     };
@@ -75,20 +78,14 @@ fn create(name: &str, options: &[String]) -> Result<(), String> {
     for index in 0..vq_num {
         device.setup_vq(index, 256, 0).map_err(|e| e.to_string())?;
     }
-    if attach {
-        let mut bus = VdpaBus::open().map_err(|e| e.to_string())?;
-        bus.add_device(name, VDUSE_MANAGEMENT_DEVICE)
-            .map_err(|e| e.to_string())?;
-    }
     if !hold {
-        return Ok(());
+        return if attach { attach_device(name) } else { Ok(()) };
     }
 
-    // Answer requests from a thread so that the main thread can watch for signals.
-    let answering = Arc::new(device);
-    let answerer = answering.clone();
+    // Answer requests from a thread of their own, started before attaching: attaching runs
+    // the vdpa driver's probe, which may send requests and waits for their answers.
     std::thread::spawn(move || {
-        while let Ok(request) = answerer.read_request() {
+        while let Ok(request) = device.read_request() {
             let response = if request.type_ == uapi::VDUSE_GET_VQ_STATE {
                 let state = VduseVqState {
                     index: request.vq_state().index,
@@ -98,11 +95,14 @@ fn create(name: &str, options: &[String]) -> Result<(), String> {
             } else {
                 VduseDevResponse::new(request.request_id, uapi::VDUSE_REQ_RESULT_OK)
             };
-            if answerer.write_response(&response).is_err() {
+            if device.write_response(&response).is_err() {
                 return;
             }
         }
     });
+    if attach {
+        attach_device(name)?;
+    }
     println!("READY");
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -114,6 +114,12 @@ fn create(name: &str, options: &[String]) -> Result<(), String> {
     // The answering thread still holds the node; exiting closes it, then `remove` can
     // destroy the device.
     Ok(())
+}
+
+fn attach_device(name: &str) -> Result<(), String> {
+    let mut bus = VdpaBus::open().map_err(|e| e.to_string())?;
+    bus.add_device(name, VDUSE_MANAGEMENT_DEVICE)
+        .map_err(|e| e.to_string())
 }
 
 fn remove(name: &str) -> Result<(), String> {
