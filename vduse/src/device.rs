@@ -28,7 +28,10 @@ impl DeviceFd {
     /// Opens the device node at `path`.
     pub fn open_path(path: &Path) -> Result<Self> {
         match rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
-            Ok(fd) => Ok(Self { fd, path: path.to_owned() }),
+            Ok(fd) => Ok(Self {
+                fd,
+                path: path.to_owned(),
+            }),
             Err(Errno::BUSY) => Err(Error::Kernel {
                 op: format!(
                     "opening {}: another process serves this device (one opener at a time)",
@@ -44,17 +47,32 @@ impl DeviceFd {
     /// virtqueue group `group` (API version 1; 0 otherwise). Every queue must be set up
     /// before the device can join the vdpa bus.
     pub fn setup_vq(&self, index: u32, max_size: u16, group: u32) -> Result<()> {
-        let config = VduseVqConfig { index, max_size, group, ..Default::default() };
+        let config = VduseVqConfig {
+            index,
+            max_size,
+            group,
+            ..Default::default()
+        };
         // SAFETY: VDUSE_VQ_SETUP reads one struct vduse_vq_config, which Setter points to.
-        unsafe { ioctl(&self.fd, Setter::<{ uapi::VDUSE_VQ_SETUP }, VduseVqConfig>::new(config)) }
-            .map_err(|errno| self.error(format!("VDUSE_VQ_SETUP of queue {index}"), errno))
+        unsafe {
+            ioctl(
+                &self.fd,
+                Setter::<{ uapi::VDUSE_VQ_SETUP }, VduseVqConfig>::new(config),
+            )
+        }
+        .map_err(|errno| self.error(format!("VDUSE_VQ_SETUP of queue {index}"), errno))
     }
 
     /// `VDUSE_DEV_GET_FEATURES`: the virtio features the driver accepted.
     pub fn negotiated_features(&self) -> Result<u64> {
         // SAFETY: VDUSE_DEV_GET_FEATURES writes one u64, which Getter provides.
-        unsafe { ioctl(&self.fd, Getter::<{ uapi::VDUSE_DEV_GET_FEATURES }, u64>::new()) }
-            .map_err(|errno| self.error("VDUSE_DEV_GET_FEATURES".into(), errno))
+        unsafe {
+            ioctl(
+                &self.fd,
+                Getter::<{ uapi::VDUSE_DEV_GET_FEATURES }, u64>::new(),
+            )
+        }
+        .map_err(|errno| self.error("VDUSE_DEV_GET_FEATURES".into(), errno))
     }
 
     /// Reads the next request the kernel sends; blocks until there is one.
@@ -74,7 +92,10 @@ impl DeviceFd {
     }
 
     fn error(&self, what: String, errno: Errno) -> Error {
-        Error::Kernel { op: format!("{what} on {}", self.path.display()), errno }
+        Error::Kernel {
+            op: format!("{what} on {}", self.path.display()),
+            errno,
+        }
     }
 }
 
