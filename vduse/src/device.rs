@@ -1,16 +1,19 @@
 //! A VDUSE device node `/dev/vduse/NAME`: the fd a device server owns.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::ioctl::{Getter, Setter, ioctl};
+use rustix::ioctl::{Getter, Setter, Updater, ioctl};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::control::open_error;
 use crate::error::{Error, Result};
-use crate::uapi::{self, VduseDevRequest, VduseDevResponse, VduseVqConfig};
+use crate::uapi::{
+    self, VDUSE_EVENTFD_DEASSIGN, VduseDevRequest, VduseDevResponse, VduseIotlbEntry,
+    VduseIotlbEntryV2, VduseVqConfig, VduseVqEventfd, VduseVqInfo,
+};
 
 /// An open device node. The kernel admits one opener at a time.
 #[derive(Debug)]
@@ -75,6 +78,108 @@ impl DeviceFd {
         .map_err(|errno| self.error("VDUSE_DEV_GET_FEATURES".into(), errno))
     }
 
+    /// `VDUSE_VQ_GET_INFO`: the queue's size, ring addresses, saved state and readiness as the
+    /// driver configured them.
+    pub fn vq_info(&self, index: u32) -> Result<VduseVqInfo> {
+        let mut info = VduseVqInfo {
+            index,
+            ..Default::default()
+        };
+        // SAFETY: VDUSE_VQ_GET_INFO reads and writes one struct vduse_vq_info, which `info`
+        // is and which outlives the call.
+        unsafe {
+            ioctl(
+                &self.fd,
+                Updater::<{ uapi::VDUSE_VQ_GET_INFO }, VduseVqInfo>::new(&mut info),
+            )
+        }
+        .map_err(|errno| self.error(format!("VDUSE_VQ_GET_INFO of queue {index}"), errno))?;
+        Ok(info)
+    }
+
+    /// `VDUSE_VQ_SETUP_KICKFD`: the eventfd the kernel signals when the driver kicks queue
+    /// `index`; `None` de-assigns it. The kernel takes its own reference to the eventfd.
+    pub fn set_vq_kickfd(&self, index: u32, eventfd: Option<BorrowedFd<'_>>) -> Result<()> {
+        let config = VduseVqEventfd {
+            index,
+            fd: eventfd.map_or(VDUSE_EVENTFD_DEASSIGN, |fd| fd.as_raw_fd()),
+        };
+        // SAFETY: VDUSE_VQ_SETUP_KICKFD reads one struct vduse_vq_eventfd, which Setter
+        // points to; the fd in it is borrowed for the duration of the call.
+        unsafe {
+            ioctl(
+                &self.fd,
+                Setter::<{ uapi::VDUSE_VQ_SETUP_KICKFD }, VduseVqEventfd>::new(config),
+            )
+        }
+        .map_err(|errno| self.error(format!("VDUSE_VQ_SETUP_KICKFD of queue {index}"), errno))
+    }
+
+    /// `VDUSE_VQ_INJECT_IRQ`: interrupts the driver for queue `index` (used buffers).
+    pub fn inject_vq_irq(&self, index: u32) -> Result<()> {
+        // SAFETY: VDUSE_VQ_INJECT_IRQ reads one u32, which Setter points to.
+        unsafe {
+            ioctl(
+                &self.fd,
+                Setter::<{ uapi::VDUSE_VQ_INJECT_IRQ }, u32>::new(index),
+            )
+        }
+        .map_err(|errno| self.error(format!("VDUSE_VQ_INJECT_IRQ of queue {index}"), errno))
+    }
+
+    /// `VDUSE_IOTLB_GET_FD` (API version 0): the first IOTLB region overlapping
+    /// `[entry.start, entry.last]`, with an fd to mmap at `entry.offset`. The kernel answers
+    /// EINVAL when no region overlaps. The fd is made close-on-exec here: the kernel
+    /// installs it without `O_CLOEXEC`.
+    pub fn iotlb_get_fd(&self, mut entry: VduseIotlbEntry) -> Result<(VduseIotlbEntry, OwnedFd)> {
+        let what = format!("VDUSE_IOTLB_GET_FD at {:#x}", entry.start);
+        // SAFETY: VDUSE_IOTLB_GET_FD reads and writes one struct vduse_iotlb_entry, which
+        // `entry` is and which outlives the call; it returns a new fd or -1.
+        let fd = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                uapi::VDUSE_IOTLB_GET_FD as _,
+                &mut entry,
+            )
+        };
+        let fd = received_fd(fd).map_err(|errno| self.error(what, errno))?;
+        Ok((entry, fd))
+    }
+
+    /// `VDUSE_IOTLB_GET_FD2` (API version 1): [`DeviceFd::iotlb_get_fd`] in address space
+    /// `entry.asid`.
+    pub fn iotlb_get_fd2(
+        &self,
+        mut entry: VduseIotlbEntryV2,
+    ) -> Result<(VduseIotlbEntryV2, OwnedFd)> {
+        let what = format!("VDUSE_IOTLB_GET_FD2 at {:#x}", entry.start);
+        // SAFETY: VDUSE_IOTLB_GET_FD2 reads and writes one struct vduse_iotlb_entry_v2, which
+        // `entry` is and which outlives the call; it returns a new fd or -1.
+        let fd = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                uapi::VDUSE_IOTLB_GET_FD2 as _,
+                &mut entry,
+            )
+        };
+        let fd = received_fd(fd).map_err(|errno| self.error(what, errno))?;
+        Ok((entry, fd))
+    }
+
+    /// Makes `read_request` answer EAGAIN instead of waiting when no request is queued (a
+    /// request can time out between poll(2) and read(2)).
+    pub fn set_nonblocking(&self) -> Result<()> {
+        let flags = rustix::fs::fcntl_getfl(&self.fd)
+            .map_err(|errno| self.error("F_GETFL".into(), errno))?;
+        rustix::fs::fcntl_setfl(&self.fd, flags | OFlags::NONBLOCK)
+            .map_err(|errno| self.error("F_SETFL O_NONBLOCK".into(), errno))
+    }
+
+    /// The device node's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Reads the next request the kernel sends; blocks until there is one.
     pub fn read_request(&self) -> Result<VduseDevRequest> {
         let mut buffer = [0u8; size_of::<VduseDevRequest>()];
@@ -97,6 +202,19 @@ impl DeviceFd {
             errno,
         }
     }
+}
+
+/// Owns the fd an IOTLB ioctl returned (or turns -1 into its errno) and sets
+/// close-on-exec on it, so a child process cannot inherit the mapping's file.
+fn received_fd(fd: libc::c_int) -> Result<OwnedFd, Errno> {
+    if fd < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        return Err(Errno::from_raw_os_error(errno.unwrap_or(libc::EIO)));
+    }
+    // SAFETY: the kernel just installed `fd` in our table for us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(fd)
 }
 
 impl AsFd for DeviceFd {

@@ -124,6 +124,38 @@ pub enum Error {
         /// The device name.
         name: String,
     },
+    /// The vdpa bus refused to attach or detach the device, or could not be reached.
+    // Transparent: VdpaError's messages already say "vdpa bus", and a cause both in the
+    // message and as `source` would print twice under `{:#}`.
+    #[error(transparent)]
+    Vdpa(#[from] crate::vdpa::VdpaError),
+    /// The kernel marked a device broken: a request went unanswered for `msg_timeout`
+    /// seconds, or a queue could not be made ready. It stays broken until destroyed.
+    #[error(
+        "the kernel marked VDUSE device {name:?} broken (a request went unanswered for \
+         msg_timeout seconds, see /sys/class/vduse/{name}/msg_timeout): it cannot recover; \
+         stop the server, which removes the device, and start it again"
+    )]
+    DeviceBroken {
+        /// The device name.
+        name: String,
+    },
+    /// The backend describes a device the runtime cannot serve.
+    #[error("the backend of device {name:?} cannot be served: {problem}")]
+    Backend {
+        /// The device name.
+        name: String,
+        /// What is wrong, and how to fix it.
+        problem: String,
+    },
+    /// A system resource (a thread, an eventfd) could not be had.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was attempted.
+        op: String,
+        /// The error (in the message, not as a `source`, so it prints once).
+        source: std::io::Error,
+    },
     /// Any other refusal from the kernel.
     #[error("{op}: {errno}")]
     Kernel {
@@ -142,6 +174,7 @@ impl Error {
             Error::PermissionDenied { .. }
                 | Error::NetNeedsCapNetAdmin { .. }
                 | Error::NotPermitted { .. }
+                | Error::Vdpa(crate::vdpa::VdpaError::PermissionDenied { .. })
         )
     }
 

@@ -7,7 +7,13 @@
 //! - [`DeviceConfig`]: what a device is created with, checked against the kernel's rules.
 //! - [`host`]: the module, existing devices and their users, as sysfs and procfs show them.
 //! - [`vdpa`]: the vdpa bus over generic netlink.
+//! - [`backend`] and [`runtime`]: what a device type implements, and the runtime that
+//!   serves it (requests, IOTLB, virtqueue workers, vdpa attachment).
+//!
+//! [`vm_memory`] and [`virtio_queue`] are re-exported, so that backends use the versions
+//! the runtime was built with.
 
+pub mod backend;
 pub mod control;
 pub mod device;
 pub mod device_config;
@@ -15,6 +21,7 @@ pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
+pub mod runtime;
 pub mod uapi;
 pub mod vdpa;
 
@@ -22,3 +29,6 @@ pub use control::{Control, ControlFd, ControlIoctls, feature_name, feature_names
 pub use device::DeviceFd;
 pub use device_config::{ConfigError, DeviceConfig, DeviceType};
 pub use error::{Error, Result};
+
+pub use virtio_queue;
+pub use vm_memory;

@@ -275,13 +275,20 @@ pub enum VdpaError {
     Socket {
         /// The system call.
         what: &'static str,
-        /// Its error.
-        #[source]
+        /// Its error (in the message, not as a `source`, so it prints once).
         source: std::io::Error,
     },
     /// The kernel's reply could not be decoded.
     #[error("malformed netlink reply: {0}")]
-    Malformed(#[from] DecodeError),
+    Malformed(DecodeError),
+}
+
+// By hand rather than `#[from]`, which would also make the error a `source` and print it
+// twice under `{:#}`.
+impl From<DecodeError> for VdpaError {
+    fn from(error: DecodeError) -> Self {
+        VdpaError::Malformed(error)
+    }
 }
 
 /// Why bytes from the kernel could not be decoded.

@@ -1,0 +1,46 @@
+//! The device runtime: serves a [`Backend`](crate::backend::Backend) as a VDUSE device.
+//!
+//! [`Server::start`] creates the device, answers the kernel's requests, maps the IOTLB as
+//! guest memory, runs one worker thread per virtqueue and attaches the device to the vdpa
+//! bus; [`Server::shutdown`] undoes all of it.
+//!
+//! # Threads, and what blocks where
+//!
+//! - The **request thread** (`requests.rs`) reads the kernel's requests from the device
+//!   node and answers each one. Every request holds a kernel caller for up to `msg_timeout`
+//!   seconds and a timeout breaks the device for good, so this thread never waits for
+//!   backend I/O: a request that must wait for workers to go quiet (reset, `SUSPEND`, a
+//!   queue made not ready) is answered later, when the last worker concerned has stopped
+//!   and woken it through an eventfd.
+//! - One **queue worker** per ready virtqueue (`worker.rs`) sleeps in poll(2) on its kick
+//!   eventfd and a stop eventfd, drains the available ring into
+//!   [`Backend::handle`](crate::backend::Backend::handle), fills the used ring and injects
+//!   one interrupt per batch when the driver's notification suppression allows it. Backend
+//!   I/O blocks here only.
+//! - The **caller's thread** attaches and detaches the device over netlink
+//!   ([`crate::vdpa::VdpaBus`]): with a virtio driver bound, the kernel runs the driver's
+//!   probe or remove inside that call, and they send requests the request thread answers.
+//!
+//! The IOTLB (`iotlb.rs`) is mapped when the driver sets `DRIVER_OK`, remapped after
+//! `UPDATE_IOTLB`, and on a miss: with `virtio_vdpa` the kernel creates its bounce region
+//! at the first DMA mapping, after `DRIVER_OK`, without telling the device.
+
+mod device_io;
+mod event;
+mod iotlb;
+mod requests;
+mod server;
+mod worker;
+
+#[cfg(test)]
+mod fake_device;
+
+pub use server::{Server, ServerOptions, notify_ready};
+
+impl std::fmt::Debug for dyn crate::backend::Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("device_type", &self.device_type())
+            .finish_non_exhaustive()
+    }
+}

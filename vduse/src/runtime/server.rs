@@ -1,0 +1,337 @@
+//! [`Server`]: a device's life, from `VDUSE_CREATE_DEV` to `VDUSE_DESTROY_DEV`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+
+use super::device_io::DeviceIo;
+use super::event::Event;
+use super::requests::{self, Dispatcher, DispatcherConfig, LoopControl};
+use crate::backend::Backend;
+use crate::control::Control;
+use crate::error::{Error, Result};
+use crate::uapi::{VDUSE_F_QUEUE_READY, VDUSE_F_SUSPEND};
+use crate::vdpa::{VDUSE_MANAGEMENT_DEVICE, VdpaBus, VdpaError};
+use crate::{DeviceConfig, DeviceFd};
+
+/// The ring features the runtime implements, offered on top of the backend's.
+const RING_FEATURES: u64 = (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
+
+/// How long shutdown retries `VDUSE_DESTROY_DEV` while the kernel still calls the device
+/// busy (the vdpa device is released asynchronously after a detach).
+const DESTROY_RETRY: Duration = Duration::from_secs(3);
+
+/// The largest queue virtio-queue handles.
+const MAX_QUEUE_SIZE: u16 = 32768;
+
+/// How a [`Server`] creates and serves its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// The device name: its node is `/dev/vduse/NAME`, its vdpa device `NAME`.
+    pub name: String,
+    /// Add the device to the vdpa bus (management device `vduse`) once it is served, so the
+    /// kernel's virtio driver binds to it.
+    pub attach: bool,
+    /// On shutdown, leave the device in place (attached, if it was) for a later server to
+    /// take over, instead of detaching and destroying it.
+    pub keep_device: bool,
+    /// The VDUSE features wanted; negotiated down to what the kernel has.
+    pub vduse_features: u64,
+    /// The VDUSE API version; `None` for the newest both this crate and the kernel know.
+    pub api_version: Option<u64>,
+}
+
+impl ServerOptions {
+    /// Attach, destroy on shutdown, ask for queue-ready and suspend, newest API version.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            attach: true,
+            keep_device: false,
+            vduse_features: (1 << VDUSE_F_QUEUE_READY) | (1 << VDUSE_F_SUSPEND),
+            api_version: None,
+        }
+    }
+}
+
+/// The request thread and how to stop it.
+#[derive(Debug)]
+struct RequestThread {
+    control: Arc<LoopControl>,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl RequestThread {
+    fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Ends the loop (which stops the workers) and returns how it ended.
+    fn stop(self) -> Result<()> {
+        self.control.shutdown.store(true, Ordering::Release);
+        self.control.wake.notify();
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io {
+                op: "the request thread".into(),
+                source: std::io::Error::other("it panicked"),
+            }),
+        }
+    }
+}
+
+/// A VDUSE device served by a [`Backend`].
+///
+/// Dropping a server without [`Server::shutdown`] shuts it down all the same, ignoring
+/// errors.
+#[derive(Debug)]
+pub struct Server {
+    name: String,
+    api_version: u64,
+    vduse_features: u64,
+    keep_device: bool,
+    /// Kept for `VDUSE_DESTROY_DEV`; `None` once the device is gone (or kept).
+    control: Option<Control>,
+    device: Option<Arc<DeviceFd>>,
+    requests: Option<RequestThread>,
+}
+
+impl Server {
+    /// Creates the device (`DeviceConfig` from the backend; one virtqueue group and address
+    /// space with API version 1), opens its node, sets up every queue, starts the request
+    /// thread, then attaches the device to the vdpa bus if asked. On failure, everything
+    /// created so far is undone.
+    pub fn start(backend: Arc<dyn Backend>, options: ServerOptions) -> Result<Server> {
+        let name = options.name.clone();
+        let num_queues = backend.num_queues();
+        let max_queue_size = backend.max_queue_size();
+        check_backend(&name, num_queues, max_queue_size)?;
+
+        let mut control = Control::open()?;
+        if let Some(version) = options.api_version {
+            control.set_api_version(version)?;
+        }
+        let vduse_features = control.negotiate_features(options.vduse_features)?;
+        let mut config = DeviceConfig::new(&name, backend.device_type(), num_queues.into());
+        config.features |= backend.features() | RING_FEATURES;
+        config.config = backend.config();
+        control.create_device(&config)?;
+
+        // From here on, dropping `server` removes the device.
+        let mut server = Server {
+            name: name.clone(),
+            api_version: control.api_version(),
+            vduse_features,
+            keep_device: false,
+            control: Some(control),
+            device: None,
+            requests: None,
+        };
+        let device = Arc::new(DeviceFd::open(&name)?);
+        device.set_nonblocking()?;
+        for index in 0..num_queues {
+            device.setup_vq(index.into(), max_queue_size, 0)?;
+        }
+        server.device = Some(device.clone());
+        server.requests = Some(spawn_requests(
+            &name,
+            device,
+            backend,
+            DispatcherConfig {
+                name: name.clone(),
+                max_queue_size,
+                num_queues,
+                api_version: server.api_version,
+            },
+        )?);
+        // Attach from this thread: the driver's probe runs inside the netlink call and
+        // sends requests, which the request thread answers.
+        if options.attach {
+            VdpaBus::open()?.add_device(&name, VDUSE_MANAGEMENT_DEVICE)?;
+        }
+        server.keep_device = options.keep_device;
+        log::info!(
+            "device {name}: served (API version {}, VDUSE features {vduse_features:#x}{})",
+            server.api_version,
+            if options.attach { ", attached" } else { "" }
+        );
+        Ok(server)
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The VDUSE API version the device was created with.
+    pub fn api_version(&self) -> u64 {
+        self.api_version
+    }
+
+    /// The VDUSE features the device was created with.
+    pub fn vduse_features(&self) -> u64 {
+        self.vduse_features
+    }
+
+    /// Serves until `stop` becomes true (a signal handler sets it) or the request thread
+    /// ends (the device broke), then shuts down. The request thread's error, if any, comes
+    /// first.
+    pub fn run_until(self, stop: &AtomicBool) -> Result<()> {
+        while !stop.load(Ordering::Acquire)
+            && self.requests.as_ref().is_some_and(|r| !r.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.shutdown()
+    }
+
+    /// Detaches the device from the vdpa bus, stops the request thread and the workers,
+    /// closes the node and destroys the device; with `keep_device`, only stops serving.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let name = self.name.clone();
+        let mut first_error: Option<Error> = None;
+        let mut note = |result: Result<()>| {
+            if let Err(error) = result {
+                log::warn!("device {name}: shutting down: {error}");
+                first_error.get_or_insert(error);
+            }
+        };
+        // Detach while requests are still answered: the driver's remove sends some.
+        if !self.keep_device && self.device.is_some() {
+            note(detach(&self.name.clone()));
+        }
+        let served = self.requests.take().map(RequestThread::stop);
+        if let Some(device) = self.device.take() {
+            if Arc::strong_count(&device) > 1 {
+                log::warn!("device {}: its node is still referenced", self.name);
+            }
+            drop(device);
+        }
+        if let Some(mut control) = self.control.take() {
+            if !self.keep_device {
+                note(destroy(&mut control, &self.name));
+            }
+        }
+        match (served, first_error) {
+            (Some(Err(error)), _) => Err(error),
+            (_, Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+fn check_backend(name: &str, num_queues: u16, max_queue_size: u16) -> Result<()> {
+    let problem = if num_queues == 0 {
+        "it has no virtqueue".to_string()
+    } else if !max_queue_size.is_power_of_two() || max_queue_size > MAX_QUEUE_SIZE {
+        format!(
+            "its queue size {max_queue_size} is not a power of two between 1 and {MAX_QUEUE_SIZE}"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Backend {
+        name: name.to_owned(),
+        problem,
+    })
+}
+
+fn spawn_requests(
+    name: &str,
+    device: Arc<DeviceFd>,
+    backend: Arc<dyn Backend>,
+    config: DispatcherConfig,
+) -> Result<RequestThread> {
+    let control = Arc::new(LoopControl {
+        wake: Arc::new(Event::new("wake")?),
+        shutdown: AtomicBool::new(false),
+    });
+    let dev: Arc<dyn DeviceIo> = device;
+    let dispatcher = Dispatcher::new(config, dev.clone(), backend, control.wake.clone());
+    let thread_control = control.clone();
+    let thread_name = name.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("vduse-requests".into())
+        .spawn(move || requests::run(dispatcher, dev, thread_control, &thread_name))
+        .map_err(|source| Error::Io {
+            op: "starting the request thread".into(),
+            source,
+        })?;
+    Ok(RequestThread { control, thread })
+}
+
+/// Removes the device from the vdpa bus if it is there (whoever attached it).
+fn detach(name: &str) -> Result<()> {
+    let mut bus = match VdpaBus::open() {
+        Ok(bus) => bus,
+        // No bus, so nothing attached.
+        Err(VdpaError::NotLoaded) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    if bus.device(name)?.is_none() {
+        return Ok(());
+    }
+    match bus.remove_device(name) {
+        Ok(()) | Err(VdpaError::NoSuchDevice(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `VDUSE_DESTROY_DEV`, retried while the kernel still holds the device after a detach.
+fn destroy(control: &mut Control, name: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        match control.destroy_device(name) {
+            Err(Error::DeviceBusy { .. }) if start.elapsed() < DESTROY_RETRY => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Error::NoSuchDevice { .. }) => return Ok(()),
+            other => return other,
+        }
+    }
+}
+
+/// Tells systemd the service is ready (`READY=1`) when it runs under a `Type=notify`
+/// unit (`NOTIFY_SOCKET` set); does nothing otherwise.
+pub fn notify_ready() {
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("telling systemd the device is ready: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_default_to_attach_destroy_and_both_features() {
+        let options = ServerOptions::new("disk0");
+        assert_eq!(options.name, "disk0");
+        assert!(options.attach && !options.keep_device);
+        assert_eq!(options.vduse_features, 0x3);
+        assert_eq!(options.api_version, None);
+    }
+
+    #[test]
+    fn backends_the_runtime_cannot_serve_are_refused_with_the_reason() {
+        check_backend("d", 1, 256).unwrap();
+        check_backend("d", 2, 32768).unwrap();
+        let message = |q, s| check_backend("d", q, s).unwrap_err().to_string();
+        assert!(message(0, 256).contains("no virtqueue"));
+        assert!(message(1, 100).contains("power of two"));
+        assert!(message(1, 0).contains("power of two"));
+    }
+}

@@ -1,0 +1,704 @@
+//! One virtqueue's worker: a thread that sleeps on the queue's kick eventfd, drains the
+//! available ring into the backend, fills the used ring and interrupts the driver once
+//! per batch when its notification suppression asks for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::thread::JoinHandle;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::io::Errno;
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use super::device_io::DeviceIo;
+use super::event::Event;
+use super::iotlb::MemorySource;
+use crate::backend::{Backend, Chain, Memory};
+use crate::error::{Error, Result};
+
+/// What a worker shares with the thread that started it.
+#[derive(Debug)]
+struct Shared {
+    progress: Progress,
+    /// Set as the thread ends, before the request thread is woken: a `JoinHandle` only
+    /// says it has finished a little later, after the wake-up has been looked at.
+    exited: AtomicBool,
+    /// Wakes the thread to see `progress.stopping`.
+    stop_event: Event,
+}
+
+/// Where a drain is, and whether it should stop.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Set to stop between two requests.
+    pub stopping: AtomicBool,
+    /// The next available-ring index the worker will read (`GET_VQ_STATE`).
+    pub next_avail: AtomicU16,
+}
+
+/// A running (or stopping) queue worker.
+#[derive(Debug)]
+pub(crate) struct QueueWorker {
+    index: u16,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Everything a worker needs besides its queue.
+pub(crate) struct WorkerContext {
+    pub index: u16,
+    pub backend: Arc<dyn Backend>,
+    pub memory: Arc<dyn MemorySource>,
+    pub dev: Arc<dyn DeviceIo>,
+    /// Written when the worker ends, so the request thread can answer what waited for it.
+    pub wake: Arc<Event>,
+}
+
+impl QueueWorker {
+    /// Starts the worker of a configured, ready `queue`, woken by `kick`.
+    pub fn start(context: WorkerContext, queue: Queue, kick: Event) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            progress: Progress {
+                stopping: AtomicBool::new(false),
+                next_avail: AtomicU16::new(queue.next_avail()),
+            },
+            stop_event: Event::new("stop")?,
+            exited: AtomicBool::new(false),
+        });
+        let index = context.index;
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vduse-vq{index}"))
+            .spawn(move || run(context, queue, kick, &thread_shared))
+            .map_err(|source| Error::Io {
+                op: format!("starting the worker thread of queue {index}"),
+                source,
+            })?;
+        Ok(Self {
+            index,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the worker to stop after the request it is serving; does not wait.
+    pub fn request_stop(&self) {
+        self.shared.progress.stopping.store(true, Ordering::Release);
+        self.shared.stop_event.notify();
+    }
+
+    /// Whether the thread has ended (or is ending: joining it does not wait for the
+    /// backend any more).
+    pub fn has_exited(&self) -> bool {
+        self.shared.exited.load(Ordering::Acquire)
+    }
+
+    /// The next available index the worker will read (or stopped at).
+    pub fn next_avail(&self) -> u16 {
+        self.shared.progress.next_avail.load(Ordering::Acquire)
+    }
+
+    /// Stops the worker and waits for it; returns where it stopped in the available ring.
+    /// Blocks for as long as the backend's current request takes.
+    pub fn join(mut self) -> u16 {
+        self.request_stop();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the worker of queue {} panicked", self.index);
+            }
+        }
+        self.next_avail()
+    }
+}
+
+impl Drop for QueueWorker {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.request_stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Marks the worker ended and wakes the request thread, also on a panic in the backend.
+struct WakeOnExit<'a> {
+    shared: &'a Shared,
+    wake: Arc<Event>,
+}
+
+impl Drop for WakeOnExit<'_> {
+    fn drop(&mut self) {
+        self.shared.exited.store(true, Ordering::Release);
+        self.wake.notify();
+    }
+}
+
+fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
+    let _wake = WakeOnExit {
+        shared,
+        wake: context.wake.clone(),
+    };
+    log::debug!(
+        "queue {}: worker started at avail index {}",
+        context.index,
+        queue.next_avail()
+    );
+    let mut warned_unmapped = false;
+    // Requests may be waiting already: the driver can kick before the kick eventfd is set.
+    let mut serve = |queue: &mut Queue| {
+        let outcome = drain(
+            queue,
+            context.memory.as_ref(),
+            context.backend.as_ref(),
+            context.index,
+            &shared.progress,
+        );
+        match outcome {
+            Drained::Unmapped if !warned_unmapped => {
+                warned_unmapped = true;
+                log::error!(
+                    "queue {}: its rings are not in the IOTLB; not serving it",
+                    context.index
+                );
+            }
+            Drained::Handled { notify: true, .. } => {
+                if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
+                    log::warn!("queue {}: {error}", context.index);
+                }
+            }
+            _ => {}
+        }
+    };
+    serve(&mut queue);
+    loop {
+        let mut fds = [
+            PollFd::new(&kick, PollFlags::IN),
+            PollFd::new(&shared.stop_event, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => {
+                log::error!("queue {}: poll: {errno}", context.index);
+                return;
+            }
+        }
+        if shared.progress.stopping.load(Ordering::Acquire) {
+            log::debug!(
+                "queue {}: worker stopped at avail index {}",
+                context.index,
+                queue.next_avail()
+            );
+            return;
+        }
+        if fds[0].revents().contains(PollFlags::IN) {
+            // Non-blocking: a spurious wake-up reads EAGAIN.
+            kick.drain();
+            serve(&mut queue);
+        }
+    }
+}
+
+/// What one drain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// The rings are outside the mapped memory, even after remapping the IOTLB.
+    Unmapped,
+    /// `count` requests went to the backend; `notify` when the driver wants an interrupt.
+    Handled { count: usize, notify: bool },
+}
+
+/// Serves every request in the available ring, until it stays empty with notifications
+/// re-enabled (or `stopping` is set). Remaps the IOTLB once per request whose buffers are
+/// not all mapped: the kernel adds regions (its bounce region) without telling the device.
+pub(crate) fn drain(
+    queue: &mut Queue,
+    source: &dyn MemorySource,
+    backend: &dyn Backend,
+    index: u16,
+    progress: &Progress,
+) -> Drained {
+    let stopping = &progress.stopping;
+    let mut memory = source.snapshot();
+    if !rings_mapped(queue, &memory) {
+        source.refresh_after_miss();
+        memory = source.snapshot();
+        if !rings_mapped(queue, &memory) {
+            return Drained::Unmapped;
+        }
+    }
+    let mut count = 0;
+    let mut remapped_for_this_request = false;
+    'batches: loop {
+        if let Err(error) = queue.disable_notification(memory.as_ref()) {
+            log::warn!("queue {index}: {error}");
+            break;
+        }
+        while !stopping.load(Ordering::Acquire) {
+            let Some(chain) = queue.pop_descriptor_chain(memory.as_ref()) else {
+                break;
+            };
+            if !remapped_for_this_request && !chain_mapped(&chain) {
+                queue.go_to_previous_position();
+                remapped_for_this_request = true;
+                if source.refresh_after_miss() {
+                    memory = source.snapshot();
+                }
+                continue;
+            }
+            remapped_for_this_request = false;
+            progress
+                .next_avail
+                .store(queue.next_avail(), Ordering::Release);
+            let head = chain.head_index();
+            let len = backend.handle(index, memory.as_ref(), chain);
+            if let Err(error) = queue.add_used(memory.as_ref(), head, len) {
+                log::warn!("queue {index}: {error}");
+                break 'batches;
+            }
+            count += 1;
+        }
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
+        match queue.enable_notification(memory.as_ref()) {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(error) => {
+                log::warn!("queue {index}: {error}");
+                break;
+            }
+        }
+    }
+    let notify = count > 0 && needs_interrupt(queue, &memory);
+    Drained::Handled { count, notify }
+}
+
+/// Whether the driver wants an interrupt for what was just used: its `used_event` with
+/// EVENT_IDX, else the avail ring's `VRING_AVAIL_F_NO_INTERRUPT` flag (which virtio-queue
+/// leaves to the device).
+fn needs_interrupt(queue: &mut Queue, memory: &Memory) -> bool {
+    if !queue.needs_notification(memory).unwrap_or(true) {
+        return false;
+    }
+    if queue.event_idx_enabled() {
+        return true;
+    }
+    let flags: u16 = memory
+        .load(GuestAddress(queue.avail_ring()), Ordering::Acquire)
+        .map_or(0, u16::from_le);
+    flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+}
+
+/// Whether the descriptor table and both rings are in `memory`.
+fn rings_mapped(queue: &Queue, memory: &Memory) -> bool {
+    let size = u64::from(queue.size());
+    // Descriptor table, avail ring (flags, idx, ring, used_event), used ring (flags, idx,
+    // ring, avail_event).
+    [
+        (queue.desc_table(), 16 * size),
+        (queue.avail_ring(), 6 + 2 * size),
+        (queue.used_ring(), 6 + 8 * size),
+    ]
+    .into_iter()
+    .all(|(address, len)| memory.check_range(GuestAddress(address), len as usize))
+}
+
+/// Whether every buffer of `chain` is mapped and the chain reads to its end: an indirect
+/// table outside the memory ends the iteration early, without an error.
+fn chain_mapped(chain: &Chain<'_>) -> bool {
+    let memory = chain.memory();
+    let mut last_has_next = true;
+    for descriptor in chain.clone() {
+        if descriptor.len() > 0 && !memory.check_range(descriptor.addr(), descriptor.len() as usize)
+        {
+            return false;
+        }
+        last_has_next = descriptor.has_next();
+    }
+    !last_has_next
+}
+
+/// Queue parameters as `VDUSE_VQ_GET_INFO` reports them, made into a ready split queue.
+pub(crate) fn configure_queue(
+    max_size: u16,
+    info: &crate::uapi::VduseVqInfo,
+    event_idx: bool,
+) -> std::result::Result<Queue, String> {
+    let mut queue = Queue::new(max_size).map_err(|e| format!("queue of {max_size}: {e}"))?;
+    let size = u16::try_from(info.num).map_err(|_| format!("size {} too large", info.num))?;
+    queue
+        .try_set_size(size)
+        .map_err(|e| format!("size {size}: {e}"))?;
+    queue
+        .try_set_desc_table_address(GuestAddress(info.desc_addr))
+        .map_err(|e| format!("descriptor table {:#x}: {e}", info.desc_addr))?;
+    queue
+        .try_set_avail_ring_address(GuestAddress(info.driver_addr))
+        .map_err(|e| format!("driver area {:#x}: {e}", info.driver_addr))?;
+    queue
+        .try_set_used_ring_address(GuestAddress(info.device_addr))
+        .map_err(|e| format!("device area {:#x}: {e}", info.device_addr))?;
+    queue.set_event_idx(event_idx);
+    // The ring state the kernel holds (0 for a fresh ring): nothing is in flight, so the
+    // used index starts there too.
+    let avail_index = info.state.split().avail_index;
+    queue.set_next_avail(avail_index);
+    queue.set_next_used(avail_index);
+    queue.set_ready(true);
+    Ok(queue)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::DeviceType;
+    use std::sync::Mutex;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestMemoryMmap};
+
+    /// Memory that never changes; counts the refreshes asked for.
+    pub(crate) struct FixedMemory {
+        pub memory: Arc<Memory>,
+        pub refreshes: Mutex<usize>,
+    }
+
+    impl MemorySource for FixedMemory {
+        fn snapshot(&self) -> Arc<Memory> {
+            self.memory.clone()
+        }
+        fn refresh_after_miss(&self) -> bool {
+            *self.refreshes.lock().unwrap() += 1;
+            false
+        }
+    }
+
+    /// Writes the first byte of each request's first writable buffer; records the calls.
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub calls: Mutex<Vec<(u16, u16, usize)>>,
+    }
+
+    impl Backend for Recorder {
+        fn device_type(&self) -> DeviceType {
+            DeviceType::Block
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn config(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn num_queues(&self) -> u16 {
+            1
+        }
+        fn max_queue_size(&self) -> u16 {
+            16
+        }
+        fn handle(&self, queue: u16, memory: &Memory, chain: Chain<'_>) -> u32 {
+            let head = chain.head_index();
+            let descriptors: Vec<_> = chain.collect();
+            let mut written = 0;
+            if let Some(d) = descriptors.iter().find(|d| d.is_write_only()) {
+                memory.write_obj(0xabu8, d.addr()).unwrap();
+                written = 1;
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push((queue, head, descriptors.len()));
+            written
+        }
+    }
+
+    fn stopped() -> Progress {
+        Progress {
+            stopping: AtomicBool::new(true),
+            ..Progress::default()
+        }
+    }
+
+    fn memory() -> Arc<Memory> {
+        Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap())
+    }
+
+    fn fixed(memory: &Arc<Memory>) -> FixedMemory {
+        FixedMemory {
+            memory: memory.clone(),
+            refreshes: Mutex::new(0),
+        }
+    }
+
+    fn descriptor(addr: u64, len: u32, write: bool) -> RawDescriptor {
+        let flags = if write {
+            virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16
+        } else {
+            0
+        };
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    #[test]
+    fn drains_every_request_and_notifies_once() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        // Three chains: (read, write), (read), (read, read, write).
+        let chains = [
+            vec![descriptor(0x2000, 16, false), descriptor(0x3000, 1, true)],
+            vec![descriptor(0x2100, 16, false)],
+            vec![
+                descriptor(0x2200, 16, false),
+                descriptor(0x2300, 512, false),
+                descriptor(0x3100, 1, true),
+            ],
+        ];
+        let mut offset = 0;
+        for chain in &chains {
+            let mut linked = chain.clone();
+            let n = linked.len();
+            for (i, d) in linked.iter_mut().enumerate() {
+                let s = SplitDescriptor::from(*d);
+                let (flags, next) = if i + 1 < n {
+                    (
+                        s.flags() | virtio_bindings::virtio_ring::VRING_DESC_F_NEXT as u16,
+                        offset + i as u16 + 1,
+                    )
+                } else {
+                    (s.flags(), 0)
+                };
+                *d = RawDescriptor::from(SplitDescriptor::new(s.addr().0, s.len(), flags, next));
+            }
+            mock.add_desc_chains(&linked, offset).unwrap();
+            offset += n as u16;
+        }
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 3,
+                notify: true
+            }
+        );
+        assert_eq!(
+            *backend.calls.lock().unwrap(),
+            vec![(0, 0, 2), (0, 2, 1), (0, 3, 3)]
+        );
+        assert_eq!(mock.used().idx().load(), 3);
+        let used: Vec<(u32, u32)> = (0..3)
+            .map(|i| {
+                let e = mock.used().ring().ref_at(i).unwrap().load();
+                (e.id(), e.len())
+            })
+            .collect();
+        assert_eq!(used, vec![(0, 1), (2, 0), (3, 1)]);
+        assert_eq!(memory.read_obj::<u8>(GuestAddress(0x3100)).unwrap(), 0xab);
+        assert_eq!(queue.next_avail(), 3);
+        assert_eq!(*source.refreshes.lock().unwrap(), 0);
+
+        // Nothing new: no request, no interrupt.
+        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 0,
+                notify: false
+            }
+        );
+    }
+
+    #[test]
+    fn indirect_chains_are_followed() {
+        // The mock puts indirect tables at 0x3000_0000: give it memory there too.
+        let memory = Arc::new(
+            GuestMemoryMmap::from_ranges(&[
+                (GuestAddress(0), 0x1_0000),
+                (GuestAddress(0x3000_0000), 0x1000),
+            ])
+            .unwrap(),
+        );
+        let mut mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        mock.add_indirect_chain(3).unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        drain(&mut queue, &source, &backend, 2, &Progress::default());
+        assert_eq!(*backend.calls.lock().unwrap(), vec![(2, 0, 3)]);
+    }
+
+    #[test]
+    fn an_unmapped_buffer_asks_for_a_remap_once_then_is_served() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        // A buffer past the end of the memory (a bounce region the worker has not mapped).
+        mock.add_desc_chains(&[descriptor(0x100_0000, 16, false)], 0)
+            .unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        drain(&mut queue, &source, &backend, 0, &Progress::default());
+        assert_eq!(*source.refreshes.lock().unwrap(), 1);
+        // Still unmapped after the remap: the backend answers it (with an error status).
+        assert_eq!(backend.calls.lock().unwrap().len(), 1);
+        assert_eq!(mock.used().idx().load(), 1);
+    }
+
+    #[test]
+    fn rings_outside_memory_are_not_served() {
+        let memory = memory();
+        let other: Arc<Memory> =
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap());
+        let mock = MockSplitQueue::create(other.as_ref(), GuestAddress(0x8000), 16);
+        let mut queue: Queue = mock.create_queue().unwrap();
+        queue.set_desc_table_address(Some(0x2_0000), Some(0));
+        let source = fixed(&memory);
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &Recorder::default(),
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(outcome, Drained::Unmapped);
+        assert_eq!(*source.refreshes.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn event_idx_decides_the_interrupt() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        let mut queue: Queue = mock.create_queue().unwrap();
+        queue.set_event_idx(true);
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        // used_event sits after the avail ring: avail + 4 + 2 * size.
+        let used_event = GuestAddress(mock.avail_addr().0 + 4 + 2 * 16);
+
+        // The driver wants an interrupt once used idx passes 1: two requests cross it.
+        memory.write_obj(1u16.to_le(), used_event).unwrap();
+        mock.add_desc_chains(
+            &[descriptor(0x2000, 16, false), descriptor(0x2100, 16, false)],
+            0,
+        )
+        .unwrap();
+        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 2,
+                notify: true
+            }
+        );
+        // The worker asked for a kick at the next avail index (avail_event).
+        let avail_event = GuestAddress(mock.used_addr().0 + 4 + 8 * 16);
+        assert_eq!(memory.read_obj::<u16>(avail_event).unwrap(), 2);
+
+        // Next it wants one only after used idx passes 10: one request does not get there.
+        memory.write_obj(10u16.to_le(), used_event).unwrap();
+        mock.add_desc_chains(&[descriptor(0x2200, 16, false)], 2)
+            .unwrap();
+        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 1,
+                notify: false
+            }
+        );
+    }
+
+    #[test]
+    fn no_interrupt_flag_is_honoured_without_event_idx() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        let mut queue: Queue = mock.create_queue().unwrap();
+        // avail->flags, the ring's first field.
+        memory
+            .write_obj(
+                (virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16).to_le(),
+                mock.avail_addr(),
+            )
+            .unwrap();
+        mock.add_desc_chains(&[descriptor(0x2000, 16, false)], 0)
+            .unwrap();
+        let outcome = drain(
+            &mut queue,
+            &fixed(&memory),
+            &Recorder::default(),
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 1,
+                notify: false
+            }
+        );
+    }
+
+    #[test]
+    fn stopping_leaves_the_rest_available() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        mock.add_desc_chains(
+            &[descriptor(0x2000, 16, false), descriptor(0x2100, 16, false)],
+            0,
+        )
+        .unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let outcome = drain(
+            &mut queue,
+            &fixed(&memory),
+            &Recorder::default(),
+            0,
+            &stopped(),
+        );
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 0,
+                notify: false
+            }
+        );
+        assert_eq!(queue.next_avail(), 0);
+    }
+
+    #[test]
+    fn queue_parameters_come_from_vq_info() {
+        let mut info = crate::uapi::VduseVqInfo {
+            index: 0,
+            num: 64,
+            desc_addr: 0x1000,
+            driver_addr: 0x2000,
+            device_addr: 0x3000,
+            ready: 1,
+            ..Default::default()
+        };
+        info.state = crate::uapi::VduseVqStateUnion::from_split(crate::uapi::VduseVqStateSplit {
+            avail_index: 5,
+        });
+        let queue = configure_queue(256, &info, true).unwrap();
+        assert_eq!(
+            (
+                queue.size(),
+                queue.desc_table(),
+                queue.avail_ring(),
+                queue.used_ring()
+            ),
+            (64, 0x1000, 0x2000, 0x3000)
+        );
+        assert_eq!((queue.next_avail(), queue.next_used()), (5, 5));
+        assert!(queue.event_idx_enabled() && queue.ready());
+        info.num = 512;
+        assert!(configure_queue(256, &info, false).is_err());
+        info.num = 48;
+        assert!(configure_queue(256, &info, false).is_err());
+        assert!(configure_queue(100, &info, false).is_err());
+    }
+}
