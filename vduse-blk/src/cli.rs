@@ -1,0 +1,232 @@
+//! The command line, as clap sees it. The rest of the crate never sees clap: [`Cli`] becomes
+//! a [`Settings`] layer laid over the configuration file.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::config::{self, ByteSize, Settings};
+
+const AFTER_HELP: &str = "\
+Every flag but --config, --check-config and --print-config overrides the configuration file's
+key of the same name. Boolean keys take --KEY (true) or --KEY=false.
+
+Exit status:
+  0   stopped cleanly (SIGINT or SIGTERM), or the configuration is valid
+  64  usage error
+  69  VDUSE is not available on this host
+  70  internal error
+  74  I/O error on the backing
+  77  no permission to use VDUSE
+  78  configuration error (a bad key or value, an unusable backing, a name in use)
+
+Examples:
+  vduse-blk --config /etc/vduse-blk/disk0.yaml
+  vduse-blk --name disk0 --backing /var/lib/vduse/disk0.img --size 1G --create
+  vduse-blk --config disk0.yaml --read-only --check-config";
+
+/// Serve a file or block device as a virtio-blk disk over VDUSE.
+///
+/// Creates the VDUSE block device NAME, attaches it to the vdpa bus (where virtio_vdpa
+/// turns it into /dev/vdX), and serves its requests from the backing file or block device
+/// until SIGINT or SIGTERM, then removes the device.
+#[derive(Debug, Parser)]
+#[command(name = "vduse-blk", version, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    /// YAML configuration file (see config/vduse-blk.yaml); flags override its keys.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration, including the backing, and exit: 0 valid, 78 not.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check_config: bool,
+
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Device name: the node becomes /dev/vduse/NAME.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The file or block device that holds the disk.
+    #[arg(long, value_name = "PATH")]
+    pub backing: Option<PathBuf>,
+
+    /// Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing's.
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<ByteSize>,
+
+    /// Create a missing backing file, and extend one smaller than --size.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub create: Option<bool>,
+
+    /// Serve the disk read-only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub read_only: Option<bool>,
+
+    /// Host caching of the backing [default: writeback].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cache: Option<CacheArg>,
+
+    /// Logical block size: 512, 1024, 2048 or 4096 [default: 512].
+    #[arg(long, value_name = "BYTES")]
+    pub logical_block_size: Option<u32>,
+
+    /// Physical block size, a power of two >= the logical one [default: the backing's].
+    #[arg(long, value_name = "BYTES")]
+    pub physical_block_size: Option<u32>,
+
+    /// Number of request queues, 1 to 64 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub num_queues: Option<u16>,
+
+    /// Size of each queue: a power of two from 4 to 1024 [default: 256].
+    #[arg(long, value_name = "N")]
+    pub queue_size: Option<u16>,
+
+    /// Serial number the guest reads (at most 20 ASCII characters).
+    #[arg(long, value_name = "TEXT")]
+    pub serial: Option<String>,
+
+    /// Offer DISCARD to the guest [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub discard: Option<bool>,
+
+    /// Offer WRITE_ZEROES to the guest [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub write_zeroes: Option<bool>,
+
+    /// Where the device goes once set up [default: virtio].
+    #[arg(long, value_enum, value_name = "TO")]
+    pub attach: Option<AttachArg>,
+
+    /// Leave the VDUSE device in place when stopping.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub keep_device: Option<bool>,
+}
+
+/// `--cache` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheArg {
+    /// Through the host page cache; FLUSH makes writes durable.
+    Writeback,
+    /// O_DIRECT, bypassing the page cache.
+    None,
+}
+
+/// `--attach` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachArg {
+    /// Add it to the vdpa bus (virtio_vdpa makes it /dev/vdX).
+    Virtio,
+    /// Leave it off the bus.
+    None,
+}
+
+impl Cli {
+    /// The flags as a configuration layer.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            name: self.name.clone(),
+            backing: self.backing.clone(),
+            size: self.size,
+            create: self.create,
+            read_only: self.read_only,
+            cache: self.cache.map(|cache| match cache {
+                CacheArg::Writeback => config::CacheMode::Writeback,
+                CacheArg::None => config::CacheMode::None,
+            }),
+            logical_block_size: self.logical_block_size,
+            physical_block_size: self.physical_block_size,
+            num_queues: self.num_queues,
+            queue_size: self.queue_size,
+            serial: self.serial.clone(),
+            discard: self.discard,
+            write_zeroes: self.write_zeroes,
+            attach: self.attach.map(|attach| match attach {
+                AttachArg::Virtio => config::Attach::Virtio,
+                AttachArg::None => config::Attach::None,
+            }),
+            keep_device: self.keep_device,
+        }
+    }
+}
+
+/// The clap command, for man pages and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vduse-blk").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_key_has_a_flag() {
+        let cli = parse(&[
+            "--name=d",
+            "--backing=/x",
+            "--size=1G",
+            "--create",
+            "--read-only=false",
+            "--cache=none",
+            "--logical-block-size=4096",
+            "--physical-block-size=4096",
+            "--num-queues=2",
+            "--queue-size=128",
+            "--serial=S",
+            "--discard=false",
+            "--write-zeroes",
+            "--attach=none",
+            "--keep-device",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.settings(),
+            Settings {
+                name: Some("d".into()),
+                backing: Some("/x".into()),
+                size: Some(ByteSize(1 << 30)),
+                create: Some(true),
+                read_only: Some(false),
+                cache: Some(config::CacheMode::None),
+                logical_block_size: Some(4096),
+                physical_block_size: Some(4096),
+                num_queues: Some(2),
+                queue_size: Some(128),
+                serial: Some("S".into()),
+                discard: Some(false),
+                write_zeroes: Some(true),
+                attach: Some(config::Attach::None),
+                keep_device: Some(true),
+            }
+        );
+        assert_eq!(parse(&[]).unwrap().settings(), Settings::default());
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors() {
+        for args in [
+            &["--size", "lots"][..],
+            &["--cache", "always"],
+            &["--num-queues", "-1"],
+            &["--read-only=maybe"],
+            &["--check-config", "--print-config"],
+            &["--no-such-flag"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        let message = parse(&["--size", "lots"]).unwrap_err().to_string();
+        assert!(message.contains("\"lots\" is not a size"), "{message}");
+    }
+}

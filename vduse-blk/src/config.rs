@@ -1,0 +1,954 @@
+//! The configuration: a YAML file, command-line overrides, and the checked result.
+//!
+//! [`Settings`] is one layer of keys, every one optional: the file is one layer, the flags
+//! another. [`Config::resolve`] lays the flags over the file, fills in defaults and checks
+//! every value, naming the key and where it came from (the file's line and column, or the
+//! flag) when one is wrong.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest and largest logical block size.
+pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 4096);
+/// Largest physical block size.
+pub const MAX_PHYSICAL_BLOCK_SIZE: u32 = 64 * 1024;
+/// Largest number of request queues.
+pub const MAX_NUM_QUEUES: u16 = 64;
+/// Smallest and largest queue size: a request needs a header and a status descriptor
+/// besides its data, and the kernel's virtio-blk driver asks for no more than 1024.
+pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
+/// Longest serial number (`VIRTIO_BLK_ID_BYTES`).
+pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
+
+/// Every key of the configuration file, in the order `--print-config` shows them.
+pub const KEYS: [&str; 15] = [
+    "name",
+    "backing",
+    "size",
+    "create",
+    "read-only",
+    "cache",
+    "logical-block-size",
+    "physical-block-size",
+    "num-queues",
+    "queue-size",
+    "serial",
+    "discard",
+    "write-zeroes",
+    "attach",
+    "keep-device",
+];
+
+/// Defaults of the keys that have one.
+pub mod defaults {
+    use super::{Attach, CacheMode};
+    /// `cache`.
+    pub const CACHE: CacheMode = CacheMode::Writeback;
+    /// `logical-block-size`.
+    pub const LOGICAL_BLOCK_SIZE: u32 = 512;
+    /// `num-queues`.
+    pub const NUM_QUEUES: u16 = 1;
+    /// `queue-size`.
+    pub const QUEUE_SIZE: u16 = 256;
+    /// `discard`.
+    pub const DISCARD: bool = true;
+    /// `write-zeroes`.
+    pub const WRITE_ZEROES: bool = true;
+    /// `attach`.
+    pub const ATTACH: Attach = Attach::Virtio;
+}
+
+/// How writes reach the backing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Through the host's page cache; FLUSH makes them durable.
+    Writeback,
+    /// With O_DIRECT, bypassing the page cache; FLUSH still makes them durable.
+    None,
+}
+
+impl CacheMode {
+    /// The word the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Writeback => "writeback",
+            CacheMode::None => "none",
+        }
+    }
+}
+
+/// What the device is attached to once it is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    /// Add it to the vdpa bus, where `virtio_vdpa` turns it into `/dev/vdX`.
+    Virtio,
+    /// Leave it off the bus (`vdpa dev add` by hand, for example for `vhost_vdpa`).
+    None,
+}
+
+/// A size in bytes, written as a number of bytes or with a binary suffix: `512`, `64K`,
+/// `100M`, `1G`, `2T` (also `KiB`, `MiB`, `GiB`, `TiB`; 1K = 1024 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+const SIZE_UNITS: [(&str, u32); 4] = [("T", 40), ("G", 30), ("M", 20), ("K", 10)];
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a size: write a number of bytes or a number with K, M, G or T \
+                 (powers of 1024), e.g. 1073741824 or 1G"
+            )
+        };
+        let text_trimmed = text.trim();
+        let digits_end = text_trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text_trimmed.len());
+        let (digits, suffix) = text_trimmed.split_at(digits_end);
+        let number: u64 = digits.parse().map_err(|_| bad())?;
+        let suffix = suffix.trim();
+        let shift = if suffix.is_empty() {
+            0
+        } else {
+            let unit = suffix
+                .strip_suffix("iB")
+                .unwrap_or(suffix)
+                .to_ascii_uppercase();
+            SIZE_UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|&(_, shift)| shift)
+                .ok_or_else(bad)?
+        };
+        number
+            .checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large: sizes must fit in 64 bits"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// The largest unit that divides the size exactly: `1G`, `1536M`, `1000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, shift) in SIZE_UNITS {
+            let unit = 1u64 << shift;
+            if self.0 != 0 && self.0 % unit == 0 {
+                return write!(f, "{}{name}", self.0 / unit);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 >= 1024 && self.0 % 1024 == 0 {
+            serializer.serialize_str(&self.to_string())
+        } else {
+            serializer.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, or a number with K, M, G or T such as 1G")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{value} is negative: a size cannot be")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// One layer of configuration keys: the file, or the command-line flags. Every key is
+/// optional; [`Config::resolve`] fills in the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Device name: the node becomes `/dev/vduse/NAME`.
+    pub name: Option<String>,
+    /// The file or block device holding the disk's data.
+    pub backing: Option<PathBuf>,
+    /// Size of the disk; the backing's size when not given.
+    pub size: Option<ByteSize>,
+    /// Create a missing backing file, and extend one smaller than `size`.
+    pub create: Option<bool>,
+    /// Serve the disk read-only.
+    pub read_only: Option<bool>,
+    /// `writeback` or `none` (O_DIRECT).
+    pub cache: Option<CacheMode>,
+    /// Logical block size the guest sees.
+    pub logical_block_size: Option<u32>,
+    /// Physical block size the guest sees.
+    pub physical_block_size: Option<u32>,
+    /// Number of request queues.
+    pub num_queues: Option<u16>,
+    /// Size of each request queue.
+    pub queue_size: Option<u16>,
+    /// Serial number the guest reads with GET_ID.
+    pub serial: Option<String>,
+    /// Offer DISCARD.
+    pub discard: Option<bool>,
+    /// Offer WRITE_ZEROES.
+    pub write_zeroes: Option<bool>,
+    /// Where the device goes once it is set up.
+    pub attach: Option<Attach>,
+    /// Leave the VDUSE device in place when the server stops.
+    pub keep_device: Option<bool>,
+}
+
+/// The configuration file as read: its path, text and keys.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text, for finding where a key is when its value is wrong.
+    pub text: String,
+    /// Its keys.
+    pub settings: Settings,
+}
+
+impl ConfigFile {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses `text` as the file at `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
+        // A file of comments only is an empty mapping, not an error.
+        let settings = if text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+        {
+            Settings::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|error| ConfigError::Syntax {
+                path: path.to_owned(),
+                error,
+            })?
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            settings,
+        })
+    }
+
+    /// Line and column (1-based) of the value of the top-level `key`, if the file writes it
+    /// in block style (`key: value` at the start of a line).
+    pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
+        self.text.lines().enumerate().find_map(|(index, line)| {
+            let rest = line.strip_prefix(key)?;
+            let after_colon = rest.trim_start_matches([' ', '\t']).strip_prefix(':')?;
+            let value = after_colon.trim_start_matches([' ', '\t']);
+            let column = line.len() - value.len() + 1;
+            Some((index + 1, column))
+        })
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file, at this line and column when known.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Line and column of the value.
+        position: Option<(usize, usize)>,
+    },
+    /// A command-line flag.
+    Flag,
+    /// Neither: the default, or nothing at all.
+    Default,
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (part of the message, so not also a `source`).
+        error: std::io::Error,
+    },
+    /// The file is not valid YAML, has an unknown key or a value of the wrong type.
+    /// serde_yaml's message names the key and ends with "at line N column M".
+    #[error("{}: {error}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (part of the message, so not also a `source`).
+        error: serde_yaml::Error,
+    },
+    /// A key that has no default is not set.
+    #[error("{key} is not set: set `{key}:` in the configuration file or pass --{key} {what}")]
+    Missing {
+        /// The key.
+        key: &'static str,
+        /// What it takes, for the hint.
+        what: &'static str,
+    },
+    /// A value is out of range or conflicts with another.
+    #[error("{}", invalid_message(origin, key, problem))]
+    Invalid {
+        /// Where the value came from.
+        origin: Origin,
+        /// The key.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+fn invalid_message(origin: &Origin, key: &str, problem: &str) -> String {
+    match origin {
+        Origin::File {
+            path,
+            position: Some((line, column)),
+        } => format!(
+            "{}: {key}: {problem} at line {line} column {column}",
+            path.display()
+        ),
+        Origin::File {
+            path,
+            position: None,
+        } => format!("{}: {key}: {problem}", path.display()),
+        Origin::Flag => format!("--{key}: {problem}"),
+        Origin::Default => format!("{key}: {problem}"),
+    }
+}
+
+/// The checked configuration, every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// Device name: the node becomes `/dev/vduse/NAME`.
+    pub name: String,
+    /// The file or block device holding the disk's data.
+    pub backing: PathBuf,
+    /// Size of the disk; `None` means the backing's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+    /// Create a missing backing file, and extend one smaller than `size`.
+    pub create: bool,
+    /// Serve the disk read-only.
+    pub read_only: bool,
+    /// Page cache or O_DIRECT.
+    pub cache: CacheMode,
+    /// Logical block size: a power of two in [512, 4096].
+    pub logical_block_size: u32,
+    /// Physical block size; `None` means the backing's (a block device's, or the logical
+    /// block size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physical_block_size: Option<u32>,
+    /// Number of request queues, 1 to 64.
+    pub num_queues: u16,
+    /// Size of each request queue: a power of two in [4, 1024].
+    pub queue_size: u16,
+    /// Serial number (at most 20 ASCII bytes) the guest reads with GET_ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Offer DISCARD (not when read-only).
+    pub discard: bool,
+    /// Offer WRITE_ZEROES (not when read-only).
+    pub write_zeroes: bool,
+    /// Where the device goes once it is set up.
+    pub attach: Attach,
+    /// Leave the VDUSE device in place when the server stops.
+    pub keep_device: bool,
+}
+
+impl Config {
+    /// Lays `flags` over `file`, fills in defaults and checks every value.
+    pub fn resolve(file: Option<&ConfigFile>, flags: &Settings) -> Result<Config, ConfigError> {
+        let empty = Settings::default();
+        let from_file = file.map_or(&empty, |file| &file.settings);
+        let origin = |key: &'static str, from_flag: bool| -> Origin {
+            if from_flag {
+                return Origin::Flag;
+            }
+            match file {
+                Some(file) if file_has(&file.settings, key) => Origin::File {
+                    path: file.path.clone(),
+                    position: file.locate(key),
+                },
+                _ => Origin::Default,
+            }
+        };
+        let invalid = |key: &'static str, from_flag: bool, problem: String| ConfigError::Invalid {
+            origin: origin(key, from_flag),
+            key,
+            problem,
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                (
+                    flags.$field.clone().or_else(|| from_file.$field.clone()),
+                    flags.$field.is_some(),
+                )
+            };
+        }
+
+        let (name, name_flag) = pick!(name);
+        let name = name.ok_or(ConfigError::Missing {
+            key: "name",
+            what: "NAME",
+        })?;
+        vduse::device_config::validate_name(&name)
+            .map_err(|err| invalid("name", name_flag, err.to_string()))?;
+
+        let (backing, backing_flag) = pick!(backing);
+        let backing = backing.ok_or(ConfigError::Missing {
+            key: "backing",
+            what: "PATH",
+        })?;
+        if backing.as_os_str().is_empty() {
+            return Err(invalid(
+                "backing",
+                backing_flag,
+                "the path is empty: give the file or block device that holds the disk".into(),
+            ));
+        }
+
+        let (logical_block_size, lbs_flag) = pick!(logical_block_size);
+        let logical_block_size = logical_block_size.unwrap_or(defaults::LOGICAL_BLOCK_SIZE);
+        let (min, max) = BLOCK_SIZE_RANGE;
+        if !logical_block_size.is_power_of_two() || !(min..=max).contains(&logical_block_size) {
+            return Err(invalid(
+                "logical-block-size",
+                lbs_flag,
+                format!(
+                    "{logical_block_size} is not a power of two between {min} and {max}: \
+                     use 512, 1024, 2048 or 4096"
+                ),
+            ));
+        }
+
+        let (physical_block_size, pbs_flag) = pick!(physical_block_size);
+        if let Some(pbs) = physical_block_size {
+            if !pbs.is_power_of_two() || pbs < logical_block_size || pbs > MAX_PHYSICAL_BLOCK_SIZE {
+                return Err(invalid(
+                    "physical-block-size",
+                    pbs_flag,
+                    format!(
+                        "{pbs} must be a power of two between the logical block size \
+                         ({logical_block_size}) and {MAX_PHYSICAL_BLOCK_SIZE}"
+                    ),
+                ));
+            }
+        }
+
+        let (size, size_flag) = pick!(size);
+        if let Some(ByteSize(bytes)) = size {
+            if bytes == 0 {
+                return Err(invalid(
+                    "size",
+                    size_flag,
+                    "the disk cannot be empty: give a size such as 1G, or leave it out to use \
+                     the backing's size"
+                        .into(),
+                ));
+            }
+            if bytes % u64::from(logical_block_size) != 0 {
+                let lower = bytes - bytes % u64::from(logical_block_size);
+                return Err(invalid(
+                    "size",
+                    size_flag,
+                    format!(
+                        "{bytes} bytes is not a multiple of the logical block size \
+                         ({logical_block_size}): use {lower} or {}",
+                        lower + u64::from(logical_block_size)
+                    ),
+                ));
+            }
+        }
+
+        let (read_only, _) = pick!(read_only);
+        let read_only = read_only.unwrap_or(false);
+        let (create, create_flag) = pick!(create);
+        let create = create.unwrap_or(false);
+        if create && read_only {
+            return Err(invalid(
+                "create",
+                create_flag,
+                "a read-only disk cannot create or extend its backing file: drop `create` or \
+                 `read-only`"
+                    .into(),
+            ));
+        }
+        if create && size.is_none() {
+            return Err(invalid(
+                "create",
+                create_flag,
+                "creating or extending the backing file needs a `size` (e.g. size: 1G)".into(),
+            ));
+        }
+
+        let (num_queues, queues_flag) = pick!(num_queues);
+        let num_queues = num_queues.unwrap_or(defaults::NUM_QUEUES);
+        if !(1..=MAX_NUM_QUEUES).contains(&num_queues) {
+            return Err(invalid(
+                "num-queues",
+                queues_flag,
+                format!("{num_queues} is out of range: use 1 to {MAX_NUM_QUEUES} queues"),
+            ));
+        }
+
+        let (queue_size, queue_size_flag) = pick!(queue_size);
+        let queue_size = queue_size.unwrap_or(defaults::QUEUE_SIZE);
+        let (min, max) = QUEUE_SIZE_RANGE;
+        if !queue_size.is_power_of_two() || !(min..=max).contains(&queue_size) {
+            return Err(invalid(
+                "queue-size",
+                queue_size_flag,
+                format!(
+                    "{queue_size} is not a power of two between {min} and {max}: use for \
+                     example 128, 256 or 1024"
+                ),
+            ));
+        }
+
+        let (serial, serial_flag) = pick!(serial);
+        if let Some(serial) = &serial {
+            if serial.len() > MAX_SERIAL_LEN {
+                return Err(invalid(
+                    "serial",
+                    serial_flag,
+                    format!(
+                        "{serial:?} is {} bytes long; a virtio-blk serial holds at most \
+                         {MAX_SERIAL_LEN}",
+                        serial.len()
+                    ),
+                ));
+            }
+            if !serial.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                return Err(invalid(
+                    "serial",
+                    serial_flag,
+                    format!("{serial:?} must be printable ASCII (the guest reads it as such)"),
+                ));
+            }
+        }
+
+        Ok(Config {
+            name,
+            backing,
+            size,
+            create,
+            read_only,
+            cache: pick!(cache).0.unwrap_or(defaults::CACHE),
+            logical_block_size,
+            physical_block_size,
+            num_queues,
+            queue_size,
+            serial: serial.filter(|serial| !serial.is_empty()),
+            discard: pick!(discard).0.unwrap_or(defaults::DISCARD),
+            write_zeroes: pick!(write_zeroes).0.unwrap_or(defaults::WRITE_ZEROES),
+            attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
+            keep_device: pick!(keep_device).0.unwrap_or(false),
+        })
+    }
+
+    /// Reads the file at `path` (when given), lays `flags` over it and checks the result.
+    pub fn load(path: Option<&Path>, flags: &Settings) -> Result<Config, ConfigError> {
+        let file = path.map(ConfigFile::load).transpose()?;
+        Self::resolve(file.as_ref(), flags)
+    }
+
+    /// The configuration as YAML, as `--print-config` shows it.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        let body = serde_yaml::to_string(self)?;
+        Ok(format!(
+            "# vduse-blk: effective configuration\n\
+             # (keys left out take their value from the backing)\n{body}"
+        ))
+    }
+}
+
+/// True when the file sets `key`.
+fn file_has(settings: &Settings, key: &str) -> bool {
+    match key {
+        "name" => settings.name.is_some(),
+        "backing" => settings.backing.is_some(),
+        "size" => settings.size.is_some(),
+        "create" => settings.create.is_some(),
+        "read-only" => settings.read_only.is_some(),
+        "cache" => settings.cache.is_some(),
+        "logical-block-size" => settings.logical_block_size.is_some(),
+        "physical-block-size" => settings.physical_block_size.is_some(),
+        "num-queues" => settings.num_queues.is_some(),
+        "queue-size" => settings.queue_size.is_some(),
+        "serial" => settings.serial.is_some(),
+        "discard" => settings.discard.is_some(),
+        "write-zeroes" => settings.write_zeroes.is_some(),
+        "attach" => settings.attach.is_some(),
+        "keep-device" => settings.keep_device.is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(Path::new("disk.yaml"), text.to_owned())
+    }
+
+    fn resolve(text: &str) -> Result<Config, ConfigError> {
+        Config::resolve(Some(&file(text)?), &Settings::default())
+    }
+
+    fn error(text: &str) -> String {
+        resolve(text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = "name: disk0\nbacking: /var/lib/vduse/disk0.img\n";
+
+    #[test]
+    fn sizes_parse_with_and_without_suffixes() {
+        for (text, bytes) in [
+            ("512", 512),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("100M", 100 << 20),
+            ("1G", 1 << 30),
+            ("1GiB", 1 << 30),
+            ("2T", 2 << 40),
+            (" 3 G ", 3 << 30),
+        ] {
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
+        }
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "1GB",
+            "-1",
+            "1P",
+            "0x10",
+            "99999999999999999999",
+        ] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
+        }
+        assert!(
+            "20000000T"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
+        assert_eq!(ByteSize(1536 << 20).to_string(), "1536M");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let config = resolve(MINIMAL).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                name: "disk0".into(),
+                backing: "/var/lib/vduse/disk0.img".into(),
+                size: None,
+                create: false,
+                read_only: false,
+                cache: CacheMode::Writeback,
+                logical_block_size: 512,
+                physical_block_size: None,
+                num_queues: 1,
+                queue_size: 256,
+                serial: None,
+                discard: true,
+                write_zeroes: true,
+                attach: Attach::Virtio,
+                keep_device: false,
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = resolve(
+            "name: disk1\nbacking: /dev/sdb\nsize: 2G\nread-only: true\ncache: none\n\
+             logical-block-size: 4096\nphysical-block-size: 8192\nnum-queues: 4\n\
+             queue-size: 128\nserial: SN-0001\ndiscard: false\nwrite-zeroes: false\n\
+             attach: none\nkeep-device: true\n",
+        )
+        .unwrap();
+        assert_eq!(config.size, Some(ByteSize(2 << 30)));
+        assert!(config.read_only);
+        assert_eq!(config.cache, CacheMode::None);
+        assert_eq!(config.logical_block_size, 4096);
+        assert_eq!(config.physical_block_size, Some(8192));
+        assert_eq!((config.num_queues, config.queue_size), (4, 128));
+        assert_eq!(config.serial.as_deref(), Some("SN-0001"));
+        assert!(!config.discard && !config.write_zeroes);
+        assert_eq!(config.attach, Attach::None);
+        assert!(config.keep_device);
+        assert_eq!(
+            resolve(&format!("{MINIMAL}size: 1048576\n")).unwrap().size,
+            Some(ByteSize(1 << 20))
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = file(&format!("{MINIMAL}queue-size: 64\nread-only: true\n")).unwrap();
+        let flags = Settings {
+            name: Some("disk9".into()),
+            queue_size: Some(512),
+            read_only: Some(false),
+            size: Some(ByteSize(1 << 20)),
+            ..Settings::default()
+        };
+        let config = Config::resolve(Some(&file), &flags).unwrap();
+        assert_eq!(config.name, "disk9");
+        assert_eq!(config.queue_size, 512);
+        assert!(!config.read_only);
+        assert_eq!(config.size, Some(ByteSize(1 << 20)));
+        assert_eq!(config.backing, Path::new("/var/lib/vduse/disk0.img"));
+        // Flags alone are a whole configuration.
+        let flags = Settings {
+            name: Some("d".into()),
+            backing: Some("/tmp/d.img".into()),
+            ..Settings::default()
+        };
+        assert_eq!(Config::resolve(None, &flags).unwrap().name, "d");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_line() {
+        let message = error(&format!("{MINIMAL}qeue-size: 64\n"));
+        assert!(message.starts_with("disk.yaml: "), "{message}");
+        assert!(message.contains("unknown field `qeue-size`"), "{message}");
+        assert!(message.contains("line 3 column 1"), "{message}");
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_name_the_key_and_the_line() {
+        for (text, key, position) in [
+            ("queue-size: big\n", "queue-size", "line 3 column 13"),
+            ("num-queues: 100000\n", "num-queues", "line 3 column 13"),
+            ("size: 1.5G\n", "size", "line 3 column 7"),
+            ("size: -4096\n", "size", "line 3 column 7"),
+            ("cache: sometimes\n", "cache", "line 3 column 8"),
+            ("read-only: perhaps\n", "read-only", "line 3 column 12"),
+        ] {
+            let message = error(&format!("{MINIMAL}{text}"));
+            assert!(message.contains(key), "{message}");
+            assert!(message.contains(position), "{text}: {message}");
+        }
+        let message = error("name: [a\n");
+        assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_the_line_and_the_fix() {
+        for (text, expected) in [
+            (
+                "logical-block-size: 1000\n",
+                "disk.yaml: logical-block-size: 1000 is not a power of two between 512 and 4096: \
+                 use 512, 1024, 2048 or 4096 at line 3 column 21",
+            ),
+            (
+                "logical-block-size: 8192\n",
+                "logical-block-size: 8192 is not a power of two",
+            ),
+            (
+                "logical-block-size: 256\n",
+                "logical-block-size: 256 is not a power of two",
+            ),
+            (
+                "size: 1000\n",
+                "disk.yaml: size: 1000 bytes is not a multiple of the logical block size (512): \
+                 use 512 or 1024 at line 3 column 7",
+            ),
+            ("size: 0\n", "size: the disk cannot be empty"),
+            (
+                "num-queues: 0\n",
+                "num-queues: 0 is out of range: use 1 to 64 queues at line 3",
+            ),
+            ("num-queues: 65\n", "num-queues: 65 is out of range"),
+            (
+                "queue-size: 100\n",
+                "queue-size: 100 is not a power of two between 4 and 1024",
+            ),
+            (
+                "queue-size: 2048\n",
+                "queue-size: 2048 is not a power of two",
+            ),
+            ("queue-size: 2\n", "queue-size: 2 is not a power of two"),
+            (
+                "serial: ABCDEFGHIJKLMNOPQRSTU\n",
+                "serial: \"ABCDEFGHIJKLMNOPQRSTU\" is 21 bytes long; a virtio-blk serial holds \
+                 at most 20 at line 3 column 9",
+            ),
+            ("serial: \"caf\u{e9}\"\n", "must be printable ASCII"),
+            (
+                "physical-block-size: 256\n",
+                "physical-block-size: 256 must be a power of two between the logical block size",
+            ),
+            (
+                "create: true\n",
+                "create: creating or extending the backing file needs a `size`",
+            ),
+            (
+                "create: true\nsize: 1G\nread-only: true\n",
+                "create: a read-only disk cannot create or extend its backing file",
+            ),
+            ("backing: ''\n", "backing: the path is empty"),
+        ] {
+            let text = format!("{MINIMAL}{text}").replace(
+                "backing: /var/lib/vduse/disk0.img\nbacking: ''",
+                "backing: ''",
+            );
+            let message = error(&text);
+            assert!(message.contains(expected), "{text}\n{message}");
+        }
+        let message = error("name: a/b\nbacking: /x\n");
+        assert!(
+            message.starts_with("disk.yaml: name: the device name \"a/b\" cannot name a node"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let flags = Settings {
+            name: Some("d".into()),
+            backing: Some("/x".into()),
+            queue_size: Some(3),
+            ..Settings::default()
+        };
+        let message = Config::resolve(None, &flags).unwrap_err().to_string();
+        assert!(
+            message.starts_with("--queue-size: 3 is not a power of two"),
+            "{message}"
+        );
+        // A flag that fixes the file's bad value wins.
+        let file = file(&format!("{MINIMAL}queue-size: 3\n")).unwrap();
+        let flags = Settings {
+            queue_size: Some(64),
+            ..Settings::default()
+        };
+        assert_eq!(Config::resolve(Some(&file), &flags).unwrap().queue_size, 64);
+    }
+
+    #[test]
+    fn missing_keys_say_how_to_set_them() {
+        assert_eq!(
+            error("backing: /x\n"),
+            "name is not set: set `name:` in the configuration file or pass --name NAME"
+        );
+        assert_eq!(
+            error("name: d\n"),
+            "backing is not set: set `backing:` in the configuration file or pass --backing PATH"
+        );
+        assert_eq!(
+            error("# nothing here\n\n"),
+            "name is not set: set `name:` in the configuration file or pass --name NAME"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let message = Config::load(
+            Some(Path::new("/nonexistent/vduse-blk.yaml")),
+            &Settings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.starts_with("cannot read the configuration file /nonexistent/vduse-blk.yaml: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let config = resolve(&format!(
+            "{MINIMAL}size: 3G\nserial: SN1\nphysical-block-size: 4096\n"
+        ))
+        .unwrap();
+        let yaml = config.to_yaml().unwrap();
+        assert!(yaml.contains("size: 3G\n"), "{yaml}");
+        assert!(yaml.contains("queue-size: 256\n"), "{yaml}");
+        let again = resolve(&yaml).unwrap();
+        assert_eq!(again, config);
+        let odd = resolve(&format!("{MINIMAL}size: 1536\n")).unwrap();
+        assert_eq!(resolve(&odd.to_yaml().unwrap()).unwrap(), odd);
+    }
+
+    #[test]
+    fn keys_lists_every_key() {
+        let full = Settings {
+            name: Some("d".into()),
+            backing: Some("/x".into()),
+            size: Some(ByteSize(1 << 20)),
+            create: Some(true),
+            read_only: Some(false),
+            cache: Some(CacheMode::None),
+            logical_block_size: Some(512),
+            physical_block_size: Some(512),
+            num_queues: Some(1),
+            queue_size: Some(4),
+            serial: Some("s".into()),
+            discard: Some(true),
+            write_zeroes: Some(true),
+            attach: Some(Attach::None),
+            keep_device: Some(false),
+        };
+        let yaml = serde_yaml::to_string(&full).unwrap();
+        let keys: Vec<&str> = yaml
+            .lines()
+            .map(|line| line.split_once(':').unwrap().0)
+            .collect();
+        assert_eq!(keys, KEYS);
+        assert!(KEYS.iter().all(|key| file_has(&full, key)));
+        assert!(!file_has(&full, "nonsense"));
+    }
+
+    #[test]
+    fn keys_are_located_in_block_style_only() {
+        let file = file("name: d\nbacking:   /x\n# size: 1G\nsize: 1G\n").unwrap();
+        assert_eq!(file.locate("name"), Some((1, 7)));
+        assert_eq!(file.locate("backing"), Some((2, 12)));
+        assert_eq!(file.locate("size"), Some((4, 7)));
+        assert_eq!(file.locate("serial"), None);
+    }
+}

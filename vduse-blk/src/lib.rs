@@ -1,0 +1,202 @@
+//! `vduse-blk`: serve a regular file or a block device as a virtio-blk disk over VDUSE.
+//!
+//! - [`config`]: the YAML file, flag overrides, and the checked [`Config`].
+//! - [`cli`]: the command line ([`cli::command`] for man pages).
+//! - [`backing`]: opening, sizing and doing I/O on the file or block device.
+//! - [`request`]: a descriptor chain parsed into a [`request::Request`].
+//! - [`backend`]: [`BlockBackend`], the `vduse::backend::Backend` the runtime serves.
+
+pub mod backend;
+pub mod backing;
+pub mod cli;
+pub mod config;
+pub mod request;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use crate::backend::{BlockBackend, BlockOptions};
+pub use crate::backing::{Backing, BackingError, BackingOptions};
+pub use crate::config::{Config, ConfigError};
+
+/// Exit statuses (sysexits.h). Documented in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Stopped cleanly, or the configuration is valid.
+    Ok = 0,
+    /// EX_USAGE: bad command line.
+    Usage = 64,
+    /// EX_UNAVAILABLE: no VDUSE on this host.
+    Unavailable = 69,
+    /// EX_SOFTWARE: anything else.
+    Software = 70,
+    /// EX_IOERR: the backing failed.
+    IoError = 74,
+    /// EX_NOPERM: VDUSE is there but this user may not use it.
+    NoPermission = 77,
+    /// EX_CONFIG: the configuration is wrong (including the backing and the name).
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The exit status an error calls for: the first error in its chain that this crate or
+/// `vduse` knows decides.
+pub fn exit_for(error: &anyhow::Error) -> Exit {
+    for cause in error.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return Exit::Config;
+        }
+        if let Some(err) = cause.downcast_ref::<BackingError>() {
+            return if err.is_io() {
+                Exit::IoError
+            } else {
+                Exit::Config
+            };
+        }
+        if let Some(err) = cause.downcast_ref::<vduse::Error>() {
+            return vduse_exit(err);
+        }
+    }
+    Exit::Software
+}
+
+fn vduse_exit(err: &vduse::Error) -> Exit {
+    if err.is_unavailable() {
+        Exit::Unavailable
+    } else if err.is_permission() {
+        Exit::NoPermission
+    } else {
+        match err {
+            vduse::Error::NameInUse { .. }
+            | vduse::Error::InvalidConfig { .. }
+            | vduse::Error::Backend { .. } => Exit::Config,
+            vduse::Error::DeviceTypeRejected { .. } => Exit::Unavailable,
+            _ => Exit::Software,
+        }
+    }
+}
+
+/// Runs the tool with `args` (the program name first) and returns its exit status.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Ok.into()
+                }
+                _ => Exit::Usage.into(),
+            };
+        }
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+    match main_with_cli(&cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(err) => {
+            eprintln!("vduse-blk: error: {err:#}");
+            exit_for(&err).into()
+        }
+    }
+}
+
+/// Everything after parsing the command line.
+fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref(), &cli.settings())?;
+    if cli.print_config {
+        print(&config.to_yaml()?);
+        return Ok(());
+    }
+    if cli.check_config {
+        let report = check(&config)?;
+        print(&format!("{report}\n"));
+        return Ok(());
+    }
+    run(&config)
+}
+
+/// Writes to stdout; a closed pipe is not an error.
+fn print(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Checks `config` as `--check-config` does: the keys, then the backing, without creating
+/// or extending anything. Returns a one-line summary.
+pub fn check(config: &Config) -> anyhow::Result<String> {
+    let report = Backing::check(&BackingOptions::from(config))?;
+    let kind = match report.kind {
+        backing::BackingKind::File => "file",
+        backing::BackingKind::BlockDevice => "block device",
+    };
+    let pending = report
+        .pending
+        .map(|pending| format!(", {pending}"))
+        .unwrap_or_default();
+    Ok(format!(
+        "configuration OK: device {} over {kind} {} ({} bytes{pending}, {}{})",
+        config.name,
+        config.backing.display(),
+        report.size,
+        if config.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        },
+        match config.cache {
+            config::CacheMode::Writeback => ", cache writeback",
+            config::CacheMode::None => ", cache none",
+        }
+    ))
+}
+
+/// Opens the backing and builds the device `config` describes.
+pub fn prepare(config: &Config) -> Result<BlockBackend, BackingError> {
+    let backing = Backing::open(&BackingOptions::from(config))?;
+    Ok(BlockBackend::new(backing, BlockOptions::from(config)))
+}
+
+// ---------------------------------------------------------------------------------------
+// The device runtime (`vduse::runtime`): the only code that touches it.
+// ---------------------------------------------------------------------------------------
+
+/// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
+/// `keep-device`).
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use anyhow::Context;
+    use vduse::runtime::{Server, ServerOptions, notify_ready};
+
+    let backend = prepare(config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    let mut options = ServerOptions::new(config.name.as_str());
+    options.attach = config.attach == config::Attach::Virtio;
+    options.keep_device = config.keep_device;
+    let server = Server::start(
+        Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
+        options,
+    )?;
+    log::info!(
+        "serving {} as VDUSE block device {}",
+        config.backing.display(),
+        config.name
+    );
+    notify_ready();
+    server.run_until(&stop)?;
+    Ok(())
+}
