@@ -32,6 +32,11 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
         contents: man_page(vduse_probe::cli::command(), 1, PROBE_SECTIONS)?,
     }];
     files.extend(completions(vduse_probe::cli::command(), "vduse-probe"));
+    files.push(Generated {
+        path: "man/vduse-blk.8".into(),
+        contents: man_page(vduse_blk::cli::command(), 8, BLK_SECTIONS)?,
+    });
+    files.extend(completions(vduse_blk::cli::command(), "vduse-blk"));
     Ok(files)
 }
 
@@ -121,3 +126,6 @@ fn commands_section(command: &clap::Command) -> String {
 
 /// The hand-written sections of vduse-probe(1).
 const PROBE_SECTIONS: &str = include_str!("../man-sections/vduse-probe.1.roff");
+
+/// The hand-written sections of vduse-blk(8).
+const BLK_SECTIONS: &str = include_str!("../man-sections/vduse-blk.8.roff");

@@ -1,0 +1,27 @@
+complete -c vduse-blk -s c -l config -d 'YAML configuration file (see config/vduse-blk.yaml); flags override its keys' -r -F
+complete -c vduse-blk -l name -d 'Device name: the node becomes /dev/vduse/NAME' -r
+complete -c vduse-blk -l backing -d 'The file or block device that holds the disk' -r -F
+complete -c vduse-blk -l size -d 'Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing\'s' -r
+complete -c vduse-blk -l create -d 'Create a missing backing file, and extend one smaller than --size' -r -f -a "true\t''
+false\t''"
+complete -c vduse-blk -l read-only -d 'Serve the disk read-only' -r -f -a "true\t''
+false\t''"
+complete -c vduse-blk -l cache -d 'Host caching of the backing [default: writeback]' -r -f -a "writeback\t'Through the host page cache; FLUSH makes writes durable'
+none\t'O_DIRECT, bypassing the page cache'"
+complete -c vduse-blk -l logical-block-size -d 'Logical block size: 512, 1024, 2048 or 4096 [default: 512]' -r
+complete -c vduse-blk -l physical-block-size -d 'Physical block size, a power of two >= the logical one [default: the backing\'s]' -r
+complete -c vduse-blk -l num-queues -d 'Number of request queues, 1 to 64 [default: 1]' -r
+complete -c vduse-blk -l queue-size -d 'Size of each queue: a power of two from 4 to 1024 [default: 256]' -r
+complete -c vduse-blk -l serial -d 'Serial number the guest reads (at most 20 ASCII characters)' -r
+complete -c vduse-blk -l discard -d 'Offer DISCARD to the guest [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c vduse-blk -l write-zeroes -d 'Offer WRITE_ZEROES to the guest [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c vduse-blk -l attach -d 'Where the device goes once set up [default: virtio]' -r -f -a "virtio\t'Add it to the vdpa bus (virtio_vdpa makes it /dev/vdX)'
+none\t'Leave it off the bus'"
+complete -c vduse-blk -l keep-device -d 'Leave the VDUSE device in place when stopping' -r -f -a "true\t''
+false\t''"
+complete -c vduse-blk -l check-config -d 'Check the configuration, including the backing, and exit: 0 valid, 78 not'
+complete -c vduse-blk -l print-config -d 'Print the effective configuration as YAML and exit'
+complete -c vduse-blk -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vduse-blk -s V -l version -d 'Print version'
