@@ -22,31 +22,8 @@ pub use crate::backend::{BlockBackend, BlockOptions};
 pub use crate::backing::{Backing, BackingError, BackingOptions};
 pub use crate::config::{Config, ConfigError};
 
-/// Exit statuses (sysexits.h). Documented in `--help`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// Stopped cleanly, or the configuration is valid.
-    Ok = 0,
-    /// EX_USAGE: bad command line.
-    Usage = 64,
-    /// EX_UNAVAILABLE: no VDUSE on this host.
-    Unavailable = 69,
-    /// EX_SOFTWARE: anything else.
-    Software = 70,
-    /// EX_IOERR: the backing failed.
-    IoError = 74,
-    /// EX_NOPERM: VDUSE is there but this user may not use it.
-    NoPermission = 77,
-    /// EX_CONFIG: the configuration is wrong (including the backing and the name).
-    Config = 78,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
+/// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
+pub use vduse::exit::Exit;
 
 /// The exit status an error calls for: the first error in its chain that this crate or
 /// `vduse` knows decides.

@@ -19,29 +19,9 @@ use crate::host::{Host, RealHost};
 use crate::report::{Interrupt, Interrupted, ProbeOptions, Report};
 use crate::require::Requirement;
 
-/// Exit statuses (sysexits.h where one fits). Documented in `--help` and vduse-probe(1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// VDUSE is available and usable; or every requirement holds.
-    Ok = 0,
-    /// A requirement does not hold.
-    Unmet = 1,
-    /// EX_USAGE: bad command line.
-    Usage = 64,
-    /// EX_UNAVAILABLE: no VDUSE on this host.
-    Unavailable = 69,
-    /// EX_SOFTWARE: an unexpected failure.
-    Software = 70,
-    /// EX_NOPERM: VDUSE is present but this user may not use it.
-    NoPermission = 77,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
+/// Exit statuses (sysexits.h where one fits), shared with the other tools. Documented in
+/// `--help` and vduse-probe(1).
+pub use vduse::exit::Exit;
 
 /// Environment variable that keeps each throwaway device for this many milliseconds before
 /// destroying it; a testing aid that makes interruption mid-probe reproducible.

@@ -18,6 +18,7 @@ pub mod control;
 pub mod device;
 pub mod device_config;
 pub mod error;
+pub mod exit;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
