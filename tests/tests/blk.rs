@@ -1,0 +1,553 @@
+//! `vduse-blk` on the real kernels of the matrix that have VDUSE (6.12, 7.2, 7.3).
+//!
+//! One boot per kernel runs every scenario, in this order:
+//!
+//! 1. Error paths before and around a running server: without the `vduse` module the
+//!    server exits 69 and says `modprobe vduse`; a missing backing file exits 78 naming
+//!    the path; a second server with the name of a running one exits 78 with "already
+//!    exists" and leaves the first one alone.
+//! 2. The device, configured by a YAML file the script writes plus a flag override
+//!    (`--num-queues 2` over the file's 1), with a backing file the server creates on the
+//!    guest's tmpfs: sysfs shows its size, read-only flag, logical and physical block
+//!    sizes, serial and number of queues.
+//! 3. fio writes with crc32c verification from two jobs pinned to the two vCPUs, which
+//!    blk-mq maps to one queue each, and reads it all back: exit 0, no errors in its JSON.
+//! 4. Discarding a range punches a hole in the backing file (its allocated blocks drop by
+//!    exactly that much) and the range reads back as zeros.
+//! 5. ext4: made and written through the device, then, after SIGTERM ended the server,
+//!    checked clean by `e2fsck -fn` on the backing file and read back from it (loop mount
+//!    and `debugfs dump`) with the checksums recorded through the device.
+//! 6. SIGTERM ends the server with exit code 0 and removes its device from `/dev/vduse`,
+//!    the vdpa bus (`vdpa dev show`) and `/sys/block`.
+//! 7. A read-only server over the same backing: sysfs `ro` is 1, writes and discards fail,
+//!    the file system mounts read-only and reads the same, the backing is unchanged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use vduse_tests::{Guest, GuestRun, Kernel};
+
+/// The read-write device: its YAML file and what sysfs must show for it.
+const DISK0_YAML: &str = "\
+# Written by tests/tests/blk.rs; --num-queues 2 on the command line overrides num-queues.
+name: disk0
+backing: /tmp/disk0.img
+size: 64M
+create: true
+logical-block-size: 4096
+physical-block-size: 16384
+num-queues: 1
+queue-size: 128
+serial: vduse-blk-disk0
+";
+const DISK0_SECTORS: u64 = 64 << 11;
+const DISK0_QUEUES: usize = 2;
+
+/// The read-only device over the same backing.
+const RO_YAML: &str = "\
+name: ro0
+backing: /tmp/disk0.img
+read-only: true
+serial: vduse-blk-ro0
+";
+
+// The layout of disk0 before mkfs: fio writes the first 32 MiB, the discarded range is
+// written only by the discard scenario (so the backing's allocated blocks drop by exactly
+// its size).
+
+/// fio: two jobs of this many MiB each, one per vCPU, side by side from the start.
+const FIO_JOB_MIB: u64 = 16;
+
+/// The discarded range, in MiB.
+const DISCARD_OFFSET_MIB: u64 = 40;
+const DISCARD_MIB: u64 = 8;
+
+fn scenario() -> String {
+    let discard_offset = DISCARD_OFFSET_MIB << 20;
+    let discard_len = DISCARD_MIB << 20;
+    format!(
+        r#"
+# vdX whose serial is $1.
+disk_by_serial() {{
+    for d in /sys/block/vd*; do
+        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "${{d##*/}}" && return 0
+    done
+    return 1
+}}
+# key=value lines of what sysfs says about disk $1.
+sysfs_of() {{
+    for f in size ro queue/logical_block_size queue/physical_block_size serial; do
+        echo "$f=$(cat "/sys/block/$1/$f")"
+    done
+    echo "mq=$(ls "/sys/block/$1/mq" | wc -l)"
+}}
+FILES="big small dir/numbers"
+# Marks a phase on the console, with the guest's uptime.
+phase() {{
+    echo "vduse-blk-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
+}}
+
+# --- 1. No VDUSE yet: the module is not loaded.
+phase 1 errors without vduse
+capture no-vduse vduse-blk --name nomod --backing /tmp/nomod.img --size 1M --create
+ls /dev | grep vduse | result no-vduse.dev
+
+mkdir -p /etc/vduse-blk
+cat >/etc/vduse-blk/disk0.yaml <<'EOF'
+{DISK0_YAML}EOF
+cat >/etc/vduse-blk/ro.yaml <<'EOF'
+{RO_YAML}EOF
+capture print-config vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2 --print-config
+capture check-config vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2 --check-config
+
+capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_blk ext4 loop; do modprobe $m || exit 1; done'
+
+# --- 2. The device, from the YAML file and a flag.
+phase 2 device
+spawn disk0 vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2
+capture disk0-up wait_for 30 disk_by_serial vduse-blk-disk0
+D=$(disk_by_serial vduse-blk-disk0)
+sysfs_of "$D" | result disk0.sysfs
+
+# Error paths while it runs: the same configuration again, a missing backing.
+capture dup vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2
+capture missing vduse-blk --name missing --backing /tmp/missing.img
+ls /dev/vduse | result errors.vduse
+
+# --- 3. fio, verified, from each vCPU (so through each queue).
+phase 3 fio
+# One job per vCPU, each on its own {FIO_JOB_MIB} MiB of the disk.
+capture fio fio --filename=/dev/$D --direct=1 --ioengine=libaio --iodepth=8 \
+    --rw=randwrite --bsrange=4k-64k --size={FIO_JOB_MIB}M \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=json \
+    --name=cpu0 --cpus_allowed=0 --offset=0 --name=cpu1 --cpus_allowed=1 --offset={FIO_JOB_MIB}M
+# Which CPUs submit to which queue: blk-mq sends a CPU's requests to its queue.
+for q in /sys/block/$D/mq/*; do
+    echo "${{q##*/}} $(cat "$q/cpu_list")"
+done | result fio.cpu_lists
+
+# --- 4. Discard: data in, then a hole.
+phase 4 discard
+dd if=/dev/urandom of=/tmp/rand bs=1M count={DISCARD_MIB} 2>/dev/null
+sha256sum </tmp/rand | result discard.data.sha
+capture discard-fill dd if=/tmp/rand of=/dev/$D bs=1M seek={DISCARD_OFFSET_MIB} oflag=direct
+capture discard-reread dd if=/dev/$D of=/tmp/range bs=1M skip={DISCARD_OFFSET_MIB} count={DISCARD_MIB} iflag=direct
+sha256sum </tmp/range | result discard.reread.sha
+sync
+stat -c %b /tmp/disk0.img | result discard.blocks-before
+capture discard blkdiscard -f -o {discard_offset} -l {discard_len} /dev/$D
+sync
+stat -c %b /tmp/disk0.img | result discard.blocks-after
+capture discard-read dd if=/dev/$D of=/tmp/range bs=1M skip={DISCARD_OFFSET_MIB} count={DISCARD_MIB} iflag=direct
+sha256sum </tmp/range | result discard.read.sha
+head -c {discard_len} /dev/zero | sha256sum | result zeros.sha
+
+# --- 5. ext4 through the device.
+phase 5 ext4
+capture mkfs mkfs.ext4 -q -F /dev/$D
+mkdir -p /mnt/disk0 /mnt/loop
+capture mount mount -t ext4 /dev/$D /mnt/disk0
+dd if=/dev/urandom of=/mnt/disk0/big bs=1M count=8 2>/dev/null
+echo "hello from vduse-blk" >/mnt/disk0/small
+mkdir /mnt/disk0/dir && seq 1 2000 >/mnt/disk0/dir/numbers
+capture fs-sync sync
+(cd /mnt/disk0 && sha256sum $FILES) | result fs.device.sums
+capture umount umount /mnt/disk0
+
+# --- 6. SIGTERM.
+phase 6 SIGTERM
+stop disk0
+ls /dev/vduse | result disk0.after.vduse
+ls /sys/bus/vdpa/devices | result disk0.after.bus
+ls /sys/block | grep vd | result disk0.after.block
+capture disk0-after-vdpa vdpa dev show
+
+# The file system, read from the backing file outside the device.
+phase 5 ext4, read from the backing
+capture fsck e2fsck -fn /tmp/disk0.img
+capture loop-mount mount -t ext4 -o ro,loop /tmp/disk0.img /mnt/loop
+(cd /mnt/loop && sha256sum $FILES) | result fs.loop.sums
+umount /mnt/loop
+capture debugfs debugfs -R "dump /big /tmp/big" /tmp/disk0.img
+(cd /tmp && sha256sum big) | result fs.debugfs.sums
+
+# --- 7. Read-only, over the same backing.
+phase 7 read-only
+sha256sum </tmp/disk0.img | result ro.before.sha
+spawn ro0 vduse-blk --config /etc/vduse-blk/ro.yaml
+capture ro0-up wait_for 30 disk_by_serial vduse-blk-ro0
+R=$(disk_by_serial vduse-blk-ro0)
+sysfs_of "$R" | result ro0.sysfs
+capture ro-write dd if=/tmp/rand of=/dev/$R bs=4k count=16 oflag=direct
+capture ro-discard blkdiscard -f -o 0 -l 1048576 /dev/$R
+capture ro-mount mount -t ext4 -o ro /dev/$R /mnt/disk0
+(cd /mnt/disk0 && sha256sum $FILES) | result fs.ro.sums
+umount /mnt/disk0
+stop ro0
+sha256sum </tmp/disk0.img | result ro.after.sha
+ls /dev/vduse | result ro0.after.vduse
+capture ro0-after-vdpa vdpa dev show
+phase end
+"#
+    )
+}
+
+fn boot(series: &str) -> GuestRun {
+    let kernel = Kernel::load(series);
+    for module in ["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"] {
+        assert!(
+            kernel.has_module(module),
+            "kernel {series} ({}) has no module {module} in the cache: run `tests/fetch-kernels`",
+            kernel.release()
+        );
+    }
+    // The script loads the modules itself, after checking the server without them.
+    let run = Guest::new(&kernel)
+        .binary("vduse-blk")
+        .host_program("vdpa")
+        .host_program("fio")
+        .host_program("mkfs.ext4")
+        .host_program("e2fsck")
+        .host_program("debugfs")
+        .host_program("blkdiscard")
+        .modules(&[])
+        .timeout(Duration::from_secs(150))
+        .script(&scenario())
+        .run();
+    eprintln!(
+        "vduse-blk on {series} ({}): boot took {:.1} s",
+        kernel.release(),
+        run.elapsed().as_secs_f64()
+    );
+    run
+}
+
+/// The failure message's tail: what the servers logged.
+fn servers(run: &GuestRun) -> String {
+    let mut s = String::new();
+    for server in ["disk0", "ro0"] {
+        for suffix in ["err", "rc"] {
+            let name = format!("{server}.{suffix}");
+            if run.has(&name) {
+                s += &format!("--- {name}:\n{}\n", run.text(&name).trim_end());
+            }
+        }
+    }
+    s
+}
+
+/// Asserts that `capture NAME ...` exited with 0; the message has its output, the
+/// servers' logs and the end of the kernel's log.
+#[track_caller]
+fn ok(run: &GuestRun, name: &str) {
+    let rc = run.rc(name);
+    if rc != 0 {
+        let dmesg = run.dmesg();
+        let lines: Vec<&str> = dmesg.lines().collect();
+        panic!(
+            "{name}: exit code {rc}, expected 0\n{}--- dmesg, last lines:\n{}\n{}",
+            servers(run),
+            lines[lines.len().saturating_sub(15)..].join("\n"),
+            run.report(name)
+        );
+    }
+}
+
+/// Asserts that `capture NAME ...` failed (any non-zero exit code).
+#[track_caller]
+fn fails(run: &GuestRun, name: &str) {
+    assert_ne!(
+        run.rc(name),
+        0,
+        "{name}: succeeded, expected a failure\n{}",
+        run.report(name)
+    );
+}
+
+/// Asserts that `capture NAME ...` failed and said `needle` on stderr.
+#[track_caller]
+fn exits_failing(run: &GuestRun, name: &str, needle: &str) {
+    fails(run, name);
+    assert!(
+        run.err(name).contains(needle),
+        "{name}: stderr lacks {needle:?}\n{}",
+        run.report(name)
+    );
+}
+
+/// Asserts that `capture NAME ...` exited with `rc` and said `needle` on stderr.
+#[track_caller]
+fn exits(run: &GuestRun, name: &str, rc: i32, needle: &str) {
+    run.assert_rc(name, rc);
+    assert!(
+        run.err(name).contains(needle),
+        "{name}: stderr lacks {needle:?}\n{}",
+        run.report(name)
+    );
+}
+
+/// Result `name` as `key=value` lines.
+fn key_values(run: &GuestRun, name: &str) -> BTreeMap<String, String> {
+    run.text(name)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What `sysfs_of` in the script records for a disk.
+fn sysfs_map(
+    sectors: u64,
+    read_only: bool,
+    logical: u32,
+    physical: u32,
+    serial: &str,
+    queues: usize,
+) -> BTreeMap<String, String> {
+    [
+        ("size", sectors.to_string()),
+        ("ro", u8::from(read_only).to_string()),
+        ("queue/logical_block_size", logical.to_string()),
+        ("queue/physical_block_size", physical.to_string()),
+        ("serial", serial.to_string()),
+        ("mq", queues.to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
+}
+
+/// Result `name` as words (an `ls`).
+fn words(run: &GuestRun, name: &str) -> Vec<String> {
+    run.text(name)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Asserts that results `a` and `b` are the same text.
+#[track_caller]
+fn same(run: &GuestRun, a: &str, b: &str) {
+    assert_eq!(
+        run.text(a),
+        run.text(b),
+        "{a} and {b} differ\n{}{}",
+        servers(run),
+        run.console_tail(30)
+    );
+}
+
+/// The number in result `name`.
+fn number(run: &GuestRun, name: &str) -> u64 {
+    let text = run.text(name);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {text:?}"))
+}
+
+/// fio's JSON from `capture fio`, whatever it printed before it.
+fn fio_json(run: &GuestRun) -> Value {
+    let out = run.out("fio");
+    let start = out
+        .find('{')
+        .unwrap_or_else(|| panic!("fio printed no JSON\n{}", run.report("fio")));
+    serde_json::from_str(&out[start..])
+        .unwrap_or_else(|e| panic!("fio's output is not JSON: {e}\n{}", run.report("fio")))
+}
+
+/// Asserts that a server stopped by SIGTERM exited 0 and left no device behind.
+#[track_caller]
+fn stopped_cleanly(run: &GuestRun, server: &str) {
+    assert_eq!(
+        run.rc(server),
+        0,
+        "{server}: exit code after SIGTERM\n{}",
+        servers(run)
+    );
+    let log = run.text(&format!("{server}.err"));
+    assert!(
+        !log.contains("ERROR") && !log.contains("panicked"),
+        "{server} logged errors:\n{log}"
+    );
+    assert_eq!(
+        words(run, &format!("{server}.after.vduse")),
+        ["control"],
+        "/dev/vduse after {server} stopped\n{}",
+        servers(run)
+    );
+    let vdpa = format!("{server}-after-vdpa");
+    ok(run, &vdpa);
+    assert_eq!(
+        run.out(&vdpa).trim(),
+        "",
+        "vdpa dev show after {server} stopped\n{}",
+        run.report(&vdpa)
+    );
+}
+
+fn check(series: &str) {
+    let run = boot(series);
+
+    // 1. Without the module: 69, saying how to load it; nothing created.
+    exits(&run, "no-vduse", 69, "modprobe vduse");
+    assert_eq!(run.text("no-vduse.dev").trim(), "", "/dev/vduse exists");
+    run.assert_success("print-config");
+    run.assert_out_contains("print-config", "num-queues: 2\n");
+    run.assert_out_contains("print-config", "serial: vduse-blk-disk0\n");
+    run.assert_success("check-config");
+    run.assert_out_contains("check-config", "configuration OK: device disk0");
+    ok(&run, "modprobe");
+
+    // 2. What the guest's kernel sees of the device.
+    ok(&run, "disk0-up");
+    assert_eq!(
+        key_values(&run, "disk0.sysfs"),
+        sysfs_map(
+            DISK0_SECTORS,
+            false,
+            4096,
+            16384,
+            "vduse-blk-disk0",
+            DISK0_QUEUES
+        ),
+        "disk0 in sysfs (left: seen, right: configured)\n{}",
+        servers(&run)
+    );
+
+    // The same name again, and a missing backing, while disk0 runs.
+    exits(&run, "dup", 78, "already exists");
+    exits(&run, "missing", 78, "/tmp/missing.img");
+    assert_eq!(
+        words(&run, "errors.vduse"),
+        ["control", "disk0"],
+        "/dev/vduse after the failed starts\n{}\n{}",
+        run.report("dup"),
+        run.report("missing")
+    );
+
+    // 3. fio: every byte written read back with its crc32c, through both queues.
+    ok(&run, "fio");
+    let fio = fio_json(&run);
+    let jobs = fio["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("fio JSON without jobs: {fio:#}"));
+    assert_eq!(jobs.len(), 2, "fio jobs: {fio:#}");
+    for job in jobs {
+        assert!(job["jobname"].is_string(), "fio job: {job:#}");
+        assert_eq!(job["error"], 0, "fio job error: {job:#}");
+        assert_eq!(
+            job["write"]["io_bytes"].as_u64(),
+            Some(FIO_JOB_MIB << 20),
+            "fio wrote: {job:#}"
+        );
+        // The verification phase reads everything back.
+        assert_eq!(
+            job["read"]["io_bytes"].as_u64(),
+            Some(FIO_JOB_MIB << 20),
+            "fio verified: {job:#}"
+        );
+    }
+    // Each vCPU has its own queue, so each job's I/O went through its own queue.
+    let cpu_lists = run.text("fio.cpu_lists");
+    let mut cpus: Vec<&str> = cpu_lists
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    cpus.sort_unstable();
+    assert_eq!(
+        cpus,
+        ["0", "1"],
+        "CPUs of the hardware queues (queue, cpu_list):\n{cpu_lists}"
+    );
+
+    // 4. Discard: the data was there, the range reads zeros, the file has a hole.
+    for step in ["discard-fill", "discard-reread", "discard", "discard-read"] {
+        ok(&run, step);
+    }
+    same(&run, "discard.data.sha", "discard.reread.sha");
+    same(&run, "zeros.sha", "discard.read.sha");
+    let before = number(&run, "discard.blocks-before");
+    let after = number(&run, "discard.blocks-after");
+    assert_eq!(
+        before.checked_sub(after),
+        Some(DISCARD_MIB << 11),
+        "allocated 512-byte blocks of the backing: {before} before the discard, {after} after"
+    );
+
+    // 5. ext4 through the device, read back from the backing file.
+    for step in ["mkfs", "mount", "fs-sync", "umount"] {
+        ok(&run, step);
+    }
+    let sums = run.text("fs.device.sums");
+    assert_eq!(
+        sums.lines().count(),
+        3,
+        "checksums of the files through the device:\n{sums}\n{}",
+        run.console_tail(30)
+    );
+
+    // 6. SIGTERM: exit 0, nothing left.
+    stopped_cleanly(&run, "disk0");
+    assert_eq!(
+        run.text("disk0.after.bus").trim(),
+        "",
+        "/sys/bus/vdpa/devices after disk0 stopped\n{}",
+        servers(&run)
+    );
+    assert_eq!(
+        run.text("disk0.after.block").trim(),
+        "",
+        "vd* disks in /sys/block after disk0 stopped\n{}",
+        servers(&run)
+    );
+
+    ok(&run, "fsck");
+    ok(&run, "loop-mount");
+    same(&run, "fs.device.sums", "fs.loop.sums");
+    ok(&run, "debugfs");
+    let big = sums
+        .lines()
+        .find(|line| line.ends_with(" big"))
+        .unwrap_or_else(|| panic!("no checksum of big: {sums}"));
+    assert_eq!(
+        run.text("fs.debugfs.sums").trim(),
+        big,
+        "big dumped by debugfs from the backing, and as read through the device\n{}",
+        run.report("debugfs")
+    );
+
+    // 7. Read-only.
+    ok(&run, "ro0-up");
+    // The size is the backing's, the block sizes and queue count the defaults.
+    assert_eq!(
+        key_values(&run, "ro0.sysfs"),
+        sysfs_map(DISK0_SECTORS, true, 512, 512, "vduse-blk-ro0", 1),
+        "ro0 in sysfs\n{}",
+        servers(&run)
+    );
+    // The kernel refuses the write itself (EPERM): the disk is read-only.
+    exits_failing(&run, "ro-write", "Operation not permitted");
+    fails(&run, "ro-discard");
+    ok(&run, "ro-mount");
+    same(&run, "fs.device.sums", "fs.ro.sums");
+    stopped_cleanly(&run, "ro0");
+    same(&run, "ro.before.sha", "ro.after.sha");
+
+    assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
+}
+
+#[test]
+fn blk_on_6_12() {
+    check("6.12");
+}
+
+#[test]
+fn blk_on_7_2() {
+    check("7.2");
+}
+
+#[test]
+fn blk_on_7_3() {
+    check("7.3");
+}
