@@ -23,7 +23,7 @@ _vduse__blk() {
 
     case "${cmd}" in
         vduse__blk)
-            opts="-c -h -V --config --check-config --print-config --name --backing --size --create --read-only --cache --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --help --version"
+            opts="-c -h -V --config --check-config --print-config --name --backing --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -59,6 +59,10 @@ _vduse__blk() {
                     ;;
                 --cache)
                     COMPREPLY=($(compgen -W "writeback none" -- "${cur}"))
+                    return 0
+                    ;;
+                --io-engine)
+                    COMPREPLY=($(compgen -W "auto io-uring threads sync" -- "${cur}"))
                     return 0
                     ;;
                 --logical-block-size)

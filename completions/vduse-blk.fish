@@ -8,6 +8,10 @@ complete -c vduse-blk -l read-only -d 'Serve the disk read-only' -r -f -a "true\
 false\t''"
 complete -c vduse-blk -l cache -d 'Host caching of the backing [default: writeback]' -r -f -a "writeback\t'Through the host page cache; FLUSH makes writes durable'
 none\t'O_DIRECT, bypassing the page cache'"
+complete -c vduse-blk -l io-engine -d 'How each queue\'s requests are executed [default: auto]' -r -f -a "auto\t'io_uring where the kernel allows it, else threads'
+io-uring\t'io_uring: a queue\'s requests in flight at once'
+threads\t'A pool of threads per queue doing synchronous I/O'
+sync\t'One request at a time per queue'"
 complete -c vduse-blk -l logical-block-size -d 'Logical block size: 512, 1024, 2048 or 4096 [default: 512]' -r
 complete -c vduse-blk -l physical-block-size -d 'Physical block size, a power of two >= the logical one [default: the backing\'s]' -r
 complete -c vduse-blk -l num-queues -d 'Number of request queues, 1 to 64 [default: 1]' -r

@@ -111,7 +111,10 @@ fn boot(series: &str) -> (GuestRun, bool) {
     // tests/fetch-kernels caches ext4 for every kernel of the matrix: mounting is not
     // optional.
     let mount = kernel.has_module("ext4");
-    assert!(mount, "the cached {series} kernel has no ext4 module: run tests/fetch-kernels");
+    assert!(
+        mount,
+        "the cached {series} kernel has no ext4 module: run tests/fetch-kernels"
+    );
     let modules = ["vduse", "virtio_vdpa", "virtio_blk", "ext4"];
     let run = Guest::new(&kernel)
         .binary("vduse-ramblk")

@@ -1,22 +1,26 @@
 //! [`BlockBackend`]: the virtio-blk device, served by the `vduse` runtime.
 //!
 //! `handle` parses a chain into a [`Request`], executes it against the [`Backing`] and
-//! writes the status byte. Execution is synchronous; it is the one step an asynchronous
-//! engine would replace.
+//! writes the status byte, one request at a time. With `io-engine` other than `sync`,
+//! [`Backend::engine`] gives each queue's worker a [`crate::engine`] that keeps up to the
+//! queue's size of requests in flight (io_uring, or a thread pool).
 
 use std::mem::offset_of;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vduse::DeviceType;
-use vduse::backend::{Backend, Chain, Memory};
+use vduse::backend::{Backend, Chain, Memory, QueueEngine};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
     VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES,
     VIRTIO_BLK_ID_BYTES, virtio_blk_config,
 };
+use virtio_queue::DescriptorChain;
 
 use crate::backing::Backing;
-use crate::config::Config;
+use crate::config::{Config, IoEngine};
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
@@ -43,6 +47,8 @@ pub struct BlockOptions {
     pub discard: bool,
     /// Offer WRITE_ZEROES (never on a read-only disk).
     pub write_zeroes: bool,
+    /// How requests are executed (`auto` picks when the device is made).
+    pub io_engine: IoEngine,
 }
 
 impl From<&Config> for BlockOptions {
@@ -55,6 +61,7 @@ impl From<&Config> for BlockOptions {
             serial: config.serial.clone(),
             discard: config.discard,
             write_zeroes: config.write_zeroes,
+            io_engine: config.io_engine,
         }
     }
 }
@@ -69,7 +76,7 @@ pub struct Completion {
 }
 
 impl Completion {
-    fn status(status: Status) -> Self {
+    pub(crate) fn status(status: Status) -> Self {
         Self { status, written: 0 }
     }
 }
@@ -83,6 +90,8 @@ pub struct BlockBackend {
     serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
     /// Backing I/O errors so far, to log them sparingly.
     io_errors: AtomicU64,
+    /// The engine in use: never `Auto`.
+    io_engine: IoEngine,
 }
 
 impl BlockBackend {
@@ -97,18 +106,25 @@ impl BlockBackend {
             let len = text.len().min(serial.len());
             serial[..len].copy_from_slice(&text.as_bytes()[..len]);
         }
+        let io_engine = crate::engine::resolve(options.io_engine);
         Self {
             backing,
             options,
             physical_block_size,
             serial,
             io_errors: AtomicU64::new(0),
+            io_engine,
         }
     }
 
     /// The backing.
     pub fn backing(&self) -> &Backing {
         &self.backing
+    }
+
+    /// The engine requests are executed with (`auto` resolved).
+    pub fn io_engine(&self) -> IoEngine {
+        self.io_engine
     }
 
     /// Capacity in 512-byte sectors.
@@ -199,7 +215,7 @@ impl BlockBackend {
 
     /// The byte offset of `len` bytes from `sector` when they lie within the disk (and, with
     /// O_DIRECT, are aligned as it needs).
-    fn checked_range(&self, sector: u64, len: u64) -> Option<u64> {
+    pub(crate) fn checked_range(&self, sector: u64, len: u64) -> Option<u64> {
         let offset = sector.checked_mul(SECTOR_SIZE)?;
         let end = offset.checked_add(len)?;
         if end > self.backing.size() {
@@ -254,7 +270,7 @@ impl BlockBackend {
 
     /// Logs a backing failure (the 1st, 2nd, 4th, 8th... so a failing disk cannot flood
     /// the log) and answers IOERR.
-    fn io_failed(&self, what: &str, err: std::io::Error) -> Completion {
+    pub(crate) fn io_failed(&self, what: &str, err: std::io::Error) -> Completion {
         let count = self.io_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if count.is_power_of_two() {
             log::warn!(
@@ -368,11 +384,27 @@ impl Backend for BlockBackend {
     }
 
     fn handle(&self, _queue: u16, memory: &Memory, chain: Chain<'_>) -> u32 {
-        let limits = ParseLimits {
-            max_discard_segments: MAX_DISCARD_SEGMENTS,
-            max_write_zeroes_segments: MAX_DISCARD_SEGMENTS,
-        };
-        let Some(parsed) = request::parse(memory, chain, limits) else {
+        self.serve(memory, chain)
+    }
+
+    fn engine(self: Arc<Self>, queue: u16, size: u16) -> Option<Box<dyn QueueEngine>> {
+        crate::engine::for_queue(self, queue, size)
+    }
+}
+
+/// The limits the parser enforces.
+pub(crate) const LIMITS: ParseLimits = ParseLimits {
+    max_discard_segments: MAX_DISCARD_SEGMENTS,
+    max_write_zeroes_segments: MAX_DISCARD_SEGMENTS,
+};
+
+impl BlockBackend {
+    /// Parses, executes and answers one request synchronously; returns the used length.
+    pub(crate) fn serve<M>(&self, memory: &Memory, chain: DescriptorChain<M>) -> u32
+    where
+        M: Deref<Target = Memory> + Clone,
+    {
+        let Some(parsed) = request::parse(memory, chain, LIMITS) else {
             // Nowhere to put a status: the request cannot be answered.
             return 0;
         };
@@ -380,9 +412,18 @@ impl Backend for BlockBackend {
             Ok(request) => self.execute(request),
             Err(_malformed) => Completion::status(Status::IoErr),
         };
-        if !request::write_status(memory, parsed.status_addr, completion.status) {
-            return 0;
-        }
-        completion.written.saturating_add(1)
+        answer(memory, parsed.status_addr, completion)
     }
+}
+
+/// Writes the status byte of a finished request; returns the used length.
+pub(crate) fn answer(
+    memory: &Memory,
+    status_addr: vm_memory::GuestAddress,
+    completion: Completion,
+) -> u32 {
+    if !request::write_status(memory, status_addr, completion.status) {
+        return 0;
+    }
+    completion.written.saturating_add(1)
 }

@@ -25,7 +25,7 @@ const BLKDISCARD: Opcode = rustix::ioctl::opcode::none(0x12, 119);
 const CHUNK_SIZE: usize = 1 << 20;
 
 /// How many iovecs one `preadv`/`pwritev` takes (`IOV_MAX` on Linux).
-const IOV_MAX: usize = 1024;
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// What the backing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,8 +514,13 @@ impl Backing {
         Ok(())
     }
 
+    /// The open file or block device.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Whether O_DIRECT forces a bounce buffer: guest memory that is not aligned.
-    fn needs_bounce(&self, buffers: &GuestBuffers<'_>) -> bool {
+    pub(crate) fn needs_bounce(&self, buffers: &GuestBuffers<'_>) -> bool {
         self.direct_alignment
             .is_some_and(|alignment| !buffers.is_aligned(alignment))
     }

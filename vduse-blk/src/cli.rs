@@ -69,6 +69,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "MODE")]
     pub cache: Option<CacheArg>,
 
+    /// How each queue's requests are executed [default: auto].
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub io_engine: Option<IoEngineArg>,
+
     /// Logical block size: 512, 1024, 2048 or 4096 [default: 512].
     #[arg(long, value_name = "BYTES")]
     pub logical_block_size: Option<u32>,
@@ -115,6 +119,19 @@ pub enum CacheArg {
     None,
 }
 
+/// `--io-engine` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoEngineArg {
+    /// io_uring where the kernel allows it, else threads.
+    Auto,
+    /// io_uring: a queue's requests in flight at once.
+    IoUring,
+    /// A pool of threads per queue doing synchronous I/O.
+    Threads,
+    /// One request at a time per queue.
+    Sync,
+}
+
 /// `--attach` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachArg {
@@ -136,6 +153,12 @@ impl Cli {
             cache: self.cache.map(|cache| match cache {
                 CacheArg::Writeback => config::CacheMode::Writeback,
                 CacheArg::None => config::CacheMode::None,
+            }),
+            io_engine: self.io_engine.map(|engine| match engine {
+                IoEngineArg::Auto => config::IoEngine::Auto,
+                IoEngineArg::IoUring => config::IoEngine::IoUring,
+                IoEngineArg::Threads => config::IoEngine::Threads,
+                IoEngineArg::Sync => config::IoEngine::Sync,
             }),
             logical_block_size: self.logical_block_size,
             physical_block_size: self.physical_block_size,
@@ -200,6 +223,7 @@ mod tests {
                 create: Some(true),
                 read_only: Some(false),
                 cache: Some(config::CacheMode::None),
+                io_engine: None,
                 logical_block_size: Some(4096),
                 physical_block_size: Some(4096),
                 num_queues: Some(2),

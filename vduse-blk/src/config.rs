@@ -24,13 +24,14 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "name",
     "backing",
     "size",
     "create",
     "read-only",
     "cache",
+    "io-engine",
     "logical-block-size",
     "physical-block-size",
     "num-queues",
@@ -44,9 +45,11 @@ pub const KEYS: [&str; 15] = [
 
 /// Defaults of the keys that have one.
 pub mod defaults {
-    use super::{Attach, CacheMode};
+    use super::{Attach, CacheMode, IoEngine};
     /// `cache`.
     pub const CACHE: CacheMode = CacheMode::Writeback;
+    /// `io-engine`.
+    pub const IO_ENGINE: IoEngine = IoEngine::Auto;
     /// `logical-block-size`.
     pub const LOGICAL_BLOCK_SIZE: u32 = 512;
     /// `num-queues`.
@@ -77,6 +80,33 @@ impl CacheMode {
         match self {
             CacheMode::Writeback => "writeback",
             CacheMode::None => "none",
+        }
+    }
+}
+
+/// How the requests of a queue are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoEngine {
+    /// io_uring where the kernel allows it, else `threads`.
+    Auto,
+    /// io_uring: each queue's reads, writes and flushes in flight at once, submitted and
+    /// reaped by the queue's thread.
+    IoUring,
+    /// A pool of threads per queue doing synchronous I/O.
+    Threads,
+    /// One request at a time per queue, on the queue's thread.
+    Sync,
+}
+
+impl IoEngine {
+    /// The word the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoEngine::Auto => "auto",
+            IoEngine::IoUring => "io-uring",
+            IoEngine::Threads => "threads",
+            IoEngine::Sync => "sync",
         }
     }
 }
@@ -203,6 +233,8 @@ pub struct Settings {
     pub read_only: Option<bool>,
     /// `writeback` or `none` (O_DIRECT).
     pub cache: Option<CacheMode>,
+    /// `auto`, `io-uring`, `threads` or `sync`.
+    pub io_engine: Option<IoEngine>,
     /// Logical block size the guest sees.
     pub logical_block_size: Option<u32>,
     /// Physical block size the guest sees.
@@ -369,6 +401,8 @@ pub struct Config {
     pub read_only: bool,
     /// Page cache or O_DIRECT.
     pub cache: CacheMode,
+    /// How requests are executed.
+    pub io_engine: IoEngine,
     /// Logical block size: a power of two in [512, 4096].
     pub logical_block_size: u32,
     /// Physical block size; `None` means the backing's (a block device's, or the logical
@@ -571,6 +605,7 @@ impl Config {
             create,
             read_only,
             cache: pick!(cache).0.unwrap_or(defaults::CACHE),
+            io_engine: pick!(io_engine).0.unwrap_or(defaults::IO_ENGINE),
             logical_block_size,
             physical_block_size,
             num_queues,
@@ -608,6 +643,7 @@ fn file_has(settings: &Settings, key: &str) -> bool {
         "create" => settings.create.is_some(),
         "read-only" => settings.read_only.is_some(),
         "cache" => settings.cache.is_some(),
+        "io-engine" => settings.io_engine.is_some(),
         "logical-block-size" => settings.logical_block_size.is_some(),
         "physical-block-size" => settings.physical_block_size.is_some(),
         "num-queues" => settings.num_queues.is_some(),
@@ -688,6 +724,7 @@ mod tests {
                 create: false,
                 read_only: false,
                 cache: CacheMode::Writeback,
+                io_engine: IoEngine::Auto,
                 logical_block_size: 512,
                 physical_block_size: None,
                 num_queues: 1,
@@ -923,6 +960,7 @@ mod tests {
             create: Some(true),
             read_only: Some(false),
             cache: Some(CacheMode::None),
+            io_engine: Some(IoEngine::Threads),
             logical_block_size: Some(512),
             physical_block_size: Some(512),
             num_queues: Some(1),

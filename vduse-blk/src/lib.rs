@@ -5,11 +5,13 @@
 //! - [`backing`]: opening, sizing and doing I/O on the file or block device.
 //! - [`request`]: a descriptor chain parsed into a [`request::Request`].
 //! - [`backend`]: [`BlockBackend`], the `vduse::backend::Backend` the runtime serves.
+//! - [`engine`]: the concurrent engines (io_uring, thread pool) of each queue.
 
 pub mod backend;
 pub mod backing;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod request;
 
 use std::ffi::OsString;
@@ -156,6 +158,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     use vduse::runtime::{Server, ServerOptions, notify_ready};
 
     let backend = prepare(config)?;
+    let io_engine = backend.io_engine();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -169,9 +172,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         options,
     )?;
     log::info!(
-        "serving {} as VDUSE block device {}",
+        "serving {} as VDUSE block device {} (io-engine {})",
         config.backing.display(),
-        config.name
+        config.name,
+        io_engine.name()
     );
     notify_ready();
     server.run_until(&stop)?;

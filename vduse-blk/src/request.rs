@@ -9,12 +9,15 @@
 
 use std::mem::{offset_of, size_of};
 
-use vduse::backend::{Chain, Memory};
+use std::ops::Deref;
+
+use vduse::backend::Memory;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
     VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
     virtio_blk_discard_write_zeroes, virtio_blk_outhdr,
 };
+use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
 
 /// Bytes in a sector, the unit of `sector` and of data lengths, whatever the block size.
@@ -264,7 +267,14 @@ pub struct ParseLimits {
 
 /// Parses `chain`. Returns `None` when the chain has no device-writable byte that can hold
 /// a status: such a request cannot be answered at all.
-pub fn parse<'m>(memory: &'m Memory, chain: Chain<'_>, limits: ParseLimits) -> Option<Parsed<'m>> {
+pub fn parse<'m, M>(
+    memory: &'m Memory,
+    chain: DescriptorChain<M>,
+    limits: ParseLimits,
+) -> Option<Parsed<'m>>
+where
+    M: Deref<Target = Memory> + Clone,
+{
     let mut readable = Vec::new();
     let mut writable = Vec::new();
     let mut misordered = false;

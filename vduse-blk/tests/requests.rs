@@ -1,18 +1,25 @@
 //! `BlockBackend::handle` on descriptor chains built with virtio-queue's `MockSplitQueue`:
 //! every request type, and chains a driver should never send. No kernel involved.
+//!
+//! The suite runs with the `sync` engine (`handle`); `every_engine_passes_the_suite` runs
+//! it again in child processes with `VDUSE_BLK_TEST_ENGINE=threads` and `=io-uring`, where
+//! each request goes through the queue engine the runtime would use (`start`, `submit`,
+//! wait on the completion eventfd, `reap`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use vduse::backend::{Backend, Memory};
-use vduse_blk::config::CacheMode;
+use vduse::backend::{Backend, Memory, QueueEngine, Used};
+use vduse_blk::config::{CacheMode, IoEngine};
 use vduse_blk::{Backing, BackingOptions, BlockBackend, BlockOptions};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{RawDescriptor, split::Descriptor};
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 
 const QUEUE_SIZE: u16 = 16;
@@ -31,8 +38,23 @@ const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 struct Disk {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    backend: BlockBackend,
-    memory: Memory,
+    backend: Arc<BlockBackend>,
+    memory: Arc<Memory>,
+    /// The queue engine requests go through; `None`: `Backend::handle`.
+    engine: Option<Mutex<Box<dyn QueueEngine>>>,
+}
+
+/// The environment variable that picks the engine under test.
+const ENGINE_VAR: &str = "VDUSE_BLK_TEST_ENGINE";
+
+/// The engine the suite runs with.
+fn engine_under_test() -> IoEngine {
+    match std::env::var(ENGINE_VAR).as_deref() {
+        Ok("threads") => IoEngine::Threads,
+        Ok("io-uring") => IoEngine::IoUring,
+        Ok("sync") | Err(_) => IoEngine::Sync,
+        Ok(other) => panic!("{ENGINE_VAR}={other}: use sync, threads or io-uring"),
+    }
 }
 
 #[derive(Clone)]
@@ -101,26 +123,62 @@ impl Disk {
                 serial: setup.serial,
                 discard: setup.discard,
                 write_zeroes: setup.write_zeroes,
+                io_engine: engine_under_test(),
             },
         );
-        let memory = Memory::from_ranges(&setup.regions).unwrap();
+        let backend = Arc::new(backend);
+        let engine = backend.clone().engine(0, QUEUE_SIZE).map(Mutex::new);
+        assert_eq!(engine.is_some(), engine_under_test() != IoEngine::Sync);
+        let memory = Arc::new(Memory::from_ranges(&setup.regions).unwrap());
         Disk {
             _dir: dir,
             path,
             backend,
             memory,
+            engine,
         }
     }
 
     /// Hands the chain `descriptors` to the backend; returns the used length.
     fn submit(&self, descriptors: &[RawDescriptor]) -> u32 {
-        let queue = MockSplitQueue::new(&self.memory, QUEUE_SIZE);
+        let queue = MockSplitQueue::new(self.memory.as_ref(), QUEUE_SIZE);
         // Each submission starts from an empty available ring.
         self.memory
             .write_obj(0u16, queue.avail_addr().unchecked_add(2))
             .unwrap();
         let chain = queue.build_desc_chain(descriptors).unwrap();
-        self.backend.handle(0, &self.memory, chain)
+        let Some(engine) = &self.engine else {
+            return self.backend.handle(0, &self.memory, chain);
+        };
+        // The same chain, popped as the runtime pops it for an engine.
+        let head = chain.head_index();
+        let mut ring: Queue = queue.create_queue().unwrap();
+        let chain = ring.pop_descriptor_chain(self.memory.clone()).unwrap();
+        let mut engine = engine.lock().unwrap();
+        if let Some(len) = engine.start(self.memory.clone(), chain) {
+            return len;
+        }
+        engine.submit();
+        assert_eq!(engine.in_flight(), 1);
+        let mut done: Vec<Used> = Vec::new();
+        while done.is_empty() {
+            let mut fds = [rustix::event::PollFd::from_borrowed_fd(
+                engine.completion_fd(),
+                rustix::event::PollFlags::IN,
+            )];
+            let timeout = rustix::event::Timespec {
+                tv_sec: 10,
+                tv_nsec: 0,
+            };
+            let ready = rustix::event::poll(&mut fds, Some(&timeout)).unwrap();
+            assert_eq!(ready, 1, "no completion within 10 s");
+            engine.reap(&mut done);
+            engine.submit();
+        }
+        assert_eq!(engine.in_flight(), 0);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].head, head);
+        done[0].len
     }
 
     fn file_bytes(&self) -> Vec<u8> {
@@ -969,6 +1027,38 @@ fn random_chains_never_panic_and_never_overreport() {
         assert!(
             u64::from(used) <= writable_total,
             "{used} > {writable_total}"
+        );
+    }
+}
+
+#[test]
+fn every_engine_passes_the_suite() {
+    if std::env::var_os(ENGINE_VAR).is_some() {
+        return;
+    }
+    let engines = [IoEngine::Threads, IoEngine::IoUring];
+    for engine in engines {
+        let name = engine.name();
+        if engine == IoEngine::IoUring {
+            if let Err(error) = vduse_blk::engine::io_uring_available() {
+                eprintln!("io_uring unavailable here ({error}): io-uring runs as threads");
+            }
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(ENGINE_VAR, name)
+            .args(["--skip", "every_engine_passes_the_suite"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary = stdout
+            .lines()
+            .find(|line| line.starts_with("test result"))
+            .unwrap_or("no summary");
+        eprintln!("engine {name}: {summary}");
+        assert!(
+            output.status.success(),
+            "the suite fails with engine {name}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }

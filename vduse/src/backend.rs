@@ -4,6 +4,33 @@
 //! kick eventfds, interrupts); a backend owns the device semantics: its features, config
 //! space, queues, and what a request does. Backends are tested without a kernel with
 //! `virtio-queue`'s `MockSplitQueue` over a `GuestMemoryMmap`.
+//!
+//! # Synchronous and concurrent requests
+//!
+//! By default a queue's worker thread serves one request at a time: it calls
+//! [`Backend::handle`] and puts the answer in the used ring when it returns. A backend that
+//! can keep several requests of a queue in flight (io_uring, a thread pool) opts in with
+//! [`Backend::engine`], which gives the worker a [`QueueEngine`] of its own:
+//!
+//! - The worker pops each chain with an [`Arc`] of the memory snapshot it was read from
+//!   ([`OwnedChain`]) and hands both to [`QueueEngine::start`]. The engine either answers
+//!   at once or keeps the request, **and the `Arc` with it, until the request has
+//!   completed**: the buffers' mappings cannot be unmapped under an I/O in flight, even if
+//!   the IOTLB is remapped meanwhile (a remap publishes a new snapshot; the old mappings
+//!   go when the last `Arc` does).
+//! - After a batch of starts the worker calls [`QueueEngine::submit`] once (one syscall
+//!   for the batch).
+//! - The worker polls [`QueueEngine::completion_fd`] next to its kick eventfd. When it is
+//!   readable it calls [`QueueEngine::reap`], which returns what has finished in any order;
+//!   the worker fills the used ring for the whole batch and injects at most one interrupt.
+//!   The used ring is only ever touched by the worker.
+//! - It keeps at most the queue's size in flight, and before it reports that it has stopped
+//!   (reset, `SUSPEND`, queue made not ready) it stops taking chains and reaps until
+//!   [`QueueEngine::in_flight`] is 0. The request thread never waits for that: it is woken
+//!   when the worker ends.
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use virtio_queue::DescriptorChain;
 use vm_memory::GuestMemoryMmap;
@@ -15,6 +42,41 @@ pub type Memory = GuestMemoryMmap<()>;
 
 /// A descriptor chain over the device's memory.
 pub type Chain<'a> = DescriptorChain<&'a Memory>;
+
+/// A descriptor chain that holds the memory snapshot it lives in: it can be kept past the
+/// worker's current batch and sent to another thread.
+pub type OwnedChain = DescriptorChain<Arc<Memory>>;
+
+/// A finished request: the head of its chain and the `len` of its used element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    /// Head descriptor index.
+    pub head: u16,
+    /// Bytes written into the chain's device-writable buffers.
+    pub len: u32,
+}
+
+/// Serves the requests of one queue concurrently; owned by that queue's worker thread.
+/// See the module documentation for the contract.
+pub trait QueueEngine: Send {
+    /// Starts the request `chain` (whose buffers lie in `memory`). Returns `Some(len)` when
+    /// it was served at once, `None` when it completes later through [`QueueEngine::reap`];
+    /// then the engine keeps `memory` alive until that completion has been reaped.
+    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32>;
+
+    /// Hands the requests started since the last call to whatever executes them.
+    fn submit(&mut self) {}
+
+    /// Readable when completions may be waiting to be reaped.
+    fn completion_fd(&self) -> BorrowedFd<'_>;
+
+    /// Moves the requests that have finished into `done`, without blocking. Resets the
+    /// readiness of [`QueueEngine::completion_fd`].
+    fn reap(&mut self, done: &mut Vec<Used>);
+
+    /// Requests started and not yet reaped.
+    fn in_flight(&self) -> usize;
+}
 
 /// A virtio device type served over VDUSE.
 pub trait Backend: Send + Sync + 'static {
@@ -43,6 +105,14 @@ pub trait Backend: Send + Sync + 'static {
     /// chain's device-writable buffers (the `len` of the used element). Must not panic on
     /// malformed chains: answer them with the device type's error status.
     fn handle(&self, queue: u16, memory: &Memory, chain: Chain<'_>) -> u32;
+
+    /// An engine that keeps several requests of queue `queue` (of `size` entries) in
+    /// flight, or `None` (the default) to have every request served by
+    /// [`Backend::handle`], one at a time. Called on the queue's worker thread each time it
+    /// starts; the engine is dropped when the worker stops, with nothing in flight.
+    fn engine(self: Arc<Self>, _queue: u16, _size: u16) -> Option<Box<dyn QueueEngine>> {
+        None
+    }
 
     /// The device was reset by the driver: drop per-driver state.
     fn reset(&self) {}

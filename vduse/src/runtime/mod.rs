@@ -16,7 +16,11 @@
 //!   eventfd and a stop eventfd, drains the available ring into
 //!   [`Backend::handle`](crate::backend::Backend::handle), fills the used ring and injects
 //!   one interrupt per batch when the driver's notification suppression allows it. Backend
-//!   I/O blocks here only.
+//!   I/O blocks here only. A backend with a [`QueueEngine`](crate::backend::QueueEngine)
+//!   keeps up to the queue's size of requests in flight instead: the worker also polls the
+//!   engine's completion eventfd, reaps what finished (in any order) into the used ring,
+//!   and before it ends (reset, `SUSPEND`, queue not ready) takes no new chain and waits
+//!   in poll(2) for what is in flight; each request holds its memory snapshot meanwhile.
 //! - The **caller's thread** attaches and detaches the device over netlink
 //!   ([`crate::vdpa::VdpaBus`]): with a virtio driver bound, the kernel runs the driver's
 //!   probe or remove inside that call, and they send requests the request thread answers.

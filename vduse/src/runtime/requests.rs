@@ -720,9 +720,12 @@ mod tests {
         let answer = d.handle(&vq_state(2, 0)).unwrap();
         assert_eq!(answer.vq_state().state.split().avail_index, 2);
 
-        // Reset: answered once the worker is gone, then everything is dropped.
-        assert_eq!(d.handle(&status(3, 0)).map(|a| a.request_id), None);
-        let answers = completed(&mut d, &wake);
+        // Reset: answered once the worker is gone (at once when it was quicker than the
+        // dispatcher's look), then everything is dropped.
+        let answers = match d.handle(&status(3, 0)) {
+            Some(answer) => vec![answer],
+            None => completed(&mut d, &wake),
+        };
         assert_eq!(answers.len(), 1);
         assert_eq!((answers[0].request_id, answers[0].result), (3, 0));
         assert!(d.running_queues().is_empty());
@@ -855,5 +858,50 @@ mod tests {
         assert!(d.running_queues().is_empty());
         // used_event stayed 0: EVENT_IDX asked for one interrupt, past used index 0.
         assert_eq!(fake.irqs(0), 1);
+    }
+
+    #[test]
+    fn suspend_waits_for_the_requests_in_flight_then_the_worker_ends() {
+        use crate::runtime::worker::tests::{Deferred, DeferredState};
+        let fake = ring_device();
+        let memory = fake.memory();
+        let mut mock = MockSplitQueue::create(&memory, GuestAddress(0x1_0000), 16);
+        // The mock's used ring overlaps its avail ring's used_event: put the used ring
+        // where the test's lengths cannot change used_event.
+        let used_ring = mock.used_addr().0 + 0x200;
+        let used_idx = || fake.read_u32(used_ring) >> 16;
+        fake.set_vq_addresses(
+            0,
+            mock.desc_table_addr().0,
+            mock.avail_addr().0,
+            used_ring,
+            true,
+        );
+        let state = DeferredState::new();
+        let (mut d, wake) = dispatcher(&fake, Arc::new(Deferred(state.clone())));
+        mock.add_chain(1).unwrap();
+        mock.add_chain(1).unwrap();
+        assert_eq!(result(d.handle(&status(1, 15))), Some(VDUSE_REQ_RESULT_OK));
+        eventually("both requests in flight", || state.started() == 2);
+
+        // SUSPEND: not answered while they are in flight, and the request thread is free.
+        assert!(d.handle(&VduseDevRequest::new(VDUSE_SUSPEND, 2)).is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(d.complete().is_empty());
+        assert_eq!(d.running_queues(), [0]);
+        let state_answer = d.handle(&vq_state(3, 0)).unwrap();
+        assert_eq!(state_answer.vq_state().state.split().avail_index, 2);
+
+        // They finish (out of order): both are used, one interrupt, then the answer.
+        state.finish_in_reverse();
+        let answers = completed(&mut d, &wake);
+        assert_eq!(
+            answers.iter().map(|a| a.request_id).collect::<Vec<_>>(),
+            [2]
+        );
+        assert!(d.running_queues().is_empty());
+        assert_eq!(used_idx(), 2);
+        assert_eq!(fake.irqs(0), 1);
+        d.stop_all();
     }
 }

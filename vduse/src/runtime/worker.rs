@@ -2,6 +2,7 @@
 //! available ring into the backend, fills the used ring and interrupts the driver once
 //! per batch when its notification suppression asks for it.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::thread::JoinHandle;
@@ -9,13 +10,13 @@ use std::thread::JoinHandle;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::device_io::DeviceIo;
 use super::event::Event;
 use super::iotlb::MemorySource;
-use crate::backend::{Backend, Chain, Memory};
+use crate::backend::{Backend, Memory, QueueEngine, Used};
 use crate::error::{Error, Result};
 
 /// What a worker shares with the thread that started it.
@@ -140,18 +141,25 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
         shared,
         wake: context.wake.clone(),
     };
+    let mut engine = Engine::new(context.backend.clone().engine(context.index, queue.size()));
     log::debug!(
-        "queue {}: worker started at avail index {}",
+        "queue {}: worker started at avail index {} ({})",
         context.index,
-        queue.next_avail()
+        queue.next_avail(),
+        if engine.is_concurrent() {
+            "requests served concurrently"
+        } else {
+            "requests served one at a time"
+        }
     );
     let mut warned_unmapped = false;
     // Requests may be waiting already: the driver can kick before the kick eventfd is set.
-    let mut serve = |queue: &mut Queue| {
+    let mut serve = |queue: &mut Queue, engine: &mut Engine| {
         let outcome = drain(
             queue,
             context.memory.as_ref(),
             context.backend.as_ref(),
+            engine,
             context.index,
             &shared.progress,
         );
@@ -171,20 +179,10 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
             _ => {}
         }
     };
-    serve(&mut queue);
+    serve(&mut queue, &mut engine);
     loop {
-        let mut fds = [
-            PollFd::new(&kick, PollFlags::IN),
-            PollFd::new(&shared.stop_event, PollFlags::IN),
-        ];
-        match poll(&mut fds, None) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(errno) => {
-                log::error!("queue {}: poll: {errno}", context.index);
-                return;
-            }
-        }
-        if shared.progress.stopping.load(Ordering::Acquire) {
+        let stopping = shared.progress.stopping.load(Ordering::Acquire);
+        if stopping && engine.in_flight() == 0 {
             log::debug!(
                 "queue {}: worker stopped at avail index {}",
                 context.index,
@@ -192,11 +190,79 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
             );
             return;
         }
-        if fds[0].revents().contains(PollFlags::IN) {
+        let kicked = {
+            let completion = engine.completion_fd();
+            // Stopping: only the requests in flight are waited for (the stop eventfd stays
+            // readable, so it is left out).
+            let mut fds = Vec::with_capacity(3);
+            if !stopping {
+                fds.push(PollFd::new(&kick, PollFlags::IN));
+                fds.push(PollFd::new(&shared.stop_event, PollFlags::IN));
+            }
+            if let Some(fd) = completion {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(errno) => {
+                    log::error!("queue {}: poll: {errno}", context.index);
+                    return;
+                }
+            }
+            !stopping && fds[0].revents().contains(PollFlags::IN)
+        };
+        if kicked {
             // Non-blocking: a spurious wake-up reads EAGAIN.
             kick.drain();
-            serve(&mut queue);
         }
+        // Asked to stop while asleep: no new request is served; the top of the loop
+        // decides whether anything is still in flight.
+        if !stopping && shared.progress.stopping.load(Ordering::Acquire) {
+            continue;
+        }
+        serve(&mut queue, &mut engine);
+    }
+}
+
+/// How a worker serves its requests: one at a time through `Backend::handle`, or
+/// concurrently through the backend's [`QueueEngine`]; with the completions reaped and not
+/// yet in the used ring.
+#[derive(Default)]
+pub(crate) struct Engine {
+    inner: Option<Box<dyn QueueEngine>>,
+    done: Vec<Used>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("concurrent", &self.is_concurrent())
+            .field("in_flight", &self.in_flight())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// `None`: synchronous.
+    pub fn new(inner: Option<Box<dyn QueueEngine>>) -> Self {
+        Self {
+            inner,
+            done: Vec::new(),
+        }
+    }
+
+    fn is_concurrent(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Requests started and not yet in the used ring.
+    pub fn in_flight(&self) -> usize {
+        self.inner.as_ref().map_or(0, |e| e.in_flight()) + self.done.len()
+    }
+
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.as_ref().map(|e| e.completion_fd())
     }
 }
 
@@ -205,21 +271,27 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
 pub(crate) enum Drained {
     /// The rings are outside the mapped memory, even after remapping the IOTLB.
     Unmapped,
-    /// `count` requests went to the backend; `notify` when the driver wants an interrupt.
+    /// `count` used elements were added; `notify` when the driver wants an interrupt.
     Handled { count: usize, notify: bool },
 }
 
-/// Serves every request in the available ring, until it stays empty with notifications
-/// re-enabled (or `stopping` is set). Remaps the IOTLB once per request whose buffers are
+/// Puts the engine's finished requests in the used ring, then starts every request in the
+/// available ring, until it stays empty with notifications re-enabled, the queue's size is
+/// in flight, or `stopping` is set. Remaps the IOTLB once per request whose buffers are
 /// not all mapped: the kernel adds regions (its bounce region) without telling the device.
+/// Asks for one interrupt for everything used in the call.
 pub(crate) fn drain(
     queue: &mut Queue,
     source: &dyn MemorySource,
     backend: &dyn Backend,
+    engine: &mut Engine,
     index: u16,
     progress: &Progress,
 ) -> Drained {
     let stopping = &progress.stopping;
+    if let Some(inner) = engine.inner.as_deref_mut() {
+        inner.reap(&mut engine.done);
+    }
     let mut memory = source.snapshot();
     if !rings_mapped(queue, &memory) {
         source.refresh_after_miss();
@@ -229,30 +301,67 @@ pub(crate) fn drain(
         }
     }
     let mut count = 0;
+    for used in engine.done.drain(..) {
+        match queue.add_used(memory.as_ref(), used.head, used.len) {
+            Ok(()) => count += 1,
+            Err(error) => log::warn!("queue {index}: {error}"),
+        }
+    }
+    let limit = usize::from(queue.size());
     let mut remapped_for_this_request = false;
     'batches: loop {
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
         if let Err(error) = queue.disable_notification(memory.as_ref()) {
             log::warn!("queue {index}: {error}");
             break;
         }
         while !stopping.load(Ordering::Acquire) {
-            let Some(chain) = queue.pop_descriptor_chain(memory.as_ref()) else {
-                break;
-            };
-            if !remapped_for_this_request && !chain_mapped(&chain) {
-                queue.go_to_previous_position();
-                remapped_for_this_request = true;
-                if source.refresh_after_miss() {
-                    memory = source.snapshot();
-                }
-                continue;
+            // The queue's size in flight: the next completion brings the worker back, with
+            // notifications still disabled.
+            if engine.in_flight() >= limit {
+                break 'batches;
             }
+            let (head, len) = if let Some(inner) = engine.inner.as_deref_mut() {
+                let Some(chain) = queue.pop_descriptor_chain(memory.clone()) else {
+                    break;
+                };
+                if !remapped_for_this_request && !chain_mapped(&chain) {
+                    queue.go_to_previous_position();
+                    remapped_for_this_request = true;
+                    if source.refresh_after_miss() {
+                        memory = source.snapshot();
+                    }
+                    continue;
+                }
+                progress
+                    .next_avail
+                    .store(queue.next_avail(), Ordering::Release);
+                let head = chain.head_index();
+                (head, inner.start(memory.clone(), chain))
+            } else {
+                let Some(chain) = queue.pop_descriptor_chain(memory.as_ref()) else {
+                    break;
+                };
+                if !remapped_for_this_request && !chain_mapped(&chain) {
+                    queue.go_to_previous_position();
+                    remapped_for_this_request = true;
+                    if source.refresh_after_miss() {
+                        memory = source.snapshot();
+                    }
+                    continue;
+                }
+                progress
+                    .next_avail
+                    .store(queue.next_avail(), Ordering::Release);
+                let head = chain.head_index();
+                (head, Some(backend.handle(index, memory.as_ref(), chain)))
+            };
             remapped_for_this_request = false;
-            progress
-                .next_avail
-                .store(queue.next_avail(), Ordering::Release);
-            let head = chain.head_index();
-            let len = backend.handle(index, memory.as_ref(), chain);
+            let Some(len) = len else {
+                continue;
+            };
             if let Err(error) = queue.add_used(memory.as_ref(), head, len) {
                 log::warn!("queue {index}: {error}");
                 break 'batches;
@@ -270,6 +379,9 @@ pub(crate) fn drain(
                 break;
             }
         }
+    }
+    if let Some(inner) = engine.inner.as_deref_mut() {
+        inner.submit();
     }
     let notify = count > 0 && needs_interrupt(queue, &memory);
     Drained::Handled { count, notify }
@@ -307,7 +419,10 @@ fn rings_mapped(queue: &Queue, memory: &Memory) -> bool {
 
 /// Whether every buffer of `chain` is mapped and the chain reads to its end: an indirect
 /// table outside the memory ends the iteration early, without an error.
-fn chain_mapped(chain: &Chain<'_>) -> bool {
+fn chain_mapped<M>(chain: &DescriptorChain<M>) -> bool
+where
+    M: std::ops::Deref<Target = Memory> + Clone,
+{
     let memory = chain.memory();
     let mut last_has_next = true;
     for descriptor in chain.clone() {
@@ -354,6 +469,7 @@ pub(crate) fn configure_queue(
 pub(crate) mod tests {
     use super::*;
     use crate::DeviceType;
+    use crate::backend::Chain;
     use std::sync::Mutex;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
@@ -411,6 +527,106 @@ pub(crate) mod tests {
                 .unwrap()
                 .push((queue, head, descriptors.len()));
             written
+        }
+    }
+
+    /// What a [`Deferred`] backend's engine shares with the test: requests started and not
+    /// finished (with the memory they hold), and requests finished and not reaped.
+    #[derive(Default)]
+    pub(crate) struct DeferredState {
+        pub started: Mutex<Vec<(u16, Arc<Memory>)>>,
+        pub finished: Mutex<Vec<Used>>,
+        /// Every batch `submit` was called with, as counts.
+        pub submits: Mutex<Vec<usize>>,
+        pub event: Option<Event>,
+    }
+
+    impl DeferredState {
+        pub fn new() -> Arc<Self> {
+            Arc::new(Self {
+                event: Some(Event::new("completions").unwrap()),
+                ..Self::default()
+            })
+        }
+
+        /// Finishes every started request, the newest first, each with `len` = 10 + head.
+        pub fn finish_in_reverse(&self) {
+            let mut started = self.started.lock().unwrap();
+            let mut finished = self.finished.lock().unwrap();
+            while let Some((head, _memory)) = started.pop() {
+                finished.push(Used {
+                    head,
+                    len: 10 + u32::from(head),
+                });
+            }
+            self.event.as_ref().unwrap().notify();
+        }
+
+        pub fn started(&self) -> usize {
+            self.started.lock().unwrap().len()
+        }
+    }
+
+    /// Keeps every request in flight until the test finishes it.
+    pub(crate) struct DeferredEngine {
+        state: Arc<DeferredState>,
+        since_submit: usize,
+    }
+
+    impl QueueEngine for DeferredEngine {
+        fn start(&mut self, memory: Arc<Memory>, chain: crate::backend::OwnedChain) -> Option<u32> {
+            self.state
+                .started
+                .lock()
+                .unwrap()
+                .push((chain.head_index(), memory));
+            self.since_submit += 1;
+            None
+        }
+        fn submit(&mut self) {
+            self.state.submits.lock().unwrap().push(self.since_submit);
+            self.since_submit = 0;
+        }
+        fn completion_fd(&self) -> BorrowedFd<'_> {
+            use std::os::fd::AsFd;
+            self.state.event.as_ref().unwrap().as_fd()
+        }
+        fn reap(&mut self, done: &mut Vec<Used>) {
+            self.state.event.as_ref().unwrap().drain();
+            done.append(&mut self.state.finished.lock().unwrap());
+        }
+        fn in_flight(&self) -> usize {
+            self.state.started() + self.state.finished.lock().unwrap().len()
+        }
+    }
+
+    /// A backend whose requests all go through a [`DeferredEngine`].
+    pub(crate) struct Deferred(pub Arc<DeferredState>);
+
+    impl Backend for Deferred {
+        fn device_type(&self) -> DeviceType {
+            DeviceType::Block
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn config(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn num_queues(&self) -> u16 {
+            1
+        }
+        fn max_queue_size(&self) -> u16 {
+            16
+        }
+        fn handle(&self, _: u16, _: &Memory, _: Chain<'_>) -> u32 {
+            panic!("a deferred backend is served by its engine")
+        }
+        fn engine(self: Arc<Self>, _: u16, _: u16) -> Option<Box<dyn QueueEngine>> {
+            Some(Box::new(DeferredEngine {
+                state: self.0.clone(),
+                since_submit: 0,
+            }))
         }
     }
 
@@ -477,7 +693,14 @@ pub(crate) mod tests {
         let mut queue: Queue = mock.create_queue().unwrap();
         let backend = Recorder::default();
         let source = fixed(&memory);
-        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            0,
+            &Progress::default(),
+        );
         assert_eq!(
             outcome,
             Drained::Handled {
@@ -502,7 +725,14 @@ pub(crate) mod tests {
         assert_eq!(*source.refreshes.lock().unwrap(), 0);
 
         // Nothing new: no request, no interrupt.
-        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            0,
+            &Progress::default(),
+        );
         assert_eq!(
             outcome,
             Drained::Handled {
@@ -527,7 +757,14 @@ pub(crate) mod tests {
         let mut queue: Queue = mock.create_queue().unwrap();
         let backend = Recorder::default();
         let source = fixed(&memory);
-        drain(&mut queue, &source, &backend, 2, &Progress::default());
+        drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            2,
+            &Progress::default(),
+        );
         assert_eq!(*backend.calls.lock().unwrap(), vec![(2, 0, 3)]);
     }
 
@@ -541,7 +778,14 @@ pub(crate) mod tests {
         let mut queue: Queue = mock.create_queue().unwrap();
         let backend = Recorder::default();
         let source = fixed(&memory);
-        drain(&mut queue, &source, &backend, 0, &Progress::default());
+        drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            0,
+            &Progress::default(),
+        );
         assert_eq!(*source.refreshes.lock().unwrap(), 1);
         // Still unmapped after the remap: the backend answers it (with an error status).
         assert_eq!(backend.calls.lock().unwrap().len(), 1);
@@ -561,6 +805,7 @@ pub(crate) mod tests {
             &mut queue,
             &source,
             &Recorder::default(),
+            &mut Engine::default(),
             0,
             &Progress::default(),
         );
@@ -586,7 +831,14 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            0,
+            &Progress::default(),
+        );
         assert_eq!(
             outcome,
             Drained::Handled {
@@ -602,7 +854,14 @@ pub(crate) mod tests {
         memory.write_obj(10u16.to_le(), used_event).unwrap();
         mock.add_desc_chains(&[descriptor(0x2200, 16, false)], 2)
             .unwrap();
-        let outcome = drain(&mut queue, &source, &backend, 0, &Progress::default());
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut Engine::default(),
+            0,
+            &Progress::default(),
+        );
         assert_eq!(
             outcome,
             Drained::Handled {
@@ -630,6 +889,7 @@ pub(crate) mod tests {
             &mut queue,
             &fixed(&memory),
             &Recorder::default(),
+            &mut Engine::default(),
             0,
             &Progress::default(),
         );
@@ -640,6 +900,165 @@ pub(crate) mod tests {
                 notify: false
             }
         );
+    }
+
+    #[test]
+    fn completions_out_of_order_fill_the_used_ring_in_one_batch() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        mock.add_desc_chains(
+            &[
+                descriptor(0x2000, 16, false),
+                descriptor(0x2100, 16, false),
+                descriptor(0x2200, 16, false),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let state = DeferredState::new();
+        let backend = Arc::new(Deferred(state.clone()));
+        let mut engine = Engine::new(backend.clone().engine(0, 16));
+        let source = fixed(&memory);
+        // All three start; none is finished: nothing used, no interrupt, one submit.
+        let outcome = drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 0,
+                notify: false
+            }
+        );
+        assert_eq!((state.started(), engine.in_flight()), (3, 3));
+        assert_eq!(*state.submits.lock().unwrap(), [3]);
+        assert_eq!(mock.used().idx().load(), 0);
+        // Each request holds the memory it was started with.
+        assert_eq!(Arc::strong_count(&memory), 2 + 3);
+
+        // They finish newest first: the used ring says so, and one interrupt covers them.
+        state.finish_in_reverse();
+        let outcome = drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 3,
+                notify: true
+            }
+        );
+        assert_eq!(engine.in_flight(), 0);
+        assert_eq!(mock.used().idx().load(), 3);
+        let used: Vec<(u32, u32)> = (0..3)
+            .map(|i| {
+                let e = mock.used().ring().ref_at(i).unwrap().load();
+                (e.id(), e.len())
+            })
+            .collect();
+        assert_eq!(used, [(2, 12), (1, 11), (0, 10)]);
+        // Reaped: the memory is let go.
+        assert_eq!(Arc::strong_count(&memory), 2);
+    }
+
+    #[test]
+    fn no_more_than_the_queue_size_is_in_flight() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 4);
+        let chains: Vec<_> = (0..4)
+            .map(|i| descriptor(0x2000 + 0x100 * i, 16, false))
+            .collect();
+        mock.add_desc_chains(&chains, 0).unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let state = DeferredState::new();
+        let backend = Arc::new(Deferred(state.clone()));
+        let mut engine = Engine::new(backend.clone().engine(0, 4));
+        let source = fixed(&memory);
+        drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(state.started(), 4);
+        // A driver that makes the same heads available again (it must not) gets nothing
+        // started past the queue's size.
+        let avail_idx = GuestAddress(mock.avail_addr().0 + 2);
+        memory.write_obj(8u16.to_le(), avail_idx).unwrap();
+        drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert_eq!((state.started(), queue.next_avail()), (4, 4));
+        state.finish_in_reverse();
+        drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(mock.used().idx().load(), 4);
+        assert_eq!(queue.next_avail(), 8);
+    }
+
+    #[test]
+    fn stopping_still_reaps_what_is_in_flight() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        mock.add_desc_chains(&[descriptor(0x2000, 16, false)], 0)
+            .unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let state = DeferredState::new();
+        let backend = Arc::new(Deferred(state.clone()));
+        let mut engine = Engine::new(backend.clone().engine(0, 16));
+        let source = fixed(&memory);
+        drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        mock.add_desc_chains(&[descriptor(0x2100, 16, false)], 1)
+            .unwrap();
+        state.finish_in_reverse();
+        let outcome = drain(
+            &mut queue,
+            &source,
+            backend.as_ref(),
+            &mut engine,
+            0,
+            &stopped(),
+        );
+        assert_eq!(
+            outcome,
+            Drained::Handled {
+                count: 1,
+                notify: true
+            }
+        );
+        // The second request stays available.
+        assert_eq!((queue.next_avail(), state.started()), (1, 0));
     }
 
     #[test]
@@ -656,6 +1075,7 @@ pub(crate) mod tests {
             &mut queue,
             &fixed(&memory),
             &Recorder::default(),
+            &mut Engine::default(),
             0,
             &stopped(),
         );

@@ -1,0 +1,379 @@
+//! The io_uring engine: a queue's reads, writes and flushes in flight at once.
+//!
+//! The queue's worker thread does everything: [`UringEngine::start`] parses a chain and
+//! queues an SQE (`READV`/`WRITEV` straight on guest memory, or `FSYNC` with
+//! `DATASYNC`), [`UringEngine::submit`] submits the batch in one `io_uring_enter`, and when
+//! the eventfd registered with the ring fires, [`UringEngine::reap`] turns the CQEs into
+//! status bytes and used elements. Each in-flight request has a slot, indexed by the SQE's
+//! `user_data`, that owns its iovecs and the memory snapshot they point into.
+//!
+//! FLUSH: virtio-blk promises that a flush makes durable the writes that *completed*
+//! before the driver submitted it. A write completes for the driver only after its CQE
+//! came back and the worker put it in the used ring, so every such write is done in the
+//! kernel before the flush's `fdatasync` is even queued: `IORING_OP_FSYNC` with
+//! `IORING_FSYNC_DATASYNC` needs no drain or link. Writes still in flight next to the flush
+//! are not covered, and need not be.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+use io_uring::{IoUring, opcode, types};
+use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
+use vm_memory::GuestAddress;
+
+use super::Notifier;
+use crate::backend::{BlockBackend, Completion, LIMITS, answer};
+use crate::backing::IOV_MAX;
+use crate::request::{self, Request, Status};
+
+/// iovecs handed to the kernel. They hold raw pointers into guest memory, which is why
+/// they are not `Send` by themselves.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers are only dereferenced by the kernel, during the I/O of the slot
+// that owns both them and the memory snapshot they point into; moving the list to another
+// thread (with the engine) changes neither.
+unsafe impl Send for IoVecs {}
+
+impl IoVecs {
+    /// Drops the first `count` bytes (after a short transfer).
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 && !self.0.is_empty() {
+            let first = &mut self.0[0];
+            if first.iov_len <= count {
+                count -= first.iov_len;
+                self.0.remove(0);
+            } else {
+                first.iov_base = first.iov_base.cast::<u8>().wrapping_add(count).cast();
+                first.iov_len -= count;
+                count = 0;
+            }
+        }
+    }
+}
+
+enum Op {
+    Read {
+        offset: u64,
+        left: usize,
+        iovecs: IoVecs,
+    },
+    Write {
+        offset: u64,
+        left: usize,
+        iovecs: IoVecs,
+    },
+    Flush,
+}
+
+/// One request in flight.
+struct Slot {
+    head: u16,
+    /// Keeps the buffers mapped until the CQE is reaped (see `push`).
+    memory: Arc<Memory>,
+    status_addr: GuestAddress,
+    /// Data bytes the request writes into the chain when it succeeds.
+    written: u32,
+    op: Op,
+}
+
+/// A queue's io_uring.
+pub struct UringEngine {
+    backend: Arc<BlockBackend>,
+    ring: IoUring,
+    notifier: Notifier,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    in_flight: usize,
+    unsubmitted: usize,
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringEngine {
+    /// A ring for a queue of `size` entries.
+    pub fn new(backend: Arc<BlockBackend>, size: u16) -> std::io::Result<Self> {
+        let entries = u32::from(size.max(1)).next_power_of_two();
+        let ring = IoUring::new(entries)?;
+        let notifier = Notifier::new()?;
+        ring.submitter()
+            .register_eventfd(notifier.as_fd().as_raw_fd())?;
+        let slots = usize::from(size.max(1));
+        Ok(Self {
+            backend,
+            ring,
+            notifier,
+            slots: (0..slots).map(|_| None).collect(),
+            free: (0..slots).rev().collect(),
+            in_flight: 0,
+            unsubmitted: 0,
+        })
+    }
+
+    /// The operation a request becomes, or `None` when it is served synchronously.
+    fn operation(&self, request: &Request<'_>) -> Option<(Op, u32)> {
+        let backing = self.backend.backing();
+        let (sector, buffers, write) = match request {
+            Request::Flush => return Some((Op::Flush, 0)),
+            Request::Read { sector, buffers } => (*sector, buffers, false),
+            Request::Write { sector, buffers } => (*sector, buffers, true),
+            _ => return None,
+        };
+        if (write && backing.is_read_only())
+            || buffers.is_empty()
+            || buffers.slices().len() > IOV_MAX
+            || backing.needs_bounce(buffers)
+        {
+            return None;
+        }
+        let offset = self.backend.checked_range(sector, buffers.len() as u64)?;
+        let iovecs = IoVecs(
+            buffers
+                .slices()
+                .iter()
+                .map(|slice| libc::iovec {
+                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                    iov_len: slice.len(),
+                })
+                .collect(),
+        );
+        let left = buffers.len();
+        Some(if write {
+            (
+                Op::Write {
+                    offset,
+                    left,
+                    iovecs,
+                },
+                0,
+            )
+        } else {
+            (
+                Op::Read {
+                    offset,
+                    left,
+                    iovecs,
+                },
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        })
+    }
+
+    /// Queues the SQE of slot `index`.
+    fn push(&mut self, index: usize) {
+        let fd = types::Fd(self.backend.backing().file().as_raw_fd());
+        let Some(slot) = &self.slots[index] else {
+            return;
+        };
+        let entry = match &slot.op {
+            Op::Read { offset, iovecs, .. } => {
+                opcode::Readv::new(fd, iovecs.0.as_ptr(), iovecs.0.len() as u32)
+                    .offset(*offset)
+                    .build()
+            }
+            Op::Write { offset, iovecs, .. } => {
+                opcode::Writev::new(fd, iovecs.0.as_ptr().cast(), iovecs.0.len() as u32)
+                    .offset(*offset)
+                    .build()
+            }
+            Op::Flush => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        }
+        .user_data(index as u64);
+        loop {
+            // SAFETY: the SQE points at the slot's iovecs (a heap buffer that stays put
+            // while the slot lives) and through them into guest memory of the slot's
+            // `memory` snapshot. The slot, and with it that `Arc`, is only dropped once
+            // the CQE for `index` is reaped (or, in `Drop`, after every CQE came back), so
+            // a remap or reset of the IOTLB cannot unmap the buffers under the I/O; the
+            // file descriptor belongs to the backing, which the engine's `Arc` keeps open.
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            match pushed {
+                Ok(()) => break,
+                // The SQ is full of unsubmitted entries (it holds the queue's size, so
+                // this does not happen): make room.
+                Err(_full) => {
+                    if let Err(error) = self.ring.submit() {
+                        log::warn!("io_uring submit: {error}");
+                    }
+                }
+            }
+        }
+        self.unsubmitted += 1;
+    }
+
+    /// Handles one CQE; returns the used element when the request is finished.
+    fn complete(&mut self, index: usize, result: i32) -> Option<Used> {
+        let slot = self.slots.get_mut(index)?.as_mut()?;
+        let outcome = match &mut slot.op {
+            Op::Read {
+                offset,
+                left,
+                iovecs,
+            }
+            | Op::Write {
+                offset,
+                left,
+                iovecs,
+            } => match result {
+                moved if moved > 0 && (moved as usize) < *left => {
+                    // Short transfer: the rest goes again.
+                    *offset += moved as u64;
+                    *left -= moved as usize;
+                    iovecs.advance(moved as usize);
+                    None
+                }
+                moved if moved > 0 => Some(Ok(())),
+                0 => Some(Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))),
+                error if -error == libc::EAGAIN || -error == libc::EINTR => None,
+                error => Some(Err(std::io::Error::from_raw_os_error(-error))),
+            },
+            Op::Flush => Some(if result < 0 {
+                Err(std::io::Error::from_raw_os_error(-result))
+            } else {
+                Ok(())
+            }),
+        };
+        let Some(outcome) = outcome else {
+            self.push(index);
+            return None;
+        };
+        let slot = self.slots[index].take()?;
+        self.free.push(index);
+        self.in_flight -= 1;
+        let completion = match outcome {
+            Ok(()) => Completion {
+                status: Status::Ok,
+                written: slot.written,
+            },
+            Err(error) => {
+                let what = match slot.op {
+                    Op::Read { .. } => "read",
+                    Op::Write { .. } => "write",
+                    Op::Flush => "flush",
+                };
+                self.backend.io_failed(what, error)
+            }
+        };
+        Some(Used {
+            head: slot.head,
+            len: answer(&slot.memory, slot.status_addr, completion),
+        })
+    }
+}
+
+impl QueueEngine for UringEngine {
+    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+        let head = chain.head_index();
+        let Some(parsed) = request::parse(&memory, chain, LIMITS) else {
+            return Some(0);
+        };
+        let request = match parsed.request {
+            Ok(request) => request,
+            Err(_malformed) => {
+                return Some(answer(
+                    &memory,
+                    parsed.status_addr,
+                    Completion::status(Status::IoErr),
+                ));
+            }
+        };
+        let index = match (self.operation(&request), self.free.pop()) {
+            (Some((op, written)), Some(index)) => {
+                let status_addr = parsed.status_addr;
+                drop(request);
+                self.slots[index] = Some(Slot {
+                    head,
+                    memory,
+                    status_addr,
+                    written,
+                    op,
+                });
+                index
+            }
+            (_, free) => {
+                self.free.extend(free);
+                let completion = self.backend.execute(request);
+                return Some(answer(&memory, parsed.status_addr, completion));
+            }
+        };
+        self.in_flight += 1;
+        self.push(index);
+        None
+    }
+
+    fn submit(&mut self) {
+        if self.unsubmitted == 0 {
+            return;
+        }
+        loop {
+            match self.ring.submit() {
+                Ok(_) => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Left in the SQ: the next submit takes them.
+                    log::warn!("io_uring submit: {error}");
+                    return;
+                }
+            }
+        }
+        self.unsubmitted = 0;
+    }
+
+    fn completion_fd(&self) -> BorrowedFd<'_> {
+        self.notifier.as_fd()
+    }
+
+    fn reap(&mut self, done: &mut Vec<Used>) {
+        self.notifier.drain();
+        let finished: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|cqe| (cqe.user_data(), cqe.result()))
+            .collect();
+        for (index, result) in finished {
+            if let Some(used) = self.complete(index as usize, result) {
+                done.push(used);
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        // The worker drops the engine with nothing in flight; should it not (an error
+        // path), wait for the kernel to be done with every buffer before the memory goes.
+        while self.in_flight > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::error!(
+                        "io_uring: {error} while waiting for {} requests: their memory is kept",
+                        self.in_flight
+                    );
+                    std::mem::forget(std::mem::take(&mut self.slots));
+                    return;
+                }
+            }
+            let finished: Vec<u64> = self.ring.completion().map(|cqe| cqe.user_data()).collect();
+            for index in finished {
+                if let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::take) {
+                    drop(slot);
+                    self.in_flight -= 1;
+                }
+            }
+        }
+    }
+}
