@@ -175,7 +175,13 @@ capture debugfs debugfs -R "dump /big /tmp/big" /tmp/disk0.img
 # --- 7. Read-only, over the same backing.
 phase 7 read-only
 sha256sum </tmp/disk0.img | result ro.before.sha
+# Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
+spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/ro0
+wait_for 10 test -S /run/notify.sock
+export NOTIFY_SOCKET=/run/notify.sock
 spawn ro0 vduse-blk --config /etc/vduse-blk/ro.yaml
+unset NOTIFY_SOCKET
+reap notify
 capture ro0-up wait_for 30 disk_by_serial vduse-blk-ro0
 R=$(disk_by_serial vduse-blk-ro0)
 sysfs_of "$R" | result ro0.sysfs
@@ -205,6 +211,7 @@ fn boot(series: &str) -> GuestRun {
     // The script loads the modules itself, after checking the server without them.
     let run = Guest::new(&kernel)
         .binary("vduse-blk")
+        .binary("notify-listen")
         .host_program("vdpa")
         .host_program("fio")
         .host_program("mkfs.ext4")
@@ -518,6 +525,18 @@ fn check(series: &str) {
     );
 
     // 7. Read-only.
+    assert_eq!(
+        run.rc("notify"),
+        0,
+        "no READY=1 from vduse-blk\n{}",
+        run.report("notify")
+    );
+    assert_eq!(
+        run.out("notify"),
+        "message: READY=1\ncheck: /sys/bus/vdpa/devices/ro0 exists=true\n",
+        "readiness before the device was attached\n{}",
+        servers(&run)
+    );
     ok(&run, "ro0-up");
     // The size is the backing's, the block sizes and queue count the defaults.
     assert_eq!(
