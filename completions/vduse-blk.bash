@@ -94,7 +94,7 @@ _vduse__blk() {
                     return 0
                     ;;
                 --attach)
-                    COMPREPLY=($(compgen -W "virtio none" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "virtio vhost none" -- "${cur}"))
                     return 0
                     ;;
                 --keep-device)

@@ -194,6 +194,23 @@ stop ro0
 sha256sum </tmp/disk0.img | result ro.after.sha
 ls /dev/vduse | result ro0.after.vduse
 capture ro0-after-vdpa vdpa dev show
+
+# --- 8. Attached for VMs: bound to vhost_vdpa while virtio_vdpa is loaded too.
+phase 8 vhost
+capture vhost-missing vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --create --attach vhost
+modprobe vhost_vdpa
+# READY=1 says the server is done setting up, binding included.
+spawn vh0-notify notify-listen /run/vh0.sock
+wait_for 10 test -S /run/vh0.sock
+export NOTIFY_SOCKET=/run/vh0.sock
+spawn vh0 vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --create --attach vhost --serial vduse-blk-vh0
+unset NOTIFY_SOCKET
+capture vh0-up reap vh0-notify
+basename "$(readlink /sys/bus/vdpa/devices/vh0/driver)" | result vh0.driver
+ls /sys/bus/vdpa/devices/vh0 | result vh0.children
+capture vh0-no-disk sh -c '! grep -qs vduse-blk-vh0 /sys/block/*/serial'
+stop vh0
+ls /dev/vduse | result vh0.after.vduse
 phase end
 "#
     )
@@ -552,6 +569,32 @@ fn check(series: &str) {
     same(&run, "fs.device.sums", "fs.ro.sums");
     stopped_cleanly(&run, "ro0");
     same(&run, "ro.before.sha", "ro.after.sha");
+
+    // 8. vhost_vdpa: without the module the fix is named; with it, vhost_vdpa serves the
+    // device (a vhost-vdpa-N child) although virtio_vdpa was loaded first.
+    exits(&run, "vhost-missing", 69, "modprobe vhost_vdpa");
+    ok(&run, "vh0-up");
+    assert_eq!(
+        run.text("vh0.driver").trim(),
+        "vhost_vdpa",
+        "{}",
+        servers(&run)
+    );
+    assert!(
+        run.text("vh0.children")
+            .lines()
+            .any(|l| l.starts_with("vhost-vdpa-")),
+        "no vhost-vdpa char device under vh0: {}",
+        run.text("vh0.children")
+    );
+    ok(&run, "vh0-no-disk");
+    assert_eq!(
+        run.rc("vh0"),
+        0,
+        "vh0 did not stop cleanly\n{}",
+        servers(&run)
+    );
+    assert_eq!(words(&run, "vh0.after.vduse"), ["control"]);
 
     assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
 }

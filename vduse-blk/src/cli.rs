@@ -135,8 +135,10 @@ pub enum IoEngineArg {
 /// `--attach` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachArg {
-    /// Add it to the vdpa bus (virtio_vdpa makes it /dev/vdX).
+    /// Add it to the vdpa bus, bound to virtio_vdpa (which makes it /dev/vdX).
     Virtio,
+    /// Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs).
+    Vhost,
     /// Leave it off the bus.
     None,
 }
@@ -169,6 +171,7 @@ impl Cli {
             write_zeroes: self.write_zeroes,
             attach: self.attach.map(|attach| match attach {
                 AttachArg::Virtio => config::Attach::Virtio,
+                AttachArg::Vhost => config::Attach::Vhost,
                 AttachArg::None => config::Attach::None,
             }),
             keep_device: self.keep_device,

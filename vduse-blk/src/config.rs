@@ -115,10 +115,24 @@ impl IoEngine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attach {
-    /// Add it to the vdpa bus, where `virtio_vdpa` turns it into `/dev/vdX`.
+    /// Add it to the vdpa bus and bind `virtio_vdpa`, which turns it into `/dev/vdX`.
     Virtio,
-    /// Leave it off the bus (`vdpa dev add` by hand, for example for `vhost_vdpa`).
+    /// Add it to the vdpa bus and bind `vhost_vdpa`, which hands it to VMs and user
+    /// programs as `/dev/vhost-vdpa-N`.
+    Vhost,
+    /// Leave it off the bus (`vdpa dev add` by hand).
     None,
+}
+
+impl Attach {
+    /// The vdpa bus driver this choice binds.
+    pub fn driver(self) -> Option<&'static str> {
+        match self {
+            Attach::Virtio => Some("virtio_vdpa"),
+            Attach::Vhost => Some("vhost_vdpa"),
+            Attach::None => None,
+        }
+    }
 }
 
 /// A size in bytes, written as a number of bytes or with a binary suffix: `512`, `64K`,

@@ -165,7 +165,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
     let mut options = ServerOptions::new(config.name.as_str());
-    options.attach = config.attach == config::Attach::Virtio;
+    options.attach = config.attach != config::Attach::None;
+    options.driver = config.attach.driver().map(str::to_owned);
     options.keep_device = config.keep_device;
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,

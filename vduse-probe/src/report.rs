@@ -21,7 +21,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const PROBE_DEVICE_PREFIX: &str = "vduse-probe-";
 
 /// The vdpa drivers the probe reports on.
-pub const VDPA_DRIVERS: [&str; 2] = ["virtio_vdpa", "vhost_vdpa"];
+pub use vduse::vdpa::VDPA_DRIVERS;
 
 /// Everything the probe reports.
 #[derive(Debug, Clone, Serialize)]

@@ -178,11 +178,17 @@ impl Error {
         )
     }
 
-    /// True when VDUSE is not available on this host (for exit codes).
+    /// True when VDUSE, the vdpa bus or a vdpa driver is not available on this host (for
+    /// exit codes).
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::NotLoaded { .. } | Error::NoVduseInKernel { .. } | Error::NodeMissing { .. }
+            Error::NotLoaded { .. }
+                | Error::NoVduseInKernel { .. }
+                | Error::NodeMissing { .. }
+                | Error::Vdpa(
+                    crate::vdpa::VdpaError::NotLoaded | crate::vdpa::VdpaError::DriverNotLoaded(_)
+                )
         )
     }
 }

@@ -35,6 +35,9 @@ pub struct ServerOptions {
     /// Add the device to the vdpa bus (management device `vduse`) once it is served, so the
     /// kernel's virtio driver binds to it.
     pub attach: bool,
+    /// The vdpa bus driver that must serve the attached device (`virtio_vdpa`,
+    /// `vhost_vdpa`); `None` leaves it to whichever driver the kernel binds.
+    pub driver: Option<String>,
     /// On shutdown, leave the device in place (attached, if it was) for a later server to
     /// take over, instead of detaching and destroying it.
     pub keep_device: bool,
@@ -45,11 +48,13 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    /// Attach, destroy on shutdown, ask for queue-ready and suspend, newest API version.
+    /// Attach (to whichever driver binds), destroy on shutdown, ask for queue-ready and
+    /// suspend, newest API version.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             attach: true,
+            driver: None,
             keep_device: false,
             vduse_features: (1 << VDUSE_F_QUEUE_READY) | (1 << VDUSE_F_SUSPEND),
             api_version: None,
@@ -151,6 +156,9 @@ impl Server {
         // sends requests, which the request thread answers.
         if options.attach {
             VdpaBus::open()?.add_device(&name, VDUSE_MANAGEMENT_DEVICE)?;
+            if let Some(driver) = &options.driver {
+                crate::vdpa::bind_driver(&name, driver)?;
+            }
         }
         server.keep_device = options.keep_device;
         log::info!(
