@@ -25,6 +25,12 @@ const FILE_BEGIN: &str = "VDUSE-TESTS-FILE ";
 const FILE_END: &str = "VDUSE-TESTS-FILE-END";
 
 /// How many console lines failure messages show.
+/// Boots tried when the guest kernel dies before /init starts.
+const BOOT_ATTEMPTS: u32 = 3;
+
+/// What /init prints first (init.sh), so the host knows the guest kernel came up.
+const INIT_STARTED: &str = "vduse-tests: init started";
+
 const CONSOLE_TAIL: usize = 40;
 
 /// A guest to boot: kernel, files, modules and the scenario script (a builder).
@@ -162,6 +168,30 @@ impl Guest {
     /// (kernel panic, timeout: the message has the console's tail), or when a module
     /// given to [`Guest::modules`] fails to load.
     pub fn run(&self) -> GuestRun {
+        // A guest kernel that dies before /init starts (seen once under TCG on a loaded
+        // host: an oops in the scheduler at 2 s of uptime) says nothing about the code under
+        // test, which never ran: boot again, at most twice, saying so. A failure after
+        // /init started is never retried.
+        for attempt in 1..=BOOT_ATTEMPTS {
+            match self.run_once() {
+                Ok(run) => return run,
+                Err(console_tail) => eprintln!(
+                    "vduse-tests: guest {} ({}) died before /init started (attempt {attempt} \
+                     of {BOOT_ATTEMPTS}); booting again\n{console_tail}",
+                    self.kernel.series(),
+                    self.kernel.release()
+                ),
+            }
+        }
+        panic!(
+            "guest {} ({}) died before /init started {BOOT_ATTEMPTS} times",
+            self.kernel.series(),
+            self.kernel.release()
+        );
+    }
+
+    /// One boot. `Err` (with the console's tail) when the guest died before /init started.
+    fn run_once(&self) -> Result<GuestRun, String> {
         let tmp = TempDir::new(self.kernel.series());
         let initrd = self.build_initramfs(tmp.path(), Mode::Script);
         let console_path = tmp.path().join("console.log");
@@ -207,6 +237,9 @@ impl Guest {
             results: parsed.unwrap_or_default(),
             elapsed,
         };
+        if !complete && !run.console.contains(INIT_STARTED) {
+            return Err(run.console_tail(CONSOLE_TAIL));
+        }
         if !complete {
             let why = if timed_out {
                 format!("timed out after {:?} (Guest::timeout)", self.timeout)
@@ -233,7 +266,7 @@ impl Guest {
                 run.console_tail(CONSOLE_TAIL)
             );
         }
-        run
+        Ok(run)
     }
 
     /// Boots the guest with a shell on the console wired to this process's terminal

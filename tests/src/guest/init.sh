@@ -4,6 +4,9 @@
 # (or an interactive shell), then sends every file under /results to the host over
 # the second serial port (ttyS1), base64-encoded between marker lines, and powers off.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
+# The host retries a boot whose kernel died before this line (tests/src/guest.rs).
+echo
+echo "vduse-tests: init started"
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
