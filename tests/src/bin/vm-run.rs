@@ -5,7 +5,7 @@
 //! with its exit code. Without one, gives a busybox shell on the terminal.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -25,8 +25,14 @@ options:
   --file HOST:GUEST   also copy a host file to an absolute guest path
   --memory MB         guest memory (default 1024)
   --cpus N            vCPUs (default 2)
+  --append ARG        add ARG to the kernel command line (repeatable; e.g. idle=halt)
   --timeout SECS      limit for COMMAND mode (default 600)
   --console           COMMAND mode: print the guest console log to stderr as well
+  --results DIR       COMMAND mode: save every file the guest left in /results (the
+                      command's as well as cmd.out, cmd.err, cmd.rc and the harness's
+                      init.*) under DIR, and the guest console as DIR/init.console
+  --release           guests get the release binaries (tests/vm-run builds them and runs
+                      this program from target/release)
   -h, --help          this text";
 
 fn main() -> ExitCode {
@@ -37,8 +43,10 @@ fn main() -> ExitCode {
     let mut files: Vec<(String, String)> = Vec::new();
     let mut memory = 1024;
     let mut cpus = 2;
+    let mut cmdline: Vec<String> = Vec::new();
     let mut timeout = 600;
     let mut show_console = false;
+    let mut results_dir: Option<PathBuf> = None;
     let mut command: Vec<String> = Vec::new();
 
     while let Some(arg) = args.next() {
@@ -70,12 +78,23 @@ fn main() -> ExitCode {
                     .parse()
                     .unwrap_or_else(|_| fail("bad --cpus"))
             }
+            "--append" => cmdline.push(value("a kernel argument")),
             "--timeout" => {
                 timeout = value("seconds")
                     .parse()
                     .unwrap_or_else(|_| fail("bad --timeout"))
             }
             "--console" => show_console = true,
+            "--results" => results_dir = Some(PathBuf::from(value("a directory"))),
+            "--release" => {
+                // tests/vm-run saw it and built this program and the workspace's
+                // binaries in release mode; they are taken from this program's directory.
+                if !built_as_release() {
+                    fail(
+                        "--release: this vm-run is not a release build; run it through tests/vm-run",
+                    )
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -107,8 +126,14 @@ fn main() -> ExitCode {
     }
     let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
     guest = guest.modules(&modules);
+    for arg in &cmdline {
+        guest = guest.cmdline(arg);
+    }
 
     if command.is_empty() {
+        if results_dir.is_some() {
+            fail("--results needs a COMMAND");
+        }
         let status = guest.run_interactive();
         return ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8);
     }
@@ -124,6 +149,12 @@ fn main() -> ExitCode {
     if show_console {
         eprintln!("--- console:\n{}", run.console());
     }
+    if let Some(dir) = &results_dir {
+        if let Err(message) = save_results(&run, dir) {
+            eprintln!("vm-run: {message}");
+            return ExitCode::from(1);
+        }
+    }
     eprintln!(
         "vm-run: {} ({}): exit code {}, {:.1} s",
         kernel.series(),
@@ -137,6 +168,39 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ! {
     eprintln!("vm-run: {message}\n\n{USAGE}");
     std::process::exit(2);
+}
+
+/// Whether this program was built with the release profile (it runs from
+/// `target/release`).
+fn built_as_release() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.ends_with("release")))
+        .unwrap_or(false)
+}
+
+/// Writes every result file of `run` under `dir` (names may hold `/`), and the console as
+/// `init.console`.
+fn save_results(run: &vduse_tests::GuestRun, dir: &Path) -> Result<(), String> {
+    let write = |name: &str, bytes: &[u8]| -> Result<(), String> {
+        let relative = Path::new(name);
+        if !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(format!("result name {name:?} is not a relative path"));
+        }
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    for name in run.names() {
+        write(name, run.file(name))?;
+    }
+    write("init.console", run.console().as_bytes())
 }
 
 /// `arg` single-quoted for sh.
