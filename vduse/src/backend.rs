@@ -76,6 +76,16 @@ pub trait QueueEngine: Send {
 
     /// Requests started and not yet reaped.
     fn in_flight(&self) -> usize;
+
+    /// Called once when the worker stops: gives up the requests the engine holds without
+    /// having done anything with them yet (a network device's receive buffers waiting for
+    /// a frame), and returns how many. They must be the most recently started ones: the
+    /// worker rewinds its available index over them, so the driver's buffers are not lost
+    /// (a later server, or the same one after `SUSPEND`, takes them again). The default
+    /// gives up nothing.
+    fn release_unstarted(&mut self) -> u16 {
+        0
+    }
 }
 
 /// A virtio device type served over VDUSE.

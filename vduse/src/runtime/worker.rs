@@ -4,7 +4,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering, fence};
 use std::thread::JoinHandle;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -171,17 +171,37 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
                     context.index
                 );
             }
-            Drained::Handled { notify: true, .. } => {
-                if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
-                    log::warn!("queue {}: {error}", context.index);
+            Drained::Handled { notify, more, .. } => {
+                if notify {
+                    if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
+                        log::warn!("queue {}: {error}", context.index);
+                    }
                 }
+                return more;
             }
             _ => {}
         }
+        false
     };
-    serve(&mut queue, &mut engine);
+    while serve(&mut queue, &mut engine) {}
+    let mut released = false;
     loop {
         let stopping = shared.progress.stopping.load(Ordering::Acquire);
+        if stopping && !released {
+            released = true;
+            let count = engine.release_unstarted();
+            if count > 0 {
+                queue.set_next_avail(queue.next_avail().wrapping_sub(count));
+                shared
+                    .progress
+                    .next_avail
+                    .store(queue.next_avail(), Ordering::Release);
+                log::debug!(
+                    "queue {}: {count} buffers given back to the available ring",
+                    context.index
+                );
+            }
+        }
         if stopping && engine.in_flight() == 0 {
             log::debug!(
                 "queue {}: worker stopped at avail index {}",
@@ -220,7 +240,7 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
         if !stopping && shared.progress.stopping.load(Ordering::Acquire) {
             continue;
         }
-        serve(&mut queue, &mut engine);
+        while serve(&mut queue, &mut engine) {}
     }
 }
 
@@ -264,15 +284,29 @@ impl Engine {
     fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.as_ref().map(|e| e.completion_fd())
     }
+
+    fn release_unstarted(&mut self) -> u16 {
+        self.inner.as_mut().map_or(0, |e| e.release_unstarted())
+    }
 }
+
+/// Most requests started by one drain: a queue the driver keeps busy still gets its
+/// started requests submitted and its interrupts at least this often.
+pub(crate) const MAX_BATCH: usize = 32;
 
 /// What one drain did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Drained {
     /// The rings are outside the mapped memory, even after remapping the IOTLB.
     Unmapped,
-    /// `count` used elements were added; `notify` when the driver wants an interrupt.
-    Handled { count: usize, notify: bool },
+    /// `count` used elements were added; `notify` when the driver wants an interrupt;
+    /// `more` when the drain stopped at [`MAX_BATCH`] requests with more perhaps waiting
+    /// (drain again at once: notifications are still off).
+    Handled {
+        count: usize,
+        notify: bool,
+        more: bool,
+    },
 }
 
 /// Puts the engine's finished requests in the used ring, then starts every request in the
@@ -300,15 +334,15 @@ pub(crate) fn drain(
             return Drained::Unmapped;
         }
     }
-    let mut count = 0;
-    for used in engine.done.drain(..) {
-        match queue.add_used(memory.as_ref(), used.head, used.len) {
-            Ok(()) => count += 1,
-            Err(error) => log::warn!("queue {index}: {error}"),
-        }
-    }
+    // Where the used ring stood when the driver last heard from this queue: every drain
+    // that adds elements ends by deciding on an interrupt for them.
+    let used_before = queue.next_used();
+    let mut count = publish_used(queue, memory.as_ref(), &engine.done, index);
+    engine.done.clear();
     let limit = usize::from(queue.size());
     let mut remapped_for_this_request = false;
+    let mut started = 0;
+    let mut more = false;
     'batches: loop {
         if stopping.load(Ordering::Acquire) {
             break;
@@ -321,6 +355,12 @@ pub(crate) fn drain(
             // The queue's size in flight: the next completion brings the worker back, with
             // notifications still disabled.
             if engine.in_flight() >= limit {
+                break 'batches;
+            }
+            // A batch ends here even while the driver keeps adding requests: what was
+            // started is submitted, and the driver gets its interrupt.
+            if started >= MAX_BATCH {
+                more = true;
                 break 'batches;
             }
             let (head, len) = if let Some(inner) = engine.inner.as_deref_mut() {
@@ -359,6 +399,7 @@ pub(crate) fn drain(
                 (head, Some(backend.handle(index, memory.as_ref(), chain)))
             };
             remapped_for_this_request = false;
+            started += 1;
             let Some(len) = len else {
                 continue;
             };
@@ -383,24 +424,87 @@ pub(crate) fn drain(
     if let Some(inner) = engine.inner.as_deref_mut() {
         inner.submit();
     }
-    let notify = count > 0 && needs_interrupt(queue, &memory);
-    Drained::Handled { count, notify }
+    let notify = count > 0 && needs_interrupt(queue, &memory, used_before);
+    Drained::Handled {
+        count,
+        notify,
+        more,
+    }
 }
 
 /// Whether the driver wants an interrupt for what was just used: its `used_event` with
 /// EVENT_IDX, else the avail ring's `VRING_AVAIL_F_NO_INTERRUPT` flag (which virtio-queue
 /// leaves to the device).
-fn needs_interrupt(queue: &mut Queue, memory: &Memory) -> bool {
-    if !queue.needs_notification(memory).unwrap_or(true) {
-        return false;
-    }
+///
+/// With EVENT_IDX, the driver wants one when the used index passed its `used_event` since
+/// `used_before` (the used index at the previous decision), as the kernel's
+/// `vring_need_event` computes it.
+fn needs_interrupt(queue: &Queue, memory: &Memory, used_before: u16) -> bool {
+    // The used index was published before `used_event` is read, and the driver writes
+    // `used_event` before it reads the used index: a full fence on each side.
+    fence(Ordering::SeqCst);
     if queue.event_idx_enabled() {
-        return true;
+        let used_event_at = queue.avail_ring() + 4 + 2 * u64::from(queue.size());
+        let Ok(used_event) = memory
+            .load::<u16>(GuestAddress(used_event_at), Ordering::Relaxed)
+            .map(u16::from_le)
+        else {
+            return true;
+        };
+        let used = queue.next_used();
+        return used.wrapping_sub(used_event).wrapping_sub(1) < used.wrapping_sub(used_before);
     }
     let flags: u16 = memory
         .load(GuestAddress(queue.avail_ring()), Ordering::Acquire)
         .map_or(0, u16::from_le);
     flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+}
+
+/// Puts `done` in the used ring with one update of the used index, so the driver sees all
+/// of them at once (a network frame spread over several receive buffers must not be seen
+/// in part). Returns how many were put.
+fn publish_used(queue: &mut Queue, memory: &Memory, done: &[Used], index: u16) -> usize {
+    let size = queue.size();
+    let valid: Vec<Used> = done
+        .iter()
+        .filter(|used| {
+            let ok = used.head < size;
+            if !ok {
+                log::warn!(
+                    "queue {index}: no used element for head {} (out of range)",
+                    used.head
+                );
+            }
+            ok
+        })
+        .copied()
+        .collect();
+    let Some((last, first)) = valid.split_last() else {
+        return 0;
+    };
+    let start = queue.next_used();
+    for (offset, used) in first.iter().enumerate() {
+        let slot = u64::from(start.wrapping_add(offset as u16) % size);
+        // struct virtq_used_elem: le32 id, le32 len.
+        let mut element = [0u8; 8];
+        element[..4].copy_from_slice(&u32::from(used.head).to_le_bytes());
+        element[4..].copy_from_slice(&used.len.to_le_bytes());
+        let at = GuestAddress(queue.used_ring() + 4 + 8 * slot);
+        if let Err(error) = memory.write_slice(&element, at) {
+            log::warn!("queue {index}: writing the used ring: {error}");
+        }
+    }
+    // add_used writes the last element and publishes the index with release ordering, so
+    // the elements above are visible before it.
+    queue.set_next_used(start.wrapping_add(first.len() as u16));
+    match queue.add_used(memory, last.head, last.len) {
+        Ok(()) => valid.len(),
+        Err(error) => {
+            log::warn!("queue {index}: {error}");
+            queue.set_next_used(start);
+            0
+        }
+    }
 }
 
 /// Whether the descriptor table and both rings are in `memory`.
@@ -658,6 +762,77 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn completions_are_published_together_and_bad_heads_left_out() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        let mut queue: Queue = mock.create_queue().unwrap();
+        queue.set_next_used(14);
+        let done = [
+            Used { head: 5, len: 10 },
+            Used { head: 99, len: 1 },
+            Used { head: 2, len: 20 },
+            Used { head: 7, len: 30 },
+        ];
+        assert_eq!(publish_used(&mut queue, &memory, &done, 0), 3);
+        assert_eq!(queue.next_used(), 17);
+        assert_eq!(mock.used().idx().load(), 17);
+        // Slots 14, 15, then 0 (the ring wraps).
+        let slots: Vec<(u32, u32)> = [14, 15, 0]
+            .into_iter()
+            .map(|slot| {
+                let e = mock.used().ring().ref_at(slot).unwrap().load();
+                (e.id(), e.len())
+            })
+            .collect();
+        assert_eq!(slots, [(5, 10), (2, 20), (7, 30)]);
+        assert_eq!(publish_used(&mut queue, &memory, &[], 0), 0);
+        assert_eq!(mock.used().idx().load(), 17);
+    }
+
+    #[test]
+    fn a_busy_queue_is_served_in_batches_each_with_its_interrupt() {
+        let memory = memory();
+        let size = 128u16;
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), size);
+        let requests = MAX_BATCH + 5;
+        let single: Vec<RawDescriptor> = (0..requests)
+            .map(|i| descriptor(0x8000 + 0x100 * i as u64, 16, false))
+            .collect();
+        mock.add_desc_chains(&single, 0).unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        let drain_once = |queue: &mut Queue| {
+            drain(
+                queue,
+                &source,
+                &backend,
+                &mut Engine::default(),
+                0,
+                &Progress::default(),
+            )
+        };
+        assert_eq!(
+            drain_once(&mut queue),
+            Drained::Handled {
+                count: MAX_BATCH,
+                notify: true,
+                more: true
+            }
+        );
+        assert_eq!(mock.used().idx().load(), MAX_BATCH as u16);
+        assert_eq!(
+            drain_once(&mut queue),
+            Drained::Handled {
+                count: 5,
+                notify: true,
+                more: false
+            }
+        );
+        assert_eq!(queue.next_avail(), requests as u16);
+    }
+
+    #[test]
     fn drains_every_request_and_notifies_once() {
         let memory = memory();
         let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
@@ -705,7 +880,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 3,
-                notify: true
+                notify: true,
+                more: false
             }
         );
         assert_eq!(
@@ -737,7 +913,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 0,
-                notify: false
+                notify: false,
+                more: false
             }
         );
     }
@@ -843,7 +1020,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 2,
-                notify: true
+                notify: true,
+                more: false
             }
         );
         // The worker asked for a kick at the next avail index (avail_event).
@@ -866,7 +1044,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 1,
-                notify: false
+                notify: false,
+                more: false
             }
         );
     }
@@ -897,7 +1076,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 1,
-                notify: false
+                notify: false,
+                more: false
             }
         );
     }
@@ -933,7 +1113,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 0,
-                notify: false
+                notify: false,
+                more: false
             }
         );
         assert_eq!((state.started(), engine.in_flight()), (3, 3));
@@ -956,7 +1137,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 3,
-                notify: true
+                notify: true,
+                more: false
             }
         );
         assert_eq!(engine.in_flight(), 0);
@@ -1054,7 +1236,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 1,
-                notify: true
+                notify: true,
+                more: false
             }
         );
         // The second request stays available.
@@ -1083,7 +1266,8 @@ pub(crate) mod tests {
             outcome,
             Drained::Handled {
                 count: 0,
-                notify: false
+                notify: false,
+                more: false
             }
         );
         assert_eq!(queue.next_avail(), 0);
