@@ -26,6 +26,7 @@ vhost\t'Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs)
 none\t'Leave it off the bus'"
 complete -c vduse-blk -l keep-device -d 'Leave the VDUSE device in place when stopping' -r -f -a "true\t''
 false\t''"
+complete -c vduse-blk -l bounce-size -d 'Size of the kernel\'s bounce buffer for the device, 1M to 1G [default: the kernel\'s, 64M]' -r
 complete -c vduse-blk -l check-config -d 'Check the configuration, including the backing, and exit: 0 valid, 78 not'
 complete -c vduse-blk -l print-config -d 'Print the effective configuration as YAML and exit'
 complete -c vduse-blk -s h -l help -d 'Print help (see more with \'--help\')'

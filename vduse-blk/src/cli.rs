@@ -108,6 +108,11 @@ pub struct Cli {
     /// Leave the VDUSE device in place when stopping.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub keep_device: Option<bool>,
+
+    /// Size of the kernel's bounce buffer for the device, 1M to 1G [default: the kernel's,
+    /// 64M].
+    #[arg(long, value_name = "SIZE")]
+    pub bounce_size: Option<ByteSize>,
 }
 
 /// `--cache` values.
@@ -175,6 +180,7 @@ impl Cli {
                 AttachArg::None => config::Attach::None,
             }),
             keep_device: self.keep_device,
+            bounce_size: self.bounce_size,
         }
     }
 }
@@ -215,6 +221,7 @@ mod tests {
             "--write-zeroes",
             "--attach=none",
             "--keep-device",
+            "--bounce-size=16M",
         ])
         .unwrap();
         assert_eq!(
@@ -236,6 +243,7 @@ mod tests {
                 write_zeroes: Some(true),
                 attach: Some(config::Attach::None),
                 keep_device: Some(true),
+                bounce_size: Some(ByteSize(16 << 20)),
             }
         );
         assert_eq!(parse(&[]).unwrap().settings(), Settings::default());

@@ -5,11 +5,14 @@
 //! every value, naming the key and where it came from (the file's line and column, or the
 //! flag) when one is wrong.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use vduse::config::{Attach, ByteSize, ConfigError, Origin};
+
+/// The configuration file of vduse-blk.
+pub type ConfigFile = vduse::config::ConfigFile<Settings>;
 
 /// Smallest and largest logical block size.
 pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 4096);
@@ -24,7 +27,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "name",
     "backing",
     "size",
@@ -41,6 +44,7 @@ pub const KEYS: [&str; 16] = [
     "write-zeroes",
     "attach",
     "keep-device",
+    "bounce-size",
 ];
 
 /// Defaults of the keys that have one.
@@ -111,125 +115,6 @@ impl IoEngine {
     }
 }
 
-/// What the device is attached to once it is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Attach {
-    /// Add it to the vdpa bus and bind `virtio_vdpa`, which turns it into `/dev/vdX`.
-    Virtio,
-    /// Add it to the vdpa bus and bind `vhost_vdpa`, which hands it to VMs and user
-    /// programs as `/dev/vhost-vdpa-N`.
-    Vhost,
-    /// Leave it off the bus (`vdpa dev add` by hand).
-    None,
-}
-
-impl Attach {
-    /// The vdpa bus driver this choice binds.
-    pub fn driver(self) -> Option<&'static str> {
-        match self {
-            Attach::Virtio => Some("virtio_vdpa"),
-            Attach::Vhost => Some("vhost_vdpa"),
-            Attach::None => None,
-        }
-    }
-}
-
-/// A size in bytes, written as a number of bytes or with a binary suffix: `512`, `64K`,
-/// `100M`, `1G`, `2T` (also `KiB`, `MiB`, `GiB`, `TiB`; 1K = 1024 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-const SIZE_UNITS: [(&str, u32); 4] = [("T", 40), ("G", 30), ("M", 20), ("K", 10)];
-
-impl FromStr for ByteSize {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "{text:?} is not a size: write a number of bytes or a number with K, M, G or T \
-                 (powers of 1024), e.g. 1073741824 or 1G"
-            )
-        };
-        let text_trimmed = text.trim();
-        let digits_end = text_trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text_trimmed.len());
-        let (digits, suffix) = text_trimmed.split_at(digits_end);
-        let number: u64 = digits.parse().map_err(|_| bad())?;
-        let suffix = suffix.trim();
-        let shift = if suffix.is_empty() {
-            0
-        } else {
-            let unit = suffix
-                .strip_suffix("iB")
-                .unwrap_or(suffix)
-                .to_ascii_uppercase();
-            SIZE_UNITS
-                .iter()
-                .find(|(name, _)| *name == unit)
-                .map(|&(_, shift)| shift)
-                .ok_or_else(bad)?
-        };
-        number
-            .checked_mul(1 << shift)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large: sizes must fit in 64 bits"))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    /// The largest unit that divides the size exactly: `1G`, `1536M`, `1000`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, shift) in SIZE_UNITS {
-            let unit = 1u64 << shift;
-            if self.0 != 0 && self.0 % unit == 0 {
-                return write!(f, "{}{name}", self.0 / unit);
-            }
-        }
-        write!(f, "{}", self.0)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0 >= 1024 && self.0 % 1024 == 0 {
-            serializer.serialize_str(&self.to_string())
-        } else {
-            serializer.serialize_u64(self.0)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ByteSize;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size in bytes, or a number with K, M, G or T such as 1G")
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(value))
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ByteSize, E> {
-                u64::try_from(value)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("{value} is negative: a size cannot be")))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ByteSize, E> {
-                value.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
 /// One layer of configuration keys: the file, or the command-line flags. Every key is
 /// optional; [`Config::resolve`] fills in the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,135 +152,8 @@ pub struct Settings {
     pub attach: Option<Attach>,
     /// Leave the VDUSE device in place when the server stops.
     pub keep_device: Option<bool>,
-}
-
-/// The configuration file as read: its path, text and keys.
-#[derive(Debug, Clone)]
-pub struct ConfigFile {
-    /// Where it was read from.
-    pub path: PathBuf,
-    /// Its text, for finding where a key is when its value is wrong.
-    pub text: String,
-    /// Its keys.
-    pub settings: Settings,
-}
-
-impl ConfigFile {
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::parse(path, text)
-    }
-
-    /// Parses `text` as the file at `path`.
-    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
-        // A file of comments only is an empty mapping, not an error.
-        let settings = if text
-            .lines()
-            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
-        {
-            Settings::default()
-        } else {
-            serde_yaml::from_str(&text).map_err(|error| ConfigError::Syntax {
-                path: path.to_owned(),
-                error,
-            })?
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            text,
-            settings,
-        })
-    }
-
-    /// Line and column (1-based) of the value of the top-level `key`, if the file writes it
-    /// in block style (`key: value` at the start of a line).
-    pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
-        self.text.lines().enumerate().find_map(|(index, line)| {
-            let rest = line.strip_prefix(key)?;
-            let after_colon = rest.trim_start_matches([' ', '\t']).strip_prefix(':')?;
-            let value = after_colon.trim_start_matches([' ', '\t']);
-            let column = line.len() - value.len() + 1;
-            Some((index + 1, column))
-        })
-    }
-}
-
-/// Where a value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The configuration file, at this line and column when known.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Line and column of the value.
-        position: Option<(usize, usize)>,
-    },
-    /// A command-line flag.
-    Flag,
-    /// Neither: the default, or nothing at all.
-    Default,
-}
-
-/// What is wrong with a configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read the configuration file {}: {error}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why (part of the message, so not also a `source`).
-        error: std::io::Error,
-    },
-    /// The file is not valid YAML, has an unknown key or a value of the wrong type.
-    /// serde_yaml's message names the key and ends with "at line N column M".
-    #[error("{}: {error}", path.display())]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (part of the message, so not also a `source`).
-        error: serde_yaml::Error,
-    },
-    /// A key that has no default is not set.
-    #[error("{key} is not set: set `{key}:` in the configuration file or pass --{key} {what}")]
-    Missing {
-        /// The key.
-        key: &'static str,
-        /// What it takes, for the hint.
-        what: &'static str,
-    },
-    /// A value is out of range or conflicts with another.
-    #[error("{}", invalid_message(origin, key, problem))]
-    Invalid {
-        /// Where the value came from.
-        origin: Origin,
-        /// The key.
-        key: &'static str,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
-}
-
-fn invalid_message(origin: &Origin, key: &str, problem: &str) -> String {
-    match origin {
-        Origin::File {
-            path,
-            position: Some((line, column)),
-        } => format!(
-            "{}: {key}: {problem} at line {line} column {column}",
-            path.display()
-        ),
-        Origin::File {
-            path,
-            position: None,
-        } => format!("{}: {key}: {problem}", path.display()),
-        Origin::Flag => format!("--{key}: {problem}"),
-        Origin::Default => format!("{key}: {problem}"),
-    }
+    /// Size of the kernel's bounce buffer for the device.
+    pub bounce_size: Option<ByteSize>,
 }
 
 /// The checked configuration, every default filled in.
@@ -438,6 +196,9 @@ pub struct Config {
     pub attach: Attach,
     /// Leave the VDUSE device in place when the server stops.
     pub keep_device: bool,
+    /// Size of the kernel's bounce buffer for the device; `None`: the kernel's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_size: Option<ByteSize>,
 }
 
 impl Config {
@@ -446,15 +207,10 @@ impl Config {
         let empty = Settings::default();
         let from_file = file.map_or(&empty, |file| &file.settings);
         let origin = |key: &'static str, from_flag: bool| -> Origin {
-            if from_flag {
-                return Origin::Flag;
-            }
             match file {
-                Some(file) if file_has(&file.settings, key) => Origin::File {
-                    path: file.path.clone(),
-                    position: file.locate(key),
-                },
-                _ => Origin::Default,
+                _ if from_flag => Origin::Flag,
+                Some(file) => file.origin(key, file_has(&file.settings, key)),
+                None => Origin::Default,
             }
         };
         let invalid = |key: &'static str, from_flag: bool, problem: String| ConfigError::Invalid {
@@ -612,6 +368,12 @@ impl Config {
             }
         }
 
+        let (bounce_size, bounce_flag) = pick!(bounce_size);
+        if let Some(size) = bounce_size {
+            vduse::config::check_bounce_size(size)
+                .map_err(|problem| invalid("bounce-size", bounce_flag, problem))?;
+        }
+
         Ok(Config {
             name,
             backing,
@@ -629,6 +391,7 @@ impl Config {
             write_zeroes: pick!(write_zeroes).0.unwrap_or(defaults::WRITE_ZEROES),
             attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
             keep_device: pick!(keep_device).0.unwrap_or(false),
+            bounce_size,
         })
     }
 
@@ -667,6 +430,7 @@ fn file_has(settings: &Settings, key: &str) -> bool {
         "write-zeroes" => settings.write_zeroes.is_some(),
         "attach" => settings.attach.is_some(),
         "keep-device" => settings.keep_device.is_some(),
+        "bounce-size" => settings.bounce_size.is_some(),
         _ => false,
     }
 }
@@ -690,43 +454,6 @@ mod tests {
     const MINIMAL: &str = "name: disk0\nbacking: /var/lib/vduse/disk0.img\n";
 
     #[test]
-    fn sizes_parse_with_and_without_suffixes() {
-        for (text, bytes) in [
-            ("512", 512),
-            ("64K", 64 << 10),
-            ("64k", 64 << 10),
-            ("100M", 100 << 20),
-            ("1G", 1 << 30),
-            ("1GiB", 1 << 30),
-            ("2T", 2 << 40),
-            (" 3 G ", 3 << 30),
-        ] {
-            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
-        }
-        for bad in [
-            "",
-            "G",
-            "1.5G",
-            "1GB",
-            "-1",
-            "1P",
-            "0x10",
-            "99999999999999999999",
-        ] {
-            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
-        }
-        assert!(
-            "20000000T"
-                .parse::<ByteSize>()
-                .unwrap_err()
-                .contains("too large")
-        );
-        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
-        assert_eq!(ByteSize(1536 << 20).to_string(), "1536M");
-        assert_eq!(ByteSize(1000).to_string(), "1000");
-    }
-
-    #[test]
     fn a_minimal_file_gets_the_defaults() {
         let config = resolve(MINIMAL).unwrap();
         assert_eq!(
@@ -748,6 +475,7 @@ mod tests {
                 write_zeroes: true,
                 attach: Attach::Virtio,
                 keep_device: false,
+                bounce_size: None,
             }
         );
     }
@@ -758,9 +486,10 @@ mod tests {
             "name: disk1\nbacking: /dev/sdb\nsize: 2G\nread-only: true\ncache: none\n\
              logical-block-size: 4096\nphysical-block-size: 8192\nnum-queues: 4\n\
              queue-size: 128\nserial: SN-0001\ndiscard: false\nwrite-zeroes: false\n\
-             attach: none\nkeep-device: true\n",
+             attach: none\nkeep-device: true\nbounce-size: 16M\n",
         )
         .unwrap();
+        assert_eq!(config.bounce_size, Some(ByteSize(16 << 20)));
         assert_eq!(config.size, Some(ByteSize(2 << 30)));
         assert!(config.read_only);
         assert_eq!(config.cache, CacheMode::None);
@@ -831,6 +560,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_the_line_and_the_fix() {
         for (text, expected) in [
+            (
+                "bounce-size: 512K\n",
+                "disk.yaml: bounce-size: 512K is not a bounce buffer size the kernel takes: \
+                 use whole 4K pages from 1M to 1G, e.g. 16M (leave it out for the kernel's \
+                 64M) at line 3 column 14",
+            ),
             (
                 "logical-block-size: 1000\n",
                 "disk.yaml: logical-block-size: 1000 is not a power of two between 512 and 4096: \
@@ -984,6 +719,7 @@ mod tests {
             write_zeroes: Some(true),
             attach: Some(Attach::None),
             keep_device: Some(false),
+            bounce_size: Some(ByteSize(1 << 20)),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

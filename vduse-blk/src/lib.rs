@@ -18,8 +18,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 pub use crate::backend::{BlockBackend, BlockOptions};
 pub use crate::backing::{Backing, BackingError, BackingOptions};
 pub use crate::config::{Config, ConfigError};
@@ -42,41 +40,17 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
             };
         }
         if let Some(err) = cause.downcast_ref::<vduse::Error>() {
-            return vduse_exit(err);
+            return Exit::for_error(err);
         }
     }
     Exit::Software
 }
 
-fn vduse_exit(err: &vduse::Error) -> Exit {
-    if err.is_unavailable() {
-        Exit::Unavailable
-    } else if err.is_permission() {
-        Exit::NoPermission
-    } else {
-        match err {
-            vduse::Error::NameInUse { .. }
-            | vduse::Error::InvalidConfig { .. }
-            | vduse::Error::Backend { .. } => Exit::Config,
-            vduse::Error::DeviceTypeRejected { .. } => Exit::Unavailable,
-            _ => Exit::Software,
-        }
-    }
-}
-
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let cli: cli::Cli = match vduse::exit::parse_args(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return match err.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Exit::Ok.into()
-                }
-                _ => Exit::Usage.into(),
-            };
-        }
+        Err(exit) => return exit.into(),
     };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .try_init();
@@ -168,6 +142,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     options.attach = config.attach != config::Attach::None;
     options.driver = config.attach.driver().map(str::to_owned);
     options.keep_device = config.keep_device;
+    options.bounce_size = config
+        .bounce_size
+        .map(vduse::config::check_bounce_size)
+        .transpose()
+        .map_err(|problem| anyhow::anyhow!("bounce-size: {problem}"))?;
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,

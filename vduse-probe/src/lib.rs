@@ -12,8 +12,6 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command, Format, Key};
 use crate::host::{Host, RealHost};
 use crate::report::{Interrupt, Interrupted, ProbeOptions, Report};
@@ -42,17 +40,9 @@ pub fn report_exit(report: &Report) -> Exit {
 
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match vduse::exit::parse_args(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return match err.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Exit::Ok.into()
-                }
-                _ => Exit::Usage.into(),
-            };
-        }
+        Err(exit) => return exit.into(),
     };
     let interrupt = Interrupt::default();
     for signal in [

@@ -11,8 +11,8 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::control::open_error;
 use crate::error::{Error, Result};
 use crate::uapi::{
-    self, VDUSE_EVENTFD_DEASSIGN, VduseDevRequest, VduseDevResponse, VduseIotlbEntry,
-    VduseIotlbEntryV2, VduseVqConfig, VduseVqEventfd, VduseVqInfo,
+    self, VDUSE_EVENTFD_DEASSIGN, VduseConfigData, VduseDevRequest, VduseDevResponse,
+    VduseIotlbEntry, VduseIotlbEntryV2, VduseVqConfig, VduseVqEventfd, VduseVqInfo,
 };
 
 /// An open device node. The kernel admits one opener at a time.
@@ -125,6 +125,40 @@ impl DeviceFd {
             )
         }
         .map_err(|errno| self.error(format!("VDUSE_VQ_INJECT_IRQ of queue {index}"), errno))
+    }
+
+    /// `VDUSE_DEV_SET_CONFIG`: replaces `bytes.len()` bytes of the config space the driver
+    /// reads, from `offset`. The driver is not told: follow with
+    /// [`DeviceFd::inject_config_irq`].
+    pub fn set_config(&self, offset: u32, bytes: &[u8]) -> Result<()> {
+        let what = || format!("VDUSE_DEV_SET_CONFIG of {} bytes at {offset}", bytes.len());
+        let length = u32::try_from(bytes.len()).map_err(|_| self.error(what(), Errno::INVAL))?;
+        // struct vduse_config_data followed by its `length` bytes, as one buffer.
+        let mut argument = VduseConfigData { offset, length }.as_bytes().to_vec();
+        argument.extend_from_slice(bytes);
+        // SAFETY: VDUSE_DEV_SET_CONFIG reads a struct vduse_config_data and then the
+        // `length` bytes after it; `argument` holds exactly that and outlives the call.
+        unsafe {
+            ioctl(
+                &self.fd,
+                rustix::ioctl::IntegerSetter::<{ uapi::VDUSE_DEV_SET_CONFIG }>::new_pointer(
+                    argument.as_mut_ptr().cast(),
+                ),
+            )
+        }
+        .map_err(|errno| self.error(what(), errno))
+    }
+
+    /// `VDUSE_DEV_INJECT_CONFIG_IRQ`: tells the driver the config space changed.
+    pub fn inject_config_irq(&self) -> Result<()> {
+        // SAFETY: VDUSE_DEV_INJECT_CONFIG_IRQ takes no argument.
+        unsafe {
+            ioctl(
+                &self.fd,
+                rustix::ioctl::NoArg::<{ uapi::VDUSE_DEV_INJECT_CONFIG_IRQ }>::new(),
+            )
+        }
+        .map_err(|errno| self.error("VDUSE_DEV_INJECT_CONFIG_IRQ".into(), errno))
     }
 
     /// `VDUSE_IOTLB_GET_FD` (API version 0): the first IOTLB region overlapping

@@ -14,6 +14,8 @@
 //! the runtime was built with.
 
 pub mod backend;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod control;
 pub mod device;
 pub mod device_config;

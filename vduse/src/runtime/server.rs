@@ -45,6 +45,10 @@ pub struct ServerOptions {
     pub vduse_features: u64,
     /// The VDUSE API version; `None` for the newest both this crate and the kernel know.
     pub api_version: Option<u64>,
+    /// Size in bytes of the kernel's bounce buffer for the device (sysfs `bounce_size`,
+    /// set before the device is attached); `None` keeps the kernel's default, 64 MiB.
+    /// The kernel keeps each page of it once used, so it is the device's memory cost.
+    pub bounce_size: Option<u32>,
 }
 
 impl ServerOptions {
@@ -58,6 +62,7 @@ impl ServerOptions {
             keep_device: false,
             vduse_features: (1 << VDUSE_F_QUEUE_READY) | (1 << VDUSE_F_SUSPEND),
             api_version: None,
+            bounce_size: None,
         }
     }
 }
@@ -140,6 +145,9 @@ impl Server {
         for index in 0..num_queues {
             device.setup_vq(index.into(), max_queue_size, 0)?;
         }
+        if let Some(bytes) = options.bounce_size {
+            set_bounce_size(&name, bytes)?;
+        }
         server.device = Some(device.clone());
         server.requests = Some(spawn_requests(
             &name,
@@ -184,13 +192,28 @@ impl Server {
         self.vduse_features
     }
 
+    /// Whether the device is still served: false once the request thread has ended (the
+    /// device broke) or the server was shut down.
+    pub fn is_serving(&self) -> bool {
+        self.requests.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
+    /// Replaces `bytes` of the config space from `offset` and tells the driver with a
+    /// config interrupt (a net device's link status, a disk's new capacity).
+    pub fn update_config(&self, offset: u32, bytes: &[u8]) -> Result<()> {
+        let device = self.device.as_ref().ok_or_else(|| Error::Io {
+            op: format!("updating the config space of {}", self.name),
+            source: std::io::Error::other("the device is no longer served"),
+        })?;
+        device.set_config(offset, bytes)?;
+        device.inject_config_irq()
+    }
+
     /// Serves until `stop` becomes true (a signal handler sets it) or the request thread
     /// ends (the device broke), then shuts down. The request thread's error, if any, comes
     /// first.
     pub fn run_until(self, stop: &AtomicBool) -> Result<()> {
-        while !stop.load(Ordering::Acquire)
-            && self.requests.as_ref().is_some_and(|r| !r.is_finished())
-        {
+        while !stop.load(Ordering::Acquire) && self.is_serving() {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.shutdown()
@@ -279,6 +302,47 @@ fn spawn_requests(
             source,
         })?;
     Ok(RequestThread { control, thread })
+}
+
+/// Writes the device's sysfs `bounce_size`, which the kernel accepts only before the
+/// device is first attached.
+fn set_bounce_size(name: &str, bytes: u32) -> Result<()> {
+    let path = std::path::Path::new(crate::host::SYS_CLASS_VDUSE)
+        .join(name)
+        .join("bounce_size");
+    let op = || {
+        format!(
+            "setting the bounce buffer size to {bytes} bytes ({})",
+            path.display()
+        )
+    };
+    if !path.exists() {
+        return Err(Error::Io {
+            op: op(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this kernel's VDUSE has no bounce_size attribute (added in Linux 6.6): \
+                 leave bounce-size unset",
+            ),
+        });
+    }
+    std::fs::write(&path, bytes.to_string()).map_err(|source| {
+        let why = match source
+            .raw_os_error()
+            .map(rustix::io::Errno::from_raw_os_error)
+        {
+            Some(rustix::io::Errno::INVAL) => Some("the kernel takes 1 MiB to 1 GiB"),
+            Some(rustix::io::Errno::PERM) => {
+                Some("the device has been attached before: set it on a new device")
+            }
+            _ => None,
+        };
+        let source = match why {
+            Some(why) => std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+            None => source,
+        };
+        Error::Io { op: op(), source }
+    })
 }
 
 /// Removes the device from the vdpa bus if it is there (whoever attached it).

@@ -1,0 +1,415 @@
+//! What every server's configuration shares: the YAML file and where its keys are, sizes
+//! with binary suffixes, the `attach` choice, and errors that name the key and where its
+//! value came from (the file's line and column, or the flag).
+//!
+//! Each tool defines its own layer of optional keys (`Settings`, deserialized with
+//! `deny_unknown_fields`) and its checked configuration; this module does the rest.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// What the device is attached to once it is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    /// Add it to the vdpa bus and bind `virtio_vdpa`: the kernel's own virtio driver
+    /// takes it (a disk `/dev/vdX`, a network interface, a virtiofs tag).
+    Virtio,
+    /// Add it to the vdpa bus and bind `vhost_vdpa`, which hands it to VMs and user
+    /// programs as `/dev/vhost-vdpa-N`.
+    Vhost,
+    /// Leave it off the bus (`vdpa dev add` by hand).
+    None,
+}
+
+impl Attach {
+    /// Whether the server adds the device to the vdpa bus.
+    pub fn attaches(self) -> bool {
+        self != Attach::None
+    }
+
+    /// The vdpa bus driver this choice binds.
+    pub fn driver(self) -> Option<&'static str> {
+        match self {
+            Attach::Virtio => Some("virtio_vdpa"),
+            Attach::Vhost => Some("vhost_vdpa"),
+            Attach::None => None,
+        }
+    }
+}
+
+/// The sizes the kernel accepts for a device's bounce buffer (`bounce-size`).
+pub const BOUNCE_SIZE_RANGE: (u64, u64) = (1 << 20, 1 << 30);
+
+/// Checks a `bounce-size` value: 1 MiB to 1 GiB, whole 4 KiB pages. The error says so.
+pub fn check_bounce_size(size: ByteSize) -> Result<u32, String> {
+    let (min, max) = BOUNCE_SIZE_RANGE;
+    if !(min..=max).contains(&size.0) || size.0 % 4096 != 0 {
+        return Err(format!(
+            "{size} is not a bounce buffer size the kernel takes: use whole 4K pages from \
+             {} to {}, e.g. 16M (leave it out for the kernel's 64M)",
+            ByteSize(min),
+            ByteSize(max)
+        ));
+    }
+    u32::try_from(size.0).map_err(|_| format!("{size} is too large"))
+}
+
+/// A size in bytes, written as a number of bytes or with a binary suffix: `512`, `64K`,
+/// `100M`, `1G`, `2T` (also `KiB`, `MiB`, `GiB`, `TiB`; 1K = 1024 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+const SIZE_UNITS: [(&str, u32); 4] = [("T", 40), ("G", 30), ("M", 20), ("K", 10)];
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a size: write a number of bytes or a number with K, M, G or T \
+                 (powers of 1024), e.g. 1073741824 or 1G"
+            )
+        };
+        let text_trimmed = text.trim();
+        let digits_end = text_trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text_trimmed.len());
+        let (digits, suffix) = text_trimmed.split_at(digits_end);
+        let number: u64 = digits.parse().map_err(|_| bad())?;
+        let suffix = suffix.trim();
+        let shift = if suffix.is_empty() {
+            0
+        } else {
+            let unit = suffix
+                .strip_suffix("iB")
+                .unwrap_or(suffix)
+                .to_ascii_uppercase();
+            SIZE_UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|&(_, shift)| shift)
+                .ok_or_else(bad)?
+        };
+        number
+            .checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large: sizes must fit in 64 bits"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// The largest unit that divides the size exactly: `1G`, `1536M`, `1000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, shift) in SIZE_UNITS {
+            let unit = 1u64 << shift;
+            if self.0 != 0 && self.0 % unit == 0 {
+                return write!(f, "{}{name}", self.0 / unit);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 >= 1024 && self.0 % 1024 == 0 {
+            serializer.serialize_str(&self.to_string())
+        } else {
+            serializer.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, or a number with K, M, G or T such as 1G")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{value} is negative: a size cannot be")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The configuration file as read: its path, text and keys (`S`, the tool's layer of
+/// settings).
+#[derive(Debug, Clone)]
+pub struct ConfigFile<S> {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text, for finding where a key is when its value is wrong.
+    pub text: String,
+    /// Its keys.
+    pub settings: S,
+}
+
+impl<S: DeserializeOwned + Default> ConfigFile<S> {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses `text` as the file at `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
+        // A file of comments only is an empty mapping, not an error.
+        let settings = if text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+        {
+            S::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|error| ConfigError::Syntax {
+                path: path.to_owned(),
+                error,
+            })?
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            settings,
+        })
+    }
+}
+
+impl<S> ConfigFile<S> {
+    /// Where the value of `key` came from: this file (at its line and column) when
+    /// `set_here`, else the default.
+    pub fn origin(&self, key: &str, set_here: bool) -> Origin {
+        if set_here {
+            Origin::File {
+                path: self.path.clone(),
+                position: self.locate(key),
+            }
+        } else {
+            Origin::Default
+        }
+    }
+
+    /// Line and column (1-based) of the value of the top-level `key`, if the file writes it
+    /// in block style (`key: value` at the start of a line).
+    pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
+        self.text.lines().enumerate().find_map(|(index, line)| {
+            let rest = line.strip_prefix(key)?;
+            let after_colon = rest.trim_start_matches([' ', '\t']).strip_prefix(':')?;
+            let value = after_colon.trim_start_matches([' ', '\t']);
+            let column = line.len() - value.len() + 1;
+            Some((index + 1, column))
+        })
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file, at this line and column when known.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Line and column of the value.
+        position: Option<(usize, usize)>,
+    },
+    /// A command-line flag.
+    Flag,
+    /// Neither: the default, or nothing at all.
+    Default,
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (part of the message, so not also a `source`).
+        error: std::io::Error,
+    },
+    /// The file is not valid YAML, has an unknown key or a value of the wrong type.
+    /// serde_yaml's message names the key and ends with "at line N column M".
+    #[error("{}: {error}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (part of the message, so not also a `source`).
+        error: serde_yaml::Error,
+    },
+    /// A key that has no default is not set.
+    #[error("{key} is not set: set `{key}:` in the configuration file or pass --{key} {what}")]
+    Missing {
+        /// The key.
+        key: &'static str,
+        /// What it takes, for the hint.
+        what: &'static str,
+    },
+    /// A value is out of range or conflicts with another.
+    #[error("{}", invalid_message(origin, key, problem))]
+    Invalid {
+        /// Where the value came from.
+        origin: Origin,
+        /// The key.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+fn invalid_message(origin: &Origin, key: &str, problem: &str) -> String {
+    match origin {
+        Origin::File {
+            path,
+            position: Some((line, column)),
+        } => format!(
+            "{}: {key}: {problem} at line {line} column {column}",
+            path.display()
+        ),
+        Origin::File {
+            path,
+            position: None,
+        } => format!("{}: {key}: {problem}", path.display()),
+        Origin::Flag => format!("--{key}: {problem}"),
+        Origin::Default => format!("{key}: {problem}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Layer {
+        name: Option<String>,
+        size: Option<ByteSize>,
+    }
+
+    #[test]
+    fn sizes_parse_with_and_without_suffixes() {
+        for (text, bytes) in [
+            ("512", 512),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("100M", 100 << 20),
+            ("1G", 1 << 30),
+            ("1GiB", 1 << 30),
+            ("2T", 2 << 40),
+            (" 3 G ", 3 << 30),
+        ] {
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
+        }
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "1GB",
+            "-1",
+            "1P",
+            "0x10",
+            "99999999999999999999",
+        ] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
+        }
+        assert!(
+            "20000000T"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
+        assert_eq!(ByteSize(1536 << 20).to_string(), "1536M");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn bounce_sizes_are_checked_against_the_kernels_range() {
+        assert_eq!(check_bounce_size(ByteSize(16 << 20)), Ok(16 << 20));
+        assert_eq!(check_bounce_size(ByteSize(1 << 20)), Ok(1 << 20));
+        assert_eq!(check_bounce_size(ByteSize(1 << 30)), Ok(1 << 30));
+        for bad in [0, 4096, (1 << 20) - 4096, (1 << 30) + 4096, (16 << 20) + 1] {
+            let error = check_bounce_size(ByteSize(bad)).unwrap_err();
+            assert!(error.contains("1M to 1G"), "{error}");
+        }
+    }
+
+    #[test]
+    fn keys_are_found_where_the_file_writes_them() {
+        let file = ConfigFile::<Layer>::parse(
+            Path::new("x.yaml"),
+            "name:   d\n# size: 1G\nsize: 1G\n".into(),
+        )
+        .unwrap();
+        assert_eq!(file.settings.name.as_deref(), Some("d"));
+        assert_eq!(file.settings.size, Some(ByteSize(1 << 30)));
+        assert_eq!(file.locate("size"), Some((3, 7)));
+        assert_eq!(
+            file.origin("name", true),
+            Origin::File {
+                path: "x.yaml".into(),
+                position: Some((1, 9))
+            }
+        );
+        assert_eq!(file.origin("name", false), Origin::Default);
+    }
+
+    #[test]
+    fn comments_only_is_an_empty_file_and_unknown_keys_are_named() {
+        let empty = ConfigFile::<Layer>::parse(Path::new("x.yaml"), "# nothing\n\n".into());
+        assert!(empty.unwrap().settings.name.is_none());
+        let error = ConfigFile::<Layer>::parse(Path::new("x.yaml"), "name: d\nnmae: d\n".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("x.yaml") && error.contains("nmae"),
+            "{error}"
+        );
+        assert!(error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn invalid_values_name_where_they_came_from() {
+        let at = |origin| {
+            ConfigError::Invalid {
+                origin,
+                key: "size",
+                problem: "too big".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(at(Origin::Flag), "--size: too big");
+        assert_eq!(at(Origin::Default), "size: too big");
+        assert_eq!(
+            at(Origin::File {
+                path: "x.yaml".into(),
+                position: Some((3, 7))
+            }),
+            "x.yaml: size: too big at line 3 column 7"
+        );
+    }
+}
