@@ -241,6 +241,10 @@ pub struct BackingReport {
     pub pending: Option<&'static str>,
 }
 
+/// `statfs` magic numbers of the file systems that keep files in memory.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
+
 /// An open backing.
 #[derive(Debug)]
 pub struct Backing {
@@ -253,6 +257,9 @@ pub struct Backing {
     direct_alignment: Option<usize>,
     /// The physical block size a block device reports.
     device_physical_block_size: Option<u32>,
+    /// A file in memory (tmpfs, ramfs) used through the page cache: its I/O never waits
+    /// for a device.
+    memory_backed: bool,
 }
 
 impl Backing {
@@ -371,6 +378,14 @@ impl Backing {
             None
         };
 
+        let memory_backed = kind == BackingKind::File
+            && direct_alignment.is_none()
+            && rustix::fs::fstatfs(&file).is_ok_and(|fs| {
+                // The type is a signed or unsigned integer depending on the libc.
+                #[allow(clippy::unnecessary_cast)]
+                let magic = fs.f_type as u64;
+                matches!(magic, TMPFS_MAGIC | RAMFS_MAGIC)
+            });
         Ok(Backing {
             file,
             path: path.clone(),
@@ -379,6 +394,7 @@ impl Backing {
             read_only: options.read_only,
             direct_alignment,
             device_physical_block_size: device_block_sizes.map(|(_, physical)| physical),
+            memory_backed,
         })
     }
 
@@ -410,6 +426,12 @@ impl Backing {
     /// The physical block size a block device reports.
     pub fn device_physical_block_size(&self) -> Option<u32> {
         self.device_physical_block_size
+    }
+
+    /// Whether it is a file in memory (tmpfs, ramfs) used through the page cache, whose
+    /// reads and writes are memory copies that never wait for a device.
+    pub fn is_memory_backed(&self) -> bool {
+        self.memory_backed
     }
 
     /// Reads `buffers.len()` bytes at `offset` into `buffers`.

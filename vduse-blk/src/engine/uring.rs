@@ -26,6 +26,13 @@ use crate::backend::{BlockBackend, Completion, LIMITS, answer};
 use crate::backing::IOV_MAX;
 use crate::request::{self, Request, Status};
 
+/// Largest read or write on a file in memory (tmpfs) done inline on the queue's thread.
+/// io_uring cannot try such a file without blocking (tmpfs has no `RWF_NOWAIT`), so it
+/// hands every operation to an io-wq worker thread; for a few pages, that hand-off and
+/// wake-up cost more than the copy itself. Larger copies still go to io-wq, where several
+/// proceed in parallel.
+const INLINE_MEMORY_COPY: usize = 64 * 1024;
+
 /// iovecs handed to the kernel. They hold raw pointers into guest memory, which is why
 /// they are not `Send` by themselves.
 struct IoVecs(Vec<libc::iovec>);
@@ -126,6 +133,7 @@ impl UringEngine {
             _ => return None,
         };
         if (write && backing.is_read_only())
+            || (backing.is_memory_backed() && buffers.len() <= INLINE_MEMORY_COPY)
             || buffers.is_empty()
             || buffers.slices().len() > IOV_MAX
             || backing.needs_bounce(buffers)
