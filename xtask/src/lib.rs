@@ -37,6 +37,14 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
         contents: man_page(vduse_blk::cli::command(), 8, BLK_SECTIONS)?,
     });
     files.extend(completions(vduse_blk::cli::command(), "vduse-blk"));
+    files.push(Generated {
+        path: "man/vduse-net-null.8".into(),
+        contents: man_page(vduse_net_null::cli::command(), 8, NET_NULL_SECTIONS)?,
+    });
+    files.extend(completions(
+        vduse_net_null::cli::command(),
+        "vduse-net-null",
+    ));
     Ok(files)
 }
 
@@ -126,6 +134,9 @@ fn commands_section(command: &clap::Command) -> String {
 
 /// The hand-written sections of vduse-probe(1).
 const PROBE_SECTIONS: &str = include_str!("../man-sections/vduse-probe.1.roff");
+
+/// The hand-written sections of vduse-net-null(8).
+const NET_NULL_SECTIONS: &str = include_str!("../man-sections/vduse-net-null.8.roff");
 
 /// The hand-written sections of vduse-blk(8).
 const BLK_SECTIONS: &str = include_str!("../man-sections/vduse-blk.8.roff");

@@ -1,0 +1,421 @@
+//! `vduse-net-null` on the real kernels of the matrix that have VDUSE (6.12, 7.2, 7.3).
+//!
+//! One boot per kernel runs, in this order:
+//!
+//! 1. Without the `vduse` module the server exits 69 saying `modprobe vduse`; without
+//!    CAP_NET_ADMIN (root with the capability dropped) it exits 77 naming CAP_NET_ADMIN,
+//!    and leaves nothing in `/dev/vduse`.
+//! 2. Drop mode, from a YAML file plus a flag (`--mtu 9000` over the file's 1500): the
+//!    kernel's virtio_net makes an interface with the configured MAC and MTU. With IPv6
+//!    off the kernel sends nothing by itself, so after `ip link set up` the frames pktgen
+//!    sends are all there is: the server's JSON counters (SIGUSR1) count exactly as many
+//!    frames and bytes as pktgen sent and as the interface's TX counters say.
+//! 3. The link: SIGUSR2 takes the carrier down (the guest's `carrier` reads 0) and up
+//!    again.
+//! 4. SIGTERM: exit 0, a last JSON line (`"event":"exit"`), and the interface, the
+//!    `/dev/vduse` node and the vdpa device are gone.
+//! 5. Echo mode: 60-byte, 1514-byte and 9014-byte frames (jumbo frames span several
+//!    mergeable receive buffers) come back; the interface's RX counters match the
+//!    server's, and every frame sent is either received or counted as dropped by the
+//!    server. None may be dropped up to 1514 bytes; at most 5% of the jumbo frames, whose
+//!    several receive buffers each a guest slowed by emulation may refill too late.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use vduse_tests::{Guest, GuestRun, Kernel};
+
+const NET0_YAML: &str = "\
+# Written by tests/tests/net.rs; --mtu 9000 on the command line overrides mtu.
+name: net0
+mode: drop
+mac: 02:00:00:00:00:10
+mtu: 1500
+";
+const NET0_MAC: &str = "02:00:00:00:00:10";
+const ECHO_MAC: &str = "02:00:00:00:00:20";
+
+/// Frames pktgen sends in drop mode, and their size (without the FCS).
+const DROP_FRAMES: u64 = 2000;
+const DROP_FRAME_SIZE: u64 = 60;
+
+/// Echo mode: frames per size, the sizes, and pktgen's pause after each frame (ns). The
+/// pauses give the guest's driver time to refill its receive ring, which is slow under
+/// emulation: a 9014-byte frame takes several mergeable buffers, and sent back to back
+/// they outrun the refill (the server then counts them as dropped).
+const ECHO_FRAMES: u64 = 300;
+const ECHO_SIZES: [u64; 3] = [60, 1514, 9014];
+const ECHO_DELAYS_NS: [u64; 3] = [200_000, 500_000, 5_000_000];
+
+fn scenario() -> String {
+    format!(
+        r#"
+phase() {{
+    echo "vduse-net-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
+}}
+# The interface virtio_net made for vdpa device $1.
+iface_of() {{
+    ls /sys/bus/vdpa/devices/"$1"/virtio*/net 2>/dev/null | head -n1 | grep .
+}}
+stat_of() {{ cat /sys/class/net/"$1"/statistics/"$2"; }}
+carrier_is() {{ [ "$(cat /sys/class/net/"$1"/carrier 2>/dev/null)" = "$2" ]; }}
+# pktgen IFACE COUNT SIZE DST_MAC DELAY_NS: send COUNT frames of SIZE bytes; prints
+# pktgen's result line.
+pktgen() {{
+    local dev=/proc/net/pktgen/"$1"
+    echo rem_device_all >/proc/net/pktgen/kpktgend_0
+    echo "add_device $1" >/proc/net/pktgen/kpktgend_0
+    echo "count $2" >"$dev"
+    echo "pkt_size $3" >"$dev"
+    echo "dst_mac $4" >"$dev"
+    echo "dst 127.0.0.2" >"$dev"
+    echo "delay $5" >"$dev"
+    echo "clone_skb 0" >"$dev"
+    echo start >/proc/net/pktgen/pgctrl
+    grep -A2 '^Result' "$dev"
+}}
+# counters NAME SIGNAL_COUNT: SIGUSR1 to server NAME, then wait for its SIGNAL_COUNT-th
+# "signal" line on stdout.
+counters() {{
+    kill -USR1 "$(cat /run/vduse-test/"$1".pid)"
+    wait_for 10 sh -c "[ \$(grep -c '\"event\":\"signal\"' /results/$1.out) -ge $2 ]"
+}}
+
+# --- 1. Errors.
+phase 1 errors
+capture no-vduse vduse-net-null --name nomod
+mkdir -p /etc/vduse/net-null
+cat >/etc/vduse/net-null/net0.yaml <<'EOF'
+{NET0_YAML}EOF
+capture print-config vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000 --print-config
+capture check-config vduse-net-null --config /etc/vduse/net-null/net0.yaml --check-config
+capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_net pktgen; do modprobe $m || exit 1; done'
+capture nocap setpriv --inh-caps=-net_admin --bounding-set=-net_admin vduse-net-null --name nocap
+ls /dev/vduse | result nocap.vduse
+# New interfaces get no IPv6, so the kernel sends nothing on them by itself.
+echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6
+
+# --- 2. Drop mode.
+phase 2 drop
+spawn net0 vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000
+capture net0-up wait_for 30 iface_of net0
+I=$(iface_of net0)
+cat /sys/class/net/$I/address | result net0.mac
+cat /sys/class/net/$I/mtu | result net0.mtu
+capture net0-link ip link set "$I" up
+capture net0-carrier wait_for 10 carrier_is "$I" 1
+stat_of "$I" tx_packets | result drop.tx_packets.before
+stat_of "$I" tx_bytes | result drop.tx_bytes.before
+capture drop-pktgen pktgen "$I" {DROP_FRAMES} {DROP_FRAME_SIZE} {NET0_MAC} 0
+stat_of "$I" tx_packets | result drop.tx_packets.after
+stat_of "$I" tx_bytes | result drop.tx_bytes.after
+capture drop-counters counters net0 1
+
+# --- 3. Link down and up.
+phase 3 link
+kill -USR2 "$(cat /run/vduse-test/net0.pid)"
+capture link-down wait_for 10 carrier_is "$I" 0
+kill -USR2 "$(cat /run/vduse-test/net0.pid)"
+capture link-up wait_for 10 carrier_is "$I" 1
+
+# --- 4. SIGTERM.
+phase 4 SIGTERM
+stop net0
+ls /sys/class/net | result net0.after.net
+ls /dev/vduse | result net0.after.vduse
+capture net0-after-vdpa vdpa dev show
+
+# --- 5. Echo mode.
+phase 5 echo
+spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000
+capture echo0-up wait_for 30 iface_of echo0
+E=$(iface_of echo0)
+capture echo0-link ip link set "$E" up
+capture echo0-carrier wait_for 10 carrier_is "$E" 1
+stat_of "$E" rx_packets | result echo.rx_packets.before
+n=0
+for job in {ECHO_JOBS}; do
+    size=${{job%:*}}
+    n=$((n + 1))
+    capture echo-pktgen-$size pktgen "$E" {ECHO_FRAMES} $size {ECHO_MAC} ${{job#*:}}
+    want=$(($(cat /results/echo.rx_packets.before) + n * {ECHO_FRAMES}))
+    wait_for 5 sh -c "[ \$(cat /sys/class/net/$E/statistics/rx_packets) -ge $want ]" ||
+        echo "vduse-net-test: $size-byte frames: not all came back"
+    stat_of "$E" rx_packets | result echo.rx_packets.$size
+    stat_of "$E" rx_bytes | result echo.rx_bytes.$size
+    ip -s -s link show "$E" | result echo.link.$size
+    capture echo-counters-$size counters echo0 $n
+done
+stop echo0
+ls /dev/vduse | result echo0.after.vduse
+phase end
+"#,
+        ECHO_JOBS = ECHO_SIZES
+            .iter()
+            .zip(ECHO_DELAYS_NS)
+            .map(|(size, delay)| format!("{size}:{delay}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn boot(series: &str) -> GuestRun {
+    let kernel = Kernel::load(series);
+    for module in ["vduse", "virtio_vdpa", "virtio_net", "pktgen"] {
+        assert!(
+            kernel.has_module(module),
+            "kernel {series} ({}) has no module {module} in the cache: run `tests/fetch-kernels`",
+            kernel.release()
+        );
+    }
+    let run = Guest::new(&kernel)
+        .binary("vduse-net-null")
+        .host_program("vdpa")
+        .host_program("ip")
+        .host_program("setpriv")
+        .modules(&[])
+        .timeout(Duration::from_secs(150))
+        .script(&scenario())
+        .run();
+    eprintln!(
+        "vduse-net-null on {series} ({}): boot took {:.1} s",
+        kernel.release(),
+        run.elapsed().as_secs_f64()
+    );
+    run
+}
+
+/// The servers' logs, for failure messages.
+fn servers(run: &GuestRun) -> String {
+    let mut s = String::new();
+    for server in ["net0", "echo0"] {
+        for suffix in ["out", "err", "rc"] {
+            let name = format!("{server}.{suffix}");
+            if run.has(&name) {
+                s += &format!("--- {name}:\n{}\n", run.text(&name).trim_end());
+            }
+        }
+    }
+    s
+}
+
+#[track_caller]
+fn ok(run: &GuestRun, name: &str) {
+    assert_eq!(
+        run.rc(name),
+        0,
+        "{name} failed\n{}{}\n{}",
+        servers(run),
+        run.report(name),
+        run.console_tail(20)
+    );
+}
+
+#[track_caller]
+fn exits(run: &GuestRun, name: &str, rc: i32, needle: &str) {
+    run.assert_rc(name, rc);
+    assert!(
+        run.err(name).contains(needle),
+        "{name}: stderr lacks {needle:?}\n{}",
+        run.report(name)
+    );
+}
+
+#[track_caller]
+fn number(run: &GuestRun, name: &str) -> u64 {
+    let text = run.text(name);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {text:?}\n{}", servers(run)))
+}
+
+fn words(run: &GuestRun, name: &str) -> Vec<String> {
+    run.text(name)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The server's JSON lines with `"event": event`.
+fn reports(run: &GuestRun, server: &str, event: &str) -> Vec<Value> {
+    run.text(&format!("{server}.out"))
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("{server}: not JSON ({e}): {line:?}"))
+        })
+        .filter(|report| report["event"] == event)
+        .collect()
+}
+
+/// pktgen's count of frames sent, from its result lines.
+#[track_caller]
+fn pktgen_sent(run: &GuestRun, name: &str) -> u64 {
+    ok(run, name);
+    let out = run.out(name);
+    assert!(out.contains("Result: OK"), "{name}: {out}");
+    // "Result: OK: 12345(c12000+d345) usec, 2000 (60byte,0frags)": the count after ", ".
+    out.lines()
+        .find(|line| line.starts_with("Result: OK"))
+        .and_then(|line| line.split(", ").nth(1))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no frame count in pktgen's result: {out}"))
+}
+
+fn check(series: &str) {
+    let run = boot(series);
+
+    // 1. Errors, and the configuration.
+    exits(&run, "no-vduse", 69, "modprobe vduse");
+    run.assert_success("print-config");
+    run.assert_out_contains("print-config", "mtu: 9000\n");
+    run.assert_out_contains("print-config", &format!("mac: {NET0_MAC}\n"));
+    run.assert_success("check-config");
+    run.assert_out_contains("check-config", "configuration OK: device net0 (drop mode");
+    ok(&run, "modprobe");
+    exits(&run, "nocap", 77, "CAP_NET_ADMIN");
+    assert_eq!(words(&run, "nocap.vduse"), ["control"]);
+
+    // 2. The interface, and the frames pktgen sent, counted by everyone alike.
+    ok(&run, "net0-up");
+    assert_eq!(
+        run.text("net0.mac").trim(),
+        NET0_MAC,
+        "MAC\n{}",
+        servers(&run)
+    );
+    assert_eq!(
+        run.text("net0.mtu").trim(),
+        "9000",
+        "MTU\n{}",
+        servers(&run)
+    );
+    ok(&run, "net0-link");
+    ok(&run, "net0-carrier");
+    let sent = pktgen_sent(&run, "drop-pktgen");
+    assert_eq!(sent, DROP_FRAMES);
+    let tx_packets = number(&run, "drop.tx_packets.after") - number(&run, "drop.tx_packets.before");
+    let tx_bytes = number(&run, "drop.tx_bytes.after") - number(&run, "drop.tx_bytes.before");
+    assert_eq!(
+        tx_packets,
+        DROP_FRAMES,
+        "interface tx_packets\n{}",
+        servers(&run)
+    );
+    assert_eq!(
+        tx_bytes,
+        DROP_FRAMES * DROP_FRAME_SIZE,
+        "interface tx_bytes"
+    );
+    ok(&run, "drop-counters");
+    let counted = &reports(&run, "net0", "signal")[0];
+    assert_eq!(counted["device"], "net0");
+    assert_eq!(counted["mode"], "drop");
+    assert_eq!(
+        counted["tx"]["frames"], DROP_FRAMES,
+        "server counters: {counted}"
+    );
+    assert_eq!(
+        counted["tx"]["bytes"],
+        DROP_FRAMES * DROP_FRAME_SIZE,
+        "{counted}"
+    );
+    assert_eq!(counted["tx"]["errors"], 0, "{counted}");
+    assert_eq!(counted["rx"]["frames"], 0, "{counted}");
+
+    // 3. Carrier off and on again.
+    ok(&run, "link-down");
+    ok(&run, "link-up");
+
+    // 4. SIGTERM: a last report, and nothing left.
+    assert_eq!(run.rc("net0"), 0, "net0 exit code\n{}", servers(&run));
+    let last = reports(&run, "net0", "exit");
+    assert_eq!(last.len(), 1, "one exit report\n{}", servers(&run));
+    assert_eq!(last[0]["tx"]["frames"], DROP_FRAMES);
+    assert_eq!(last[0]["link"], "up");
+    let log = run.text("net0.err");
+    assert!(
+        log.contains("link down") && log.contains("link up"),
+        "link changes logged:\n{log}"
+    );
+    assert!(!log.contains("ERROR") && !log.contains("panicked"), "{log}");
+    let left: Vec<String> = words(&run, "net0.after.net");
+    assert_eq!(left, ["lo"], "interfaces after net0 stopped");
+    assert_eq!(words(&run, "net0.after.vduse"), ["control"]);
+    ok(&run, "net0-after-vdpa");
+    assert_eq!(run.out("net0-after-vdpa").trim(), "", "vdpa devices left");
+
+    // 5. Echo: every frame back, of every size, counted alike on both sides.
+    ok(&run, "echo0-up");
+    ok(&run, "echo0-link");
+    ok(&run, "echo0-carrier");
+    let mut rx_before = number(&run, "echo.rx_packets.before");
+    let echoed = reports(&run, "echo0", "signal");
+    assert_eq!(echoed.len(), ECHO_SIZES.len(), "reports\n{}", servers(&run));
+    // Running totals of what the server reports (its counters never reset).
+    let (mut sent, mut received, mut bytes, mut dropped) = (0, 0, 0, 0);
+    for (size, report) in ECHO_SIZES.iter().zip(&echoed) {
+        assert_eq!(
+            pktgen_sent(&run, &format!("echo-pktgen-{size}")),
+            ECHO_FRAMES
+        );
+        ok(&run, &format!("echo-counters-{size}"));
+        let rx_packets = number(&run, &format!("echo.rx_packets.{size}"));
+        let context = || {
+            format!(
+                "{size}-byte frames: {report}\n{}{}",
+                servers(&run),
+                run.text(&format!("echo.link.{size}"))
+            )
+        };
+        sent += ECHO_FRAMES;
+        let now_dropped = report["rx"]["dropped"].as_u64().unwrap_or(u64::MAX) - dropped;
+        // Every frame is accounted for: received by the guest, or dropped by the server
+        // for want of receive buffers; never lost in between, never malformed.
+        assert_eq!(report["tx"]["frames"], sent, "{}", context());
+        assert_eq!(report["rx"]["errors"], 0, "{}", context());
+        assert_eq!(
+            rx_packets - rx_before + now_dropped,
+            ECHO_FRAMES,
+            "{}",
+            context()
+        );
+        assert_eq!(
+            report["rx"]["frames"],
+            received + rx_packets - rx_before,
+            "{}",
+            context()
+        );
+        if *size <= 1514 {
+            // One receive buffer per frame: the guest keeps up, nothing may be dropped.
+            assert_eq!(now_dropped, 0, "{}", context());
+        } else {
+            // A jumbo frame takes several mergeable buffers, and a guest slowed by another
+            // emulated guest can refill too late for a few: at most 5% may be dropped.
+            assert!(now_dropped * 20 <= ECHO_FRAMES, "{}", context());
+        }
+        received += rx_packets - rx_before;
+        bytes += (rx_packets - rx_before) * size;
+        dropped += now_dropped;
+        assert_eq!(report["rx"]["bytes"], bytes, "{}", context());
+        rx_before = rx_packets;
+    }
+    assert_eq!(run.rc("echo0"), 0, "echo0 exit code\n{}", servers(&run));
+    assert_eq!(words(&run, "echo0.after.vduse"), ["control"]);
+}
+
+#[test]
+fn linux_6_12() {
+    check("6.12");
+}
+
+#[test]
+fn linux_7_2() {
+    check("7.2");
+}
+
+#[test]
+fn linux_7_3() {
+    check("7.3");
+}
