@@ -27,7 +27,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "name",
     "backing",
     "size",
@@ -45,6 +45,7 @@ pub const KEYS: [&str; 17] = [
     "attach",
     "keep-device",
     "bounce-size",
+    "busy-poll-us",
 ];
 
 /// Defaults of the keys that have one.
@@ -154,6 +155,8 @@ pub struct Settings {
     pub keep_device: Option<bool>,
     /// Size of the kernel's bounce buffer for the device.
     pub bounce_size: Option<ByteSize>,
+    /// Microseconds each queue's worker watches its emptied ring before sleeping.
+    pub busy_poll_us: Option<u32>,
 }
 
 /// The checked configuration, every default filled in.
@@ -199,6 +202,8 @@ pub struct Config {
     /// Size of the kernel's bounce buffer for the device; `None`: the kernel's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce_size: Option<ByteSize>,
+    /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
+    pub busy_poll_us: u32,
 }
 
 impl Config {
@@ -368,6 +373,11 @@ impl Config {
             }
         }
 
+        let (busy_poll_us, busy_poll_flag) = pick!(busy_poll_us);
+        let busy_poll_us = busy_poll_us.unwrap_or(0);
+        vduse::config::check_busy_poll_us(busy_poll_us)
+            .map_err(|problem| invalid("busy-poll-us", busy_poll_flag, problem))?;
+
         let (bounce_size, bounce_flag) = pick!(bounce_size);
         if let Some(size) = bounce_size {
             vduse::config::check_bounce_size(size)
@@ -392,6 +402,7 @@ impl Config {
             attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
             keep_device: pick!(keep_device).0.unwrap_or(false),
             bounce_size,
+            busy_poll_us,
         })
     }
 
@@ -431,6 +442,7 @@ fn file_has(settings: &Settings, key: &str) -> bool {
         "attach" => settings.attach.is_some(),
         "keep-device" => settings.keep_device.is_some(),
         "bounce-size" => settings.bounce_size.is_some(),
+        "busy-poll-us" => settings.busy_poll_us.is_some(),
         _ => false,
     }
 }
@@ -476,6 +488,7 @@ mod tests {
                 attach: Attach::Virtio,
                 keep_device: false,
                 bounce_size: None,
+                busy_poll_us: 0,
             }
         );
     }
@@ -720,6 +733,7 @@ mod tests {
             attach: Some(Attach::None),
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),
+            busy_poll_us: Some(0),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

@@ -147,6 +147,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .map(vduse::config::check_bounce_size)
         .transpose()
         .map_err(|problem| anyhow::anyhow!("bounce-size: {problem}"))?;
+    options.busy_poll = std::time::Duration::from_micros(config.busy_poll_us.into());
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,

@@ -20,7 +20,7 @@ pub type ConfigFile = vduse::config::ConfigFile<Settings>;
 pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 4096);
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "name",
     "mode",
     "mac",
@@ -32,6 +32,7 @@ pub const KEYS: [&str; 11] = [
     "attach",
     "keep-device",
     "bounce-size",
+    "busy-poll-us",
 ];
 
 /// Defaults of the keys that have one.
@@ -126,6 +127,8 @@ pub struct Settings {
     pub keep_device: Option<bool>,
     /// Size of the kernel's bounce buffer for the device.
     pub bounce_size: Option<ByteSize>,
+    /// Microseconds each queue's worker watches its emptied ring before sleeping.
+    pub busy_poll_us: Option<u32>,
 }
 
 /// The checked configuration, every default filled in.
@@ -155,6 +158,8 @@ pub struct Config {
     /// Size of the kernel's bounce buffer; `None`: the kernel's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce_size: Option<ByteSize>,
+    /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
+    pub busy_poll_us: u32,
 }
 
 impl Config {
@@ -237,6 +242,11 @@ impl Config {
             ));
         }
 
+        let (busy_poll_us, busy_poll_flag) = pick!(busy_poll_us);
+        let busy_poll_us = busy_poll_us.unwrap_or(0);
+        vduse::config::check_busy_poll_us(busy_poll_us)
+            .map_err(|problem| invalid("busy-poll-us", busy_poll_flag, problem))?;
+
         let (bounce_size, bounce_flag) = pick!(bounce_size);
         if let Some(size) = bounce_size {
             vduse::config::check_bounce_size(size)
@@ -255,6 +265,7 @@ impl Config {
             attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
             keep_device: pick!(keep_device).0.unwrap_or(false),
             bounce_size,
+            busy_poll_us,
         })
     }
 
@@ -292,6 +303,7 @@ fn file_has(settings: &Settings, key: &str) -> bool {
         "attach" => settings.attach.is_some(),
         "keep-device" => settings.keep_device.is_some(),
         "bounce-size" => settings.bounce_size.is_some(),
+        "busy-poll-us" => settings.busy_poll_us.is_some(),
         _ => false,
     }
 }
@@ -423,6 +435,7 @@ mod tests {
             attach: Some(Attach::Virtio),
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),
+            busy_poll_us: Some(0),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

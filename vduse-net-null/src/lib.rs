@@ -161,6 +161,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .map(vduse::config::check_bounce_size)
         .transpose()
         .map_err(|problem| anyhow::anyhow!("bounce-size: {problem}"))?;
+    options.busy_poll = std::time::Duration::from_micros(config.busy_poll_us.into());
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,

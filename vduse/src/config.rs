@@ -59,6 +59,20 @@ pub fn check_bounce_size(size: ByteSize) -> Result<u32, String> {
     u32::try_from(size.0).map_err(|_| format!("{size} is too large"))
 }
 
+/// The largest `busy-poll-us`: 100 ms.
+pub const MAX_BUSY_POLL_US: u32 = 100_000;
+
+/// Checks a `busy-poll-us` value (microseconds each queue's worker watches its emptied
+/// ring before sleeping).
+pub fn check_busy_poll_us(micros: u32) -> Result<std::time::Duration, String> {
+    if micros > MAX_BUSY_POLL_US {
+        return Err(format!(
+            "{micros} us is too long: use 0 (off) to {MAX_BUSY_POLL_US}; 20 to 100 is typical"
+        ));
+    }
+    Ok(std::time::Duration::from_micros(micros.into()))
+}
+
 /// A size in bytes, written as a number of bytes or with a binary suffix: `512`, `64K`,
 /// `100M`, `1G`, `2T` (also `KiB`, `MiB`, `GiB`, `TiB`; 1K = 1024 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -356,6 +370,20 @@ mod tests {
             let error = check_bounce_size(ByteSize(bad)).unwrap_err();
             assert!(error.contains("1M to 1G"), "{error}");
         }
+    }
+
+    #[test]
+    fn busy_poll_is_bounded() {
+        assert_eq!(check_busy_poll_us(0), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            check_busy_poll_us(50),
+            Ok(std::time::Duration::from_micros(50))
+        );
+        assert!(
+            check_busy_poll_us(100_001)
+                .unwrap_err()
+                .contains("0 (off) to 100000")
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub(crate) struct DispatcherConfig {
     pub num_queues: u16,
     /// The negotiated API version.
     pub api_version: u64,
+    /// How long each queue's worker watches an emptied available ring before sleeping.
+    pub busy_poll: std::time::Duration,
 }
 
 /// The device's state machine, driven by requests.
@@ -381,6 +383,7 @@ impl Dispatcher {
                 memory: self.memory.clone(),
                 dev: self.dev.clone(),
                 wake: self.wake.clone(),
+                busy_poll: self.config.busy_poll,
             };
             QueueWorker::start(context, queue, kick)
         });
@@ -561,6 +564,7 @@ mod tests {
             max_queue_size: 16,
             num_queues: fake.num_queues(),
             api_version: 1,
+            busy_poll: std::time::Duration::ZERO,
         };
         (
             Dispatcher::new(config, fake.clone(), backend, wake.clone()),

@@ -49,6 +49,11 @@ pub struct ServerOptions {
     /// set before the device is attached); `None` keeps the kernel's default, 64 MiB.
     /// The kernel keeps each page of it once used, so it is the device's memory cost.
     pub bounce_size: Option<u32>,
+    /// How long each queue's worker keeps watching its emptied available ring before it
+    /// sleeps until the next kick (vhost-net's `busyloop_timeout`): saves the driver's
+    /// kick and a wake-up when requests come close together, and keeps a CPU busy
+    /// meanwhile. Zero (the default) sleeps at once.
+    pub busy_poll: Duration,
 }
 
 impl ServerOptions {
@@ -63,6 +68,7 @@ impl ServerOptions {
             vduse_features: (1 << VDUSE_F_QUEUE_READY) | (1 << VDUSE_F_SUSPEND),
             api_version: None,
             bounce_size: None,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -158,6 +164,7 @@ impl Server {
                 max_queue_size,
                 num_queues,
                 api_version: server.api_version,
+                busy_poll: options.busy_poll,
             },
         )?);
         // Attach from this thread: the driver's probe runs inside the netlink call and
