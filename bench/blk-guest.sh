@@ -11,10 +11,11 @@
 #
 # Both servers get 1 queue of 256 entries and attach through virtio_vdpa (-> /dev/vdX).
 #
-#   sh /bench/blk-guest.sh RUNTIME RAMP SIZE_MIB [IO_ENGINE]
+#   sh /bench/blk-guest.sh RUNTIME RAMP SIZE_MIB [IO_ENGINE [BOUNCE_SIZE [BUSY_POLL_US]]]
 #
 # IO_ENGINE sets vduse-blk's `io-engine` for the first two vduse-blk targets (default: the
-# build's default).
+# build's default); BOUNCE_SIZE its `--bounce-size` for every vduse-blk target (default:
+# the kernel's); BUSY_POLL_US its `--busy-poll-us` for them (default: 0, off).
 #
 # Results (sent back to the host by the harness, from /results):
 #   fio/TARGET.JOB.json   fio's JSON summary of each job
@@ -35,6 +36,8 @@ RUNTIME=${1:-10}
 RAMP=${2:-2}
 SIZE_MIB=${3:-512}
 IO_ENGINE=${4:-}
+BOUNCE_SIZE=${5:-}
+BUSY_POLL_US=${6:-0}
 
 # spawn, stop, wait_for; and the installed programs win over busybox applets.
 # shellcheck source=/dev/null
@@ -183,7 +186,8 @@ vduse_blk() {
     # io-engine is a key of the configuration file only.
     echo "${engine:+io-engine: $engine}" >/tmp/"$target".yaml
     spawn "$target" vduse-blk ${engine:+--config /tmp/"$target".yaml} --name "$name" \
-        --backing "$backing" --cache "$cache" --num-queues 1 --queue-size 256
+        --backing "$backing" --cache "$cache" --num-queues 1 --queue-size 256 \
+        ${BOUNCE_SIZE:+--bounce-size "$BOUNCE_SIZE"} --busy-poll-us "$BUSY_POLL_US"
     pid=$(pid_of "$target")
     if ! wait_for 30 up "$pid" has_blockdev "$name" || ! has_blockdev "$name"; then
         stop "$target"
