@@ -5,8 +5,10 @@
 //! 1. Without the `vduse` module the server exits 69 saying `modprobe vduse`; without
 //!    CAP_NET_ADMIN (root with the capability dropped) it exits 77 naming CAP_NET_ADMIN,
 //!    and leaves nothing in `/dev/vduse`.
-//! 2. Drop mode, from a YAML file plus a flag (`--mtu 9000` over the file's 1500): the
-//!    kernel's virtio_net makes an interface with the configured MAC and MTU. With IPv6
+//! 2. Drop mode, from a YAML file plus a flag (`--mtu 9000` over the file's 1500), under
+//!    a systemd-like NOTIFY_SOCKET that must get READY=1 only once the device is on the
+//!    vdpa bus: the kernel's virtio_net makes an interface with the configured MAC and
+//!    MTU. With IPv6
 //!    off the kernel sends nothing by itself, so after `ip link set up` the frames pktgen
 //!    sends are all there is: the server's JSON counters (SIGUSR1) count exactly as many
 //!    frames and bytes as pktgen sent and as the interface's TX counters say.
@@ -18,7 +20,8 @@
 //!    mergeable receive buffers) come back; the interface's RX counters match the
 //!    server's, and every frame sent is either received or counted as dropped by the
 //!    server. None may be dropped up to 1514 bytes; at most 5% of the jumbo frames, whose
-//!    several receive buffers each a guest slowed by emulation may refill too late.
+//!    several receive buffers each a guest slowed by emulation may refill too late. With
+//!    `--stats-interval 1` a report comes every second.
 
 use std::time::Duration;
 
@@ -97,7 +100,13 @@ echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6
 
 # --- 2. Drop mode.
 phase 2 drop
+# Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
+spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/net0
+wait_for 10 test -S /run/notify.sock
+export NOTIFY_SOCKET=/run/notify.sock
 spawn net0 vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000
+unset NOTIFY_SOCKET
+capture net0-ready reap notify
 capture net0-up wait_for 30 iface_of net0
 I=$(iface_of net0)
 cat /sys/class/net/$I/address | result net0.mac
@@ -127,7 +136,7 @@ capture net0-after-vdpa vdpa dev show
 
 # --- 5. Echo mode.
 phase 5 echo
-spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000
+spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000 --stats-interval 1
 capture echo0-up wait_for 30 iface_of echo0
 E=$(iface_of echo0)
 capture echo0-link ip link set "$E" up
@@ -170,6 +179,7 @@ fn boot(series: &str) -> GuestRun {
     }
     let run = Guest::new(&kernel)
         .binary("vduse-net-null")
+        .binary("notify-listen")
         .host_program("vdpa")
         .host_program("ip")
         .host_program("setpriv")
@@ -400,6 +410,20 @@ fn check(series: &str) {
         dropped += now_dropped;
         assert_eq!(report["rx"]["bytes"], bytes, "{}", context());
         rx_before = rx_packets;
+    }
+    // --stats-interval 1: a line every second besides those asked for.
+    let periodic = reports(&run, "echo0", "interval");
+    assert!(!periodic.is_empty(), "no periodic report\n{}", servers(&run));
+    let uptimes: Vec<f64> = periodic
+        .iter()
+        .map(|r| r["uptime_s"].as_f64().unwrap_or(-1.0))
+        .collect();
+    for (i, uptime) in uptimes.iter().enumerate() {
+        let expected = (i + 1) as f64;
+        assert!(
+            (expected - 0.1..expected + 0.9).contains(uptime),
+            "periodic reports at {uptimes:?} s"
+        );
     }
     assert_eq!(run.rc("echo0"), 0, "echo0 exit code\n{}", servers(&run));
     assert_eq!(words(&run, "echo0.after.vduse"), ["control"]);
