@@ -21,7 +21,8 @@
 //!    server's, and every frame sent is either received or counted as dropped by the
 //!    server. None may be dropped up to 1514 bytes; at most 5% of the jumbo frames, whose
 //!    several receive buffers each a guest slowed by emulation may refill too late. With
-//!    `--stats-interval 1` a report comes every second.
+//!    `--stats-interval 1` a report comes every second; `--bounce-size 8M` shows in the
+//!    device's sysfs `bounce_size`.
 
 use std::time::Duration;
 
@@ -136,8 +137,10 @@ capture net0-after-vdpa vdpa dev show
 
 # --- 5. Echo mode.
 phase 5 echo
-spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000 --stats-interval 1
+spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000 --stats-interval 1 \
+    --bounce-size 8M
 capture echo0-up wait_for 30 iface_of echo0
+cat /sys/class/vduse/echo0/bounce_size | result echo0.bounce_size
 E=$(iface_of echo0)
 capture echo0-link ip link set "$E" up
 capture echo0-carrier wait_for 10 carrier_is "$E" 1
@@ -358,6 +361,11 @@ fn check(series: &str) {
 
     // 5. Echo: every frame back, of every size, counted alike on both sides.
     ok(&run, "echo0-up");
+    assert_eq!(
+        run.text("echo0.bounce_size").trim(),
+        "8388608",
+        "--bounce-size 8M"
+    );
     ok(&run, "echo0-link");
     ok(&run, "echo0-carrier");
     let mut rx_before = number(&run, "echo.rx_packets.before");
@@ -413,7 +421,11 @@ fn check(series: &str) {
     }
     // --stats-interval 1: a line every second besides those asked for.
     let periodic = reports(&run, "echo0", "interval");
-    assert!(!periodic.is_empty(), "no periodic report\n{}", servers(&run));
+    assert!(
+        !periodic.is_empty(),
+        "no periodic report\n{}",
+        servers(&run)
+    );
     let uptimes: Vec<f64> = periodic
         .iter()
         .map(|r| r["uptime_s"].as_f64().unwrap_or(-1.0))
