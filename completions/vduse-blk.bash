@@ -23,7 +23,7 @@ _vduse__blk() {
 
     case "${cmd}" in
         vduse__blk)
-            opts="-c -h -V --config --check-config --print-config --name --backing --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --backing --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -35,6 +35,10 @@ _vduse__blk() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "off error warn info debug trace" -- "${cur}"))
                     return 0
                     ;;
                 --name)

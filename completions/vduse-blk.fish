@@ -1,4 +1,10 @@
 complete -c vduse-blk -s c -l config -d 'YAML configuration file (see config/vduse-blk.yaml); flags override its keys' -r -F
+complete -c vduse-blk -l log-level -d 'Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info]' -r -f -a "off\t'Nothing'
+error\t'Failures only'
+warn\t'Failures and warnings'
+info\t'What the server does (the default)'
+debug\t'Every request to the device, every queue start and stop'
+trace\t'Everything'"
 complete -c vduse-blk -l name -d 'Device name: the node becomes /dev/vduse/NAME' -r
 complete -c vduse-blk -l backing -d 'The file or block device that holds the disk' -r -F
 complete -c vduse-blk -l size -d 'Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing\'s' -r

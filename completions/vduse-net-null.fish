@@ -1,4 +1,10 @@
 complete -c vduse-net-null -s c -l config -d 'YAML configuration file (see config/vduse-net-null.yaml); flags override its keys' -r -F
+complete -c vduse-net-null -l log-level -d 'Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info]' -r -f -a "off\t'Nothing'
+error\t'Failures only'
+warn\t'Failures and warnings'
+info\t'What the server does (the default)'
+debug\t'Every request to the device, every queue start and stop'
+trace\t'Everything'"
 complete -c vduse-net-null -l name -d 'Device name: the node becomes /dev/vduse/NAME' -r
 complete -c vduse-net-null -l mode -d 'drop: count and discard every frame; echo: send every frame back [default: drop]' -r -f -a "drop\t'Count and discard every frame'
 echo\t'Send every frame back on the receive queue'"

@@ -31,7 +31,12 @@ Examples:
 /// turns it into /dev/vdX), and serves its requests from the backing file or block device
 /// until SIGINT or SIGTERM, then removes the device.
 #[derive(Debug, Parser)]
-#[command(name = "vduse-blk", version, after_long_help = AFTER_HELP)]
+#[command(
+    name = "vduse-blk",
+    version,
+    long_version = vduse::long_version!(),
+    after_long_help = AFTER_HELP
+)]
 pub struct Cli {
     /// YAML configuration file (see config/vduse-blk.yaml); flags override its keys.
     #[arg(short, long, value_name = "FILE")]
@@ -44,6 +49,10 @@ pub struct Cli {
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevelArg>,
 
     /// Device name: the node becomes /dev/vduse/NAME.
     #[arg(long, value_name = "NAME")]
@@ -140,6 +149,37 @@ pub enum IoEngineArg {
     Threads,
     /// One request at a time per queue.
     Sync,
+}
+
+/// `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevelArg {
+    /// Nothing.
+    Off,
+    /// Failures only.
+    Error,
+    /// Failures and warnings.
+    Warn,
+    /// What the server does (the default).
+    Info,
+    /// Every request to the device, every queue start and stop.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevelArg {
+    /// As a `log` filter.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevelArg::Off => log::LevelFilter::Off,
+            LogLevelArg::Error => log::LevelFilter::Error,
+            LogLevelArg::Warn => log::LevelFilter::Warn,
+            LogLevelArg::Info => log::LevelFilter::Info,
+            LogLevelArg::Debug => log::LevelFilter::Debug,
+            LogLevelArg::Trace => log::LevelFilter::Trace,
+        }
+    }
 }
 
 /// `--attach` values.

@@ -49,12 +49,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .try_init();
+    vduse::exit::init_logging(cli.log_level.map(cli::LogLevelArg::filter));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
-            eprintln!("vduse-net-null: error: {err:#}");
+            vduse::exit::print_error("vduse-net-null", &err);
             exit_for(&err).into()
         }
     }

@@ -124,6 +124,41 @@ fn exit_statuses_follow_sysexits() {
 }
 
 #[test]
+fn version_names_the_vduse_interface() {
+    let version = stdout(&vduse_net_null(&["--version"]));
+    assert!(version.starts_with("vduse-net-null 0."), "{version}");
+    assert!(version.contains("VDUSE API versions: 0, 1"), "{version}");
+    assert!(version.contains("suspend (bit 1)"), "{version}");
+}
+
+#[test]
+fn errors_carry_a_syslog_priority_only_under_the_journal() {
+    // A configuration error: fatal before anything touches VDUSE.
+    let run = |journal: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vduse-net-null"));
+        command.args(["--config", "/nonexistent/net.yaml"]);
+        command.env("VDUSE_LOG", "off").env_remove("JOURNAL_STREAM");
+        if journal {
+            command.env("JOURNAL_STREAM", "8:12345");
+        }
+        command.output().unwrap()
+    };
+    let plain = run(false);
+    assert_eq!(code(&plain), 78);
+    assert!(
+        stderr(&plain).starts_with("vduse-net-null: error: "),
+        "{}",
+        stderr(&plain)
+    );
+    let journal = run(true);
+    assert!(
+        stderr(&journal).starts_with("<3>vduse-net-null: error: "),
+        "{}",
+        stderr(&journal)
+    );
+}
+
+#[test]
 fn errors_map_to_exit_statuses() {
     let config = anyhow::Error::new(vduse_net_null::ConfigError::Missing {
         key: "name",

@@ -68,3 +68,73 @@ pub fn parse_args<P: clap::Parser>(
         }
     })
 }
+
+/// The `--version` text of a tool: its version (of the crate that expands the macro) and
+/// the VDUSE interface this library knows, plus any further lines given.
+#[macro_export]
+macro_rules! long_version {
+    ($($extra:literal),* $(,)?) => {
+        concat!(
+            env!("CARGO_PKG_VERSION"),
+            "\nVDUSE API versions: 0, 1",
+            "\nVDUSE features: queue-ready (bit 0), suspend (bit 1)"
+            $(, $extra)*
+        )
+    };
+}
+
+// The text above names what the uapi mirror has: keep them together.
+const _: () = assert!(crate::control::MAX_API_VERSION == 1);
+const _: () = assert!(crate::uapi::VDUSE_F_QUEUE_READY == 0 && crate::uapi::VDUSE_F_SUSPEND == 1);
+
+/// Sets up logging to stderr for a tool.
+///
+/// The level comes from `level` (a `--log-level` flag) if given, else from `VDUSE_LOG` or
+/// `RUST_LOG` (env_logger's syntax, e.g. `debug` or `vduse=debug`), else `info`. Under
+/// systemd (`JOURNAL_STREAM` set: stderr goes to the journal) each line starts with its
+/// syslog priority (`<3>` error ... `<7>` debug), which journald reads as the message's
+/// priority, and carries no timestamp, which journald adds; elsewhere lines look like
+/// `[INFO  target] message`.
+#[cfg(feature = "cli")]
+pub fn init_logging(level: Option<log::LevelFilter>) {
+    use std::io::Write;
+
+    let mut builder = env_logger::Builder::new();
+    match level {
+        Some(level) => {
+            builder.filter_level(level);
+        }
+        None => match std::env::var("VDUSE_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+            Ok(spec) => {
+                builder.parse_filters(&spec);
+            }
+            Err(_) => {
+                builder.filter_level(log::LevelFilter::Info);
+            }
+        },
+    }
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|out, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(out, "<{priority}>{}: {}", record.target(), record.args())
+        });
+    }
+    let _ = builder.try_init();
+}
+
+/// Prints a tool's fatal error on stderr as `TOOL: error: ...` (all causes, `{:#}`), with
+/// the syslog priority prefix `<3>` when stderr goes to the journal (see
+/// [`init_logging`]).
+pub fn print_error(tool: &str, error: &dyn std::fmt::Display) {
+    let priority = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<3>"
+    } else {
+        ""
+    };
+    eprintln!("{priority}{tool}: error: {error:#}");
+}
