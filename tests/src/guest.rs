@@ -97,6 +97,18 @@ impl Guest {
         self
     }
 
+    /// Copies the program `host` to the absolute path `guest` in the guest, with the
+    /// shared libraries it needs (an installed copy of a binary, say).
+    pub fn program(mut self, host: impl AsRef<Path>, guest: &str) -> Guest {
+        assert!(
+            guest.starts_with('/'),
+            "guest path {guest:?} must be absolute"
+        );
+        self.files
+            .push((host.as_ref().to_path_buf(), guest.to_string(), true));
+        self
+    }
+
     /// Copies the host file `host` to the absolute path `guest` in the guest (as is: no
     /// libraries).
     pub fn file(mut self, host: impl AsRef<Path>, guest: &str) -> Guest {

@@ -36,3 +36,4 @@ mod tempdir;
 
 pub use guest::{Guest, GuestRun, workspace_binary};
 pub use kernel::{Kernel, MATRIX, cache_dir};
+pub use tempdir::TempDir;

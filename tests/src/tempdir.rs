@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug)]
-pub(crate) struct TempDir {
+pub struct TempDir {
     path: PathBuf,
     keep: bool,
 }
 
 impl TempDir {
     /// Creates `$TMPDIR/vduse-test-<label>-<pid>-<n>-<nanos>`.
-    pub(crate) fn new(label: &str) -> TempDir {
+    pub fn new(label: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let label: String = label
             .chars()
@@ -46,7 +46,7 @@ impl TempDir {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -1,0 +1,229 @@
+//! `dist/install`: the installed tree, and a server started the way systemd would start it
+//! from that tree, on the newest kernel of the matrix.
+//!
+//! 1. `dist/install --prefix /usr --destdir TMP --from <this build>` lays out every binary,
+//!    man page, completion, unit, the modules-load.d snippet and the examples, and the
+//!    units' `ExecStart` lines point at the installed binaries and `/etc/vduse/...`.
+//! 2. In a 7.3 guest holding that tree at `/`: the modules named by the installed
+//!    modules-load.d snippet are loaded, the installed example configurations are copied
+//!    to `/etc/vduse/{blk,net-null}/NAME.yaml` (what an administrator does), and each
+//!    server runs from its installed unit's `ExecStart` line with `%i` = NAME under a
+//!    `NOTIFY_SOCKET`, as `Type=notify` has it: READY=1 arrives, the disk appears with
+//!    the example's size and serial, the interface with the example's MAC, and SIGTERM
+//!    (systemd's stop) removes both devices.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use vduse_tests::{Guest, Kernel, workspace_binary};
+
+const TOOLS: [&str; 3] = ["vduse-probe", "vduse-blk", "vduse-net-null"];
+
+/// Every file the install lays out, under the prefix /usr and sysconfdir /etc.
+const FILES: [&str; 21] = [
+    "/usr/bin/vduse-probe",
+    "/usr/bin/vduse-blk",
+    "/usr/bin/vduse-net-null",
+    "/usr/share/man/man1/vduse-probe.1",
+    "/usr/share/man/man8/vduse-blk.8",
+    "/usr/share/man/man8/vduse-net-null.8",
+    "/usr/share/bash-completion/completions/vduse-probe",
+    "/usr/share/bash-completion/completions/vduse-blk",
+    "/usr/share/bash-completion/completions/vduse-net-null",
+    "/usr/share/zsh/site-functions/_vduse-probe",
+    "/usr/share/zsh/site-functions/_vduse-blk",
+    "/usr/share/zsh/site-functions/_vduse-net-null",
+    "/usr/share/fish/vendor_completions.d/vduse-probe.fish",
+    "/usr/share/fish/vendor_completions.d/vduse-blk.fish",
+    "/usr/share/fish/vendor_completions.d/vduse-net-null.fish",
+    "/usr/lib/systemd/system/vduse-blk@.service",
+    "/usr/lib/systemd/system/vduse-net-null@.service",
+    "/usr/lib/modules-load.d/vduse.conf",
+    "/usr/share/doc/vduse/examples/vduse-blk.yaml",
+    "/usr/share/doc/vduse/examples/vduse-net-null.yaml",
+    "/usr/share/doc/vduse/examples/60-vduse-control.rules",
+];
+
+/// Installs into a fresh staging root; returns it (removed when dropped).
+fn install() -> (vduse_tests::TempDir, PathBuf) {
+    let stage = vduse_tests::TempDir::new("vduse-install");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let built = workspace_binary("vduse-blk");
+    let output = Command::new(root.join("dist/install"))
+        .args(["--prefix", "/usr", "--sysconfdir", "/etc", "--destdir"])
+        .arg(stage.path())
+        .arg("--from")
+        .arg(built.parent().unwrap())
+        .output()
+        .expect("cannot run dist/install");
+    assert!(
+        output.status.success(),
+        "dist/install failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+    for file in FILES {
+        assert!(
+            listed.lines().any(|line| line == file),
+            "not listed: {file}\n{listed}"
+        );
+    }
+    let path = stage.path().to_path_buf();
+    (stage, path)
+}
+
+#[test]
+fn the_installed_tree_has_everything_in_its_place() {
+    let (_stage, root) = install();
+    let at = |path: &str| root.join(path.trim_start_matches('/'));
+    for file in FILES {
+        let meta = std::fs::metadata(at(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(meta.len() > 0, "{file} is empty");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        let expected = if file.starts_with("/usr/bin/") {
+            0o755
+        } else {
+            0o644
+        };
+        assert_eq!(mode, expected, "{file}: mode {mode:o}");
+    }
+    for dir in ["/etc/vduse/blk", "/etc/vduse/net-null"] {
+        assert!(at(dir).is_dir(), "{dir} missing");
+    }
+    for (unit, tool, dir) in [
+        ("vduse-blk@.service", "vduse-blk", "blk"),
+        ("vduse-net-null@.service", "vduse-net-null", "net-null"),
+    ] {
+        let text = std::fs::read_to_string(at(&format!("/usr/lib/systemd/system/{unit}"))).unwrap();
+        for placeholder in ["@BINDIR@", "@SYSCONFDIR@", "@DOCDIR@"] {
+            assert!(!text.contains(placeholder), "{unit}: {placeholder} left");
+        }
+        assert!(
+            text.lines().any(
+                |l| l == format!("ExecStart=/usr/bin/{tool} --config /etc/vduse/{dir}/%i.yaml")
+            ),
+            "{unit}:\n{text}"
+        );
+        for line in ["Type=notify", "NoNewPrivileges=yes", "[Install]"] {
+            assert!(text.lines().any(|l| l == line), "{unit} lacks {line}");
+        }
+    }
+    let modules = std::fs::read_to_string(at("/usr/lib/modules-load.d/vduse.conf")).unwrap();
+    let names: Vec<&str> = modules
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(names, ["vduse", "virtio_vdpa"]);
+    // The installed binaries are this build's.
+    for tool in TOOLS {
+        let installed = std::fs::read(at(&format!("/usr/bin/{tool}"))).unwrap();
+        assert_eq!(
+            installed,
+            std::fs::read(workspace_binary(tool)).unwrap(),
+            "{tool}"
+        );
+    }
+}
+
+/// The guest script: what systemd and an administrator would do with the installed tree.
+const SCRIPT: &str = r#"
+# systemd-modules-load: the installed snippet.
+grep -v '^#' /usr/lib/modules-load.d/vduse.conf | while read -r m; do
+    [ -n "$m" ] && modprobe "$m"
+done
+lsmod | awk '{ print $1 }' | result modules
+# The administrator: one device each, from the installed examples.
+mkdir -p /etc/vduse/blk /etc/vduse/net-null /var/lib/vduse
+cp /usr/share/doc/vduse/examples/vduse-blk.yaml /etc/vduse/blk/disk0.yaml
+cp /usr/share/doc/vduse/examples/vduse-net-null.yaml /etc/vduse/net-null/null0.yaml
+modprobe virtio_blk
+modprobe virtio_net
+# systemd: ExecStart of the unit, %i = the instance, NOTIFY_SOCKET for Type=notify.
+exec_start() {
+    sed -n 's/^ExecStart=//p' "/usr/lib/systemd/system/$1@.service" | sed "s/%i/$2/g"
+}
+exec_start vduse-blk disk0 | result blk.exec
+exec_start vduse-net-null null0 | result net.exec
+for unit in blk:vduse-blk:disk0:/sys/bus/vdpa/devices/disk0 net:vduse-net-null:null0:/sys/bus/vdpa/devices/null0; do
+    name=${unit%%:*}; rest=${unit#*:}; tool=${rest%%:*}; rest=${rest#*:}; inst=${rest%%:*}; check=${rest#*:}
+    spawn $name-ready notify-listen /run/$name.sock --check "$check"
+    wait_for 10 test -S /run/$name.sock
+    cmd=$(exec_start $tool $inst)
+    NOTIFY_SOCKET=/run/$name.sock spawn $name sh -c "exec $cmd"
+    capture $name-ready reap $name-ready
+done
+for d in /sys/block/vd*; do
+    [ "$(cat $d/serial)" = disk0-0001 ] && cat $d/size | result disk0.size
+done
+cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
+vduse-blk --version | result version
+stop blk
+stop net
+ls /dev/vduse | result after.vduse
+ls /sys/bus/vdpa/devices | result after.bus
+"#;
+
+#[test]
+fn servers_run_from_their_installed_units_on_7_3() {
+    let (_stage, root) = install();
+    let at = |path: &str| root.join(path.trim_start_matches('/'));
+    let kernel = Kernel::load("7.3");
+    let mut guest = Guest::new(&kernel).binary("notify-listen");
+    for tool in TOOLS {
+        let path = format!("/usr/bin/{tool}");
+        guest = guest.program(at(&path), &path);
+    }
+    for file in FILES.iter().filter(|f| !f.starts_with("/usr/bin/")) {
+        guest = guest.file(at(file), file);
+    }
+    let run = guest
+        .modules(&[])
+        .timeout(Duration::from_secs(120))
+        .script(SCRIPT)
+        .run();
+    let servers = || {
+        ["blk.err", "blk.rc", "net.err", "net.rc"]
+            .iter()
+            .filter(|name| run.has(name))
+            .map(|name| format!("--- {name}:\n{}", run.text(name)))
+            .collect::<String>()
+    };
+    let modules = run.text("modules");
+    for module in ["vduse", "virtio_vdpa"] {
+        assert!(
+            modules.lines().any(|l| l == module),
+            "{module} not loaded:\n{modules}"
+        );
+    }
+    assert_eq!(
+        run.text("blk.exec").trim(),
+        "/usr/bin/vduse-blk --config /etc/vduse/blk/disk0.yaml"
+    );
+    assert_eq!(
+        run.text("net.exec").trim(),
+        "/usr/bin/vduse-net-null --config /etc/vduse/net-null/null0.yaml"
+    );
+    for name in ["blk-ready", "net-ready"] {
+        assert_eq!(
+            run.rc(name),
+            0,
+            "{name}: no READY=1\n{}\n{}",
+            run.report(name),
+            servers()
+        );
+    }
+    // The example: size 8G (in 512-byte sectors), serial disk0-0001, MAC 02:00:00:00:00:01.
+    assert_eq!(run.text("disk0.size").trim(), "16777216", "{}", servers());
+    assert_eq!(
+        run.text("null0.mac").trim(),
+        "02:00:00:00:00:01",
+        "{}",
+        servers()
+    );
+    assert!(run.text("version").contains("VDUSE API versions: 0, 1"));
+    assert_eq!((run.rc("blk"), run.rc("net")), (0, 0), "{}", servers());
+    assert_eq!(run.text("after.vduse").trim(), "control", "{}", servers());
+    assert_eq!(run.text("after.bus").trim(), "", "{}", servers());
+}
