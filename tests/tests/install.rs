@@ -21,13 +21,14 @@ use vduse_tests::{Guest, Kernel, workspace_binary};
 const TOOLS: [&str; 3] = ["vduse-probe", "vduse-blk", "vduse-net-null"];
 
 /// Every file the install lays out, under the prefix /usr and sysconfdir /etc.
-const FILES: [&str; 21] = [
+const FILES: [&str; 22] = [
     "/usr/bin/vduse-probe",
     "/usr/bin/vduse-blk",
     "/usr/bin/vduse-net-null",
     "/usr/share/man/man1/vduse-probe.1",
     "/usr/share/man/man8/vduse-blk.8",
     "/usr/share/man/man8/vduse-net-null.8",
+    "/usr/share/man/man5/vduse.yaml.5",
     "/usr/share/bash-completion/completions/vduse-probe",
     "/usr/share/bash-completion/completions/vduse-blk",
     "/usr/share/bash-completion/completions/vduse-net-null",

@@ -45,8 +45,78 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
         vduse_net_null::cli::command(),
         "vduse-net-null",
     ));
+    files.push(Generated {
+        path: "man/vduse.yaml.5".into(),
+        contents: yaml_page(&[
+            (
+                vduse_blk::cli::command(),
+                &vduse_blk::config::KEYS[..],
+                "blk",
+            ),
+            (
+                vduse_net_null::cli::command(),
+                &vduse_net_null::config::KEYS[..],
+                "net-null",
+            ),
+        ])?
+        .into_bytes(),
+    });
     Ok(files)
 }
+
+/// vduse.yaml(5): the configuration files of the servers, one section per server, each
+/// key described by the help of its flag of the same name.
+fn yaml_page(servers: &[(clap::Command, &[&str], &str)]) -> anyhow::Result<String> {
+    let escape = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let version = servers[0].0.get_version().unwrap_or_default().to_owned();
+    let mut out = format!(".TH vduse.yaml 5 \"\" \"vduse-rs {version}\" \"vduse-rs\"\n{YAML_HEAD}");
+    for (command, keys, dir) in servers {
+        let name = command.get_name();
+        out.push_str(&format!(
+            ".SH \"{}\"\nRead by \\fB{}\\fR(8) from \\fB\\-\\-config\\fR \
+             (under systemd: \\fB/etc/vduse/{}/\\fR\\fINAME\\fR\\fB.yaml\\fR).\n",
+            escape(&name.to_uppercase()),
+            escape(name),
+            escape(dir)
+        ));
+        for key in keys.iter() {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(*key))
+                .ok_or_else(|| anyhow::anyhow!("{name}: key {key} has no flag --{key}"))?;
+            let help = arg
+                .get_long_help()
+                .or_else(|| arg.get_help())
+                .map(|help| help.to_string())
+                .unwrap_or_default();
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|value| !value.is_hide_set())
+                .map(|value| value.get_name().to_owned())
+                .collect();
+            let value = match values.as_slice() {
+                [] => arg
+                    .get_value_names()
+                    .map_or("BOOL".to_owned(), |names| names[0].to_string()),
+                values => values.join(" | "),
+            };
+            out.push_str(&format!(
+                ".TP\n\\fB{}\\fR: \\fI{}\\fR\n{}\n",
+                escape(key),
+                escape(&value),
+                escape(&help)
+            ));
+        }
+    }
+    out.push_str(YAML_TAIL);
+    Ok(out)
+}
+
+/// The hand-written beginning of vduse.yaml(5).
+const YAML_HEAD: &str = include_str!("../man-sections/vduse.yaml.5.head.roff");
+/// The hand-written end of vduse.yaml(5).
+const YAML_TAIL: &str = include_str!("../man-sections/vduse.yaml.5.tail.roff");
 
 fn completions(mut command: clap::Command, name: &str) -> Vec<Generated> {
     [
