@@ -128,6 +128,39 @@ fn the_installed_tree_has_everything_in_its_place() {
     }
 }
 
+#[test]
+fn the_installed_units_pass_systemd_analyze_verify() {
+    // Installed for real under a temporary prefix, so each ExecStart names an existing
+    // binary; the instance names the template (tests/run-all installs systemd).
+    let prefix = vduse_tests::TempDir::new("vduse-units");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let built = workspace_binary("vduse-blk");
+    let status = Command::new(root.join("dist/install"))
+        .arg("--prefix")
+        .arg(prefix.path())
+        .arg("--sysconfdir")
+        .arg(prefix.path().join("etc"))
+        .arg("--from")
+        .arg(built.parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let units = prefix.path().join("lib/systemd/system");
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(units.join("vduse-blk@disk0.service"))
+        .arg(units.join("vduse-net-null@null0.service"))
+        .output()
+        .expect("systemd-analyze (package systemd) is needed: tests/run-all installs it");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        output.status
+    );
+}
+
 /// The guest script: what systemd and an administrator would do with the installed tree.
 const SCRIPT: &str = r#"
 # systemd-modules-load: the installed snippet.
