@@ -241,17 +241,27 @@ impl NetBackend {
 
     /// Serves one transmitted chain; returns whether a frame was delivered to the receive
     /// queue (its worker then needs waking).
-    fn transmit<M>(&self, mut chain: DescriptorChain<M>, scratch: &mut Vec<u8>) -> bool
+    /// `scratch` holds the chain's segments and, in echo mode, the frame: reused from
+    /// frame to frame, so drop mode allocates nothing per frame.
+    fn transmit<M>(&self, mut chain: DescriptorChain<M>, scratch: &mut TxScratch) -> bool
     where
         M: std::ops::Deref<Target = Memory>,
     {
-        let descriptors: Vec<Descriptor> = chain.by_ref().collect();
+        let segments = &mut scratch.segments;
+        segments.clear();
+        let mut readable = true;
+        for descriptor in chain.by_ref() {
+            readable &= !descriptor.is_write_only();
+            segments.push((descriptor.addr(), descriptor.len() as usize));
+        }
         let memory = chain.memory();
-        let Some(segments) = readable_segments(&descriptors, memory, MAX_FRAME + HEADER_LEN) else {
+        let Some(total) = readable
+            .then(|| checked_total(segments, memory, MAX_FRAME + HEADER_LEN))
+            .flatten()
+        else {
             Counters::add(&self.counters.tx_errors, 1);
             return false;
         };
-        let total: usize = segments.iter().map(|&(_, len)| len).sum();
         if total < HEADER_LEN {
             Counters::add(&self.counters.tx_errors, 1);
             return false;
@@ -262,17 +272,18 @@ impl NetBackend {
         if self.options.mode == Mode::Drop {
             return false;
         }
-        scratch.clear();
-        scratch.resize(total, 0);
+        let frame = &mut scratch.frame;
+        frame.clear();
+        frame.resize(total, 0);
         let mut at = 0;
-        for (addr, len) in segments {
-            if memory.read_slice(&mut scratch[at..at + len], addr).is_err() {
+        for &(addr, len) in segments.iter() {
+            if memory.read_slice(&mut frame[at..at + len], addr).is_err() {
                 Counters::add(&self.counters.rx_errors, 1);
                 return false;
             }
             at += len;
         }
-        let (header, payload) = scratch.split_at_mut(HEADER_LEN);
+        let (header, payload) = frame.split_at_mut(HEADER_LEN);
         let header = Header::parse(&(&*header).try_into().expect("HEADER_LEN bytes"));
         self.echo(header, payload)
     }
@@ -383,29 +394,28 @@ impl NetBackend {
     }
 }
 
-/// The device-readable segments of a chain's `descriptors`, at most `limit` bytes in all;
-/// `None` when one is device-writable or outside `memory`, or they are longer.
-fn readable_segments(
-    descriptors: &[Descriptor],
+/// The total length of a transmit chain's `segments`; `None` when one lies outside
+/// `memory` or they add up to more than `limit`.
+fn checked_total(
+    segments: &[(GuestAddress, usize)],
     memory: &Memory,
     limit: usize,
-) -> Option<Vec<(GuestAddress, usize)>> {
-    let mut segments = Vec::new();
+) -> Option<usize> {
     let mut total = 0usize;
-    for descriptor in descriptors {
-        let len = descriptor.len() as usize;
+    for &(addr, len) in segments {
         total = total.checked_add(len)?;
-        if descriptor.is_write_only()
-            || total > limit
-            || !memory.check_range(descriptor.addr(), len)
-        {
+        if total > limit || !memory.check_range(addr, len) {
             return None;
         }
-        if len > 0 {
-            segments.push((descriptor.addr(), len));
-        }
     }
-    Some(segments)
+    Some(total)
+}
+
+/// What the transmit path reuses from frame to frame.
+#[derive(Debug, Default)]
+pub struct TxScratch {
+    segments: Vec<(GuestAddress, usize)>,
+    frame: Vec<u8>,
 }
 
 /// The device-writable segments of a chain's `descriptors`; `None` when one is
@@ -463,7 +473,7 @@ impl Backend for NetBackend {
     fn handle(&self, queue: u16, _memory: &Memory, chain: Chain<'_>) -> u32 {
         match queue {
             TX_QUEUE => {
-                if self.transmit(chain, &mut Vec::new()) {
+                if self.transmit(chain, &mut TxScratch::default()) {
                     self.rx_ready.notify();
                 }
             }
@@ -477,7 +487,7 @@ impl Backend for NetBackend {
             RX_QUEUE => Some(Box::new(RxEngine::new(self))),
             TX_QUEUE => Some(Box::new(TxEngine {
                 backend: self,
-                scratch: Vec::new(),
+                scratch: TxScratch::default(),
                 delivered: false,
             })),
             _ => None,
@@ -549,8 +559,8 @@ impl Drop for RxEngine {
 #[derive(Debug)]
 pub struct TxEngine {
     backend: Arc<NetBackend>,
-    /// Reused for each echoed frame.
-    scratch: Vec<u8>,
+    /// Reused for each frame.
+    scratch: TxScratch,
     /// A frame went to the receive queue since the last batch.
     delivered: bool,
 }
