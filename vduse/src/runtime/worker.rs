@@ -157,6 +157,8 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
         }
     );
     let mut warned_unmapped = false;
+    let mut interrupts: u64 = 0;
+    let mut drains: u64 = 0;
     // Requests may be waiting already: the driver can kick before the kick eventfd is set.
     let mut serve = |queue: &mut Queue, engine: &mut Engine| {
         let outcome = drain(
@@ -176,7 +178,9 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
                 );
             }
             Drained::Handled { notify, more, .. } => {
+                drains += 1;
                 if notify {
+                    interrupts += 1;
                     if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
                         log::warn!("queue {}: {error}", context.index);
                     }
@@ -208,7 +212,8 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
         }
         if stopping && engine.in_flight() == 0 {
             log::debug!(
-                "queue {}: worker stopped at avail index {}",
+                "queue {}: worker stopped at avail index {} ({drains} drains, {interrupts} \
+                 interrupts)",
                 context.index,
                 queue.next_avail()
             );
