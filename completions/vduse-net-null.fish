@@ -16,7 +16,7 @@ complete -c vduse-net-null -l queue-size -d 'Size of each queue, a power of two 
 complete -c vduse-net-null -l offloads -d 'Offer checksum and segmentation offloads [default: true]' -r -f -a "true\t''
 false\t''"
 complete -c vduse-net-null -l stats-interval -d 'Print the counters as JSON every SECS seconds; 0: never [default: 0]' -r
-complete -c vduse-net-null -l attach -d 'Where the device goes once set up [default: virtio]' -r -f -a "virtio\t'Add it to the vdpa bus, bound to virtio_vdpa (which makes it a network interface)'
+complete -c vduse-net-null -l attach -d 'Where the device goes once set up [default: virtio]' -r -f -a "virtio\t'Add it to the vdpa bus, bound to virtio_vdpa (the kernel\'s own driver takes it)'
 vhost\t'Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs)'
 none\t'Leave it off the bus'"
 complete -c vduse-net-null -l keep-device -d 'Leave the VDUSE device in place when stopping' -r -f -a "true\t''

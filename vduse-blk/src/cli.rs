@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+pub use vduse::config::cli::{AttachArg, LogLevelArg};
 
 use crate::config::{self, ByteSize, Settings};
 
@@ -151,48 +152,6 @@ pub enum IoEngineArg {
     Sync,
 }
 
-/// `--log-level` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevelArg {
-    /// Nothing.
-    Off,
-    /// Failures only.
-    Error,
-    /// Failures and warnings.
-    Warn,
-    /// What the server does (the default).
-    Info,
-    /// Every request to the device, every queue start and stop.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl LogLevelArg {
-    /// As a `log` filter.
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevelArg::Off => log::LevelFilter::Off,
-            LogLevelArg::Error => log::LevelFilter::Error,
-            LogLevelArg::Warn => log::LevelFilter::Warn,
-            LogLevelArg::Info => log::LevelFilter::Info,
-            LogLevelArg::Debug => log::LevelFilter::Debug,
-            LogLevelArg::Trace => log::LevelFilter::Trace,
-        }
-    }
-}
-
-/// `--attach` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AttachArg {
-    /// Add it to the vdpa bus, bound to virtio_vdpa (which makes it /dev/vdX).
-    Virtio,
-    /// Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs).
-    Vhost,
-    /// Leave it off the bus.
-    None,
-}
-
 impl Cli {
     /// The flags as a configuration layer.
     pub fn settings(&self) -> Settings {
@@ -219,11 +178,7 @@ impl Cli {
             serial: self.serial.clone(),
             discard: self.discard,
             write_zeroes: self.write_zeroes,
-            attach: self.attach.map(|attach| match attach {
-                AttachArg::Virtio => config::Attach::Virtio,
-                AttachArg::Vhost => config::Attach::Vhost,
-                AttachArg::None => config::Attach::None,
-            }),
+            attach: self.attach.map(config::Attach::from),
             keep_device: self.keep_device,
             bounce_size: self.bounce_size,
             busy_poll_us: self.busy_poll_us,

@@ -209,30 +209,12 @@ pub struct Config {
 impl Config {
     /// Lays `flags` over `file`, fills in defaults and checks every value.
     pub fn resolve(file: Option<&ConfigFile>, flags: &Settings) -> Result<Config, ConfigError> {
-        let empty = Settings::default();
-        let from_file = file.map_or(&empty, |file| &file.settings);
-        let origin = |key: &'static str, from_flag: bool| -> Origin {
-            match file {
-                _ if from_flag => Origin::Flag,
-                Some(file) => file.origin(key, file_has(&file.settings, key)),
-                None => Origin::Default,
-            }
+        let layers = vduse::config::Layers::new(file, flags);
+        let invalid = |key: &'static str, from_flag: bool, problem: String| {
+            layers.invalid(key, from_flag, problem)
         };
-        let invalid = |key: &'static str, from_flag: bool, problem: String| ConfigError::Invalid {
-            origin: origin(key, from_flag),
-            key,
-            problem,
-        };
-        macro_rules! pick {
-            ($field:ident) => {
-                (
-                    flags.$field.clone().or_else(|| from_file.$field.clone()),
-                    flags.$field.is_some(),
-                )
-            };
-        }
 
-        let (name, name_flag) = pick!(name);
+        let (name, name_flag) = layers.pick(|s| &s.name);
         let name = name.ok_or(ConfigError::Missing {
             key: "name",
             what: "NAME",
@@ -240,7 +222,7 @@ impl Config {
         vduse::device_config::validate_name(&name)
             .map_err(|err| invalid("name", name_flag, err.to_string()))?;
 
-        let (backing, backing_flag) = pick!(backing);
+        let (backing, backing_flag) = layers.pick(|s| &s.backing);
         let backing = backing.ok_or(ConfigError::Missing {
             key: "backing",
             what: "PATH",
@@ -253,7 +235,7 @@ impl Config {
             ));
         }
 
-        let (logical_block_size, lbs_flag) = pick!(logical_block_size);
+        let (logical_block_size, lbs_flag) = layers.pick(|s| &s.logical_block_size);
         let logical_block_size = logical_block_size.unwrap_or(defaults::LOGICAL_BLOCK_SIZE);
         let (min, max) = BLOCK_SIZE_RANGE;
         if !logical_block_size.is_power_of_two() || !(min..=max).contains(&logical_block_size) {
@@ -267,7 +249,7 @@ impl Config {
             ));
         }
 
-        let (physical_block_size, pbs_flag) = pick!(physical_block_size);
+        let (physical_block_size, pbs_flag) = layers.pick(|s| &s.physical_block_size);
         if let Some(pbs) = physical_block_size {
             if !pbs.is_power_of_two() || pbs < logical_block_size || pbs > MAX_PHYSICAL_BLOCK_SIZE {
                 return Err(invalid(
@@ -281,7 +263,7 @@ impl Config {
             }
         }
 
-        let (size, size_flag) = pick!(size);
+        let (size, size_flag) = layers.pick(|s| &s.size);
         if let Some(ByteSize(bytes)) = size {
             if bytes == 0 {
                 return Err(invalid(
@@ -306,9 +288,9 @@ impl Config {
             }
         }
 
-        let (read_only, _) = pick!(read_only);
+        let (read_only, _) = layers.pick(|s| &s.read_only);
         let read_only = read_only.unwrap_or(false);
-        let (create, create_flag) = pick!(create);
+        let (create, create_flag) = layers.pick(|s| &s.create);
         let create = create.unwrap_or(false);
         if create && read_only {
             return Err(invalid(
@@ -327,7 +309,7 @@ impl Config {
             ));
         }
 
-        let (num_queues, queues_flag) = pick!(num_queues);
+        let (num_queues, queues_flag) = layers.pick(|s| &s.num_queues);
         let num_queues = num_queues.unwrap_or(defaults::NUM_QUEUES);
         if !(1..=MAX_NUM_QUEUES).contains(&num_queues) {
             return Err(invalid(
@@ -337,7 +319,7 @@ impl Config {
             ));
         }
 
-        let (queue_size, queue_size_flag) = pick!(queue_size);
+        let (queue_size, queue_size_flag) = layers.pick(|s| &s.queue_size);
         let queue_size = queue_size.unwrap_or(defaults::QUEUE_SIZE);
         let (min, max) = QUEUE_SIZE_RANGE;
         if !queue_size.is_power_of_two() || !(min..=max).contains(&queue_size) {
@@ -351,7 +333,7 @@ impl Config {
             ));
         }
 
-        let (serial, serial_flag) = pick!(serial);
+        let (serial, serial_flag) = layers.pick(|s| &s.serial);
         if let Some(serial) = &serial {
             if serial.len() > MAX_SERIAL_LEN {
                 return Err(invalid(
@@ -373,12 +355,12 @@ impl Config {
             }
         }
 
-        let (busy_poll_us, busy_poll_flag) = pick!(busy_poll_us);
+        let (busy_poll_us, busy_poll_flag) = layers.pick(|s| &s.busy_poll_us);
         let busy_poll_us = busy_poll_us.unwrap_or(0);
         vduse::config::check_busy_poll_us(busy_poll_us)
             .map_err(|problem| invalid("busy-poll-us", busy_poll_flag, problem))?;
 
-        let (bounce_size, bounce_flag) = pick!(bounce_size);
+        let (bounce_size, bounce_flag) = layers.pick(|s| &s.bounce_size);
         if let Some(size) = bounce_size {
             vduse::config::check_bounce_size(size)
                 .map_err(|problem| invalid("bounce-size", bounce_flag, problem))?;
@@ -390,17 +372,23 @@ impl Config {
             size,
             create,
             read_only,
-            cache: pick!(cache).0.unwrap_or(defaults::CACHE),
-            io_engine: pick!(io_engine).0.unwrap_or(defaults::IO_ENGINE),
+            cache: layers.pick(|s| &s.cache).0.unwrap_or(defaults::CACHE),
+            io_engine: layers
+                .pick(|s| &s.io_engine)
+                .0
+                .unwrap_or(defaults::IO_ENGINE),
             logical_block_size,
             physical_block_size,
             num_queues,
             queue_size,
             serial: serial.filter(|serial| !serial.is_empty()),
-            discard: pick!(discard).0.unwrap_or(defaults::DISCARD),
-            write_zeroes: pick!(write_zeroes).0.unwrap_or(defaults::WRITE_ZEROES),
-            attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
-            keep_device: pick!(keep_device).0.unwrap_or(false),
+            discard: layers.pick(|s| &s.discard).0.unwrap_or(defaults::DISCARD),
+            write_zeroes: layers
+                .pick(|s| &s.write_zeroes)
+                .0
+                .unwrap_or(defaults::WRITE_ZEROES),
+            attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
+            keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
             bounce_size,
             busy_poll_us,
         })
@@ -419,31 +407,6 @@ impl Config {
             "# vduse-blk: effective configuration\n\
              # (keys left out take their value from the backing)\n{body}"
         ))
-    }
-}
-
-/// True when the file sets `key`.
-fn file_has(settings: &Settings, key: &str) -> bool {
-    match key {
-        "name" => settings.name.is_some(),
-        "backing" => settings.backing.is_some(),
-        "size" => settings.size.is_some(),
-        "create" => settings.create.is_some(),
-        "read-only" => settings.read_only.is_some(),
-        "cache" => settings.cache.is_some(),
-        "io-engine" => settings.io_engine.is_some(),
-        "logical-block-size" => settings.logical_block_size.is_some(),
-        "physical-block-size" => settings.physical_block_size.is_some(),
-        "num-queues" => settings.num_queues.is_some(),
-        "queue-size" => settings.queue_size.is_some(),
-        "serial" => settings.serial.is_some(),
-        "discard" => settings.discard.is_some(),
-        "write-zeroes" => settings.write_zeroes.is_some(),
-        "attach" => settings.attach.is_some(),
-        "keep-device" => settings.keep_device.is_some(),
-        "bounce-size" => settings.bounce_size.is_some(),
-        "busy-poll-us" => settings.busy_poll_us.is_some(),
-        _ => false,
     }
 }
 
@@ -741,8 +704,9 @@ mod tests {
             .map(|line| line.split_once(':').unwrap().0)
             .collect();
         assert_eq!(keys, KEYS);
-        assert!(KEYS.iter().all(|key| file_has(&full, key)));
-        assert!(!file_has(&full, "nonsense"));
+        let file = file(&yaml).unwrap();
+        assert!(KEYS.iter().all(|key| file.has(key)));
+        assert!(!file.has("nonsense"));
     }
 
     #[test]

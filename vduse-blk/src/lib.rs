@@ -52,7 +52,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.log_level.map(cli::LogLevelArg::filter));
+    vduse::exit::init_logging(cli.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
@@ -128,7 +128,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     use std::sync::atomic::AtomicBool;
 
     use anyhow::Context;
-    use vduse::runtime::{Server, ServerOptions, notify_ready};
+    use vduse::runtime::{Server, notify_ready};
 
     let backend = prepare(config)?;
     let io_engine = backend.io_engine();
@@ -137,16 +137,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
-    let mut options = ServerOptions::new(config.name.as_str());
-    options.attach = config.attach != config::Attach::None;
-    options.driver = config.attach.driver().map(str::to_owned);
-    options.keep_device = config.keep_device;
-    options.bounce_size = config
-        .bounce_size
-        .map(vduse::config::check_bounce_size)
-        .transpose()
-        .map_err(|problem| anyhow::anyhow!("bounce-size: {problem}"))?;
-    options.busy_poll = std::time::Duration::from_micros(config.busy_poll_us.into());
+    let options = vduse::config::server_options(
+        &config.name,
+        config.attach,
+        config.keep_device,
+        config.bounce_size,
+        config.busy_poll_us,
+    )
+    .map_err(anyhow::Error::msg)?;
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,

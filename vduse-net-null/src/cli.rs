@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+pub use vduse::config::cli::{AttachArg, LogLevelArg};
 
 use crate::config::{self, ByteSize, MacAddress, Settings};
 
@@ -131,48 +132,6 @@ pub enum LinkArg {
     Down,
 }
 
-/// `--log-level` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevelArg {
-    /// Nothing.
-    Off,
-    /// Failures only.
-    Error,
-    /// Failures and warnings.
-    Warn,
-    /// What the server does (the default).
-    Info,
-    /// Every request to the device, every queue start and stop.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl LogLevelArg {
-    /// As a `log` filter.
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevelArg::Off => log::LevelFilter::Off,
-            LogLevelArg::Error => log::LevelFilter::Error,
-            LogLevelArg::Warn => log::LevelFilter::Warn,
-            LogLevelArg::Info => log::LevelFilter::Info,
-            LogLevelArg::Debug => log::LevelFilter::Debug,
-            LogLevelArg::Trace => log::LevelFilter::Trace,
-        }
-    }
-}
-
-/// `--attach` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AttachArg {
-    /// Add it to the vdpa bus, bound to virtio_vdpa (which makes it a network interface).
-    Virtio,
-    /// Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs).
-    Vhost,
-    /// Leave it off the bus.
-    None,
-}
-
 impl Cli {
     /// The flags as a configuration layer.
     pub fn settings(&self) -> Settings {
@@ -191,11 +150,7 @@ impl Cli {
             queue_size: self.queue_size,
             offloads: self.offloads,
             stats_interval: self.stats_interval,
-            attach: self.attach.map(|attach| match attach {
-                AttachArg::Virtio => config::Attach::Virtio,
-                AttachArg::Vhost => config::Attach::Vhost,
-                AttachArg::None => config::Attach::None,
-            }),
+            attach: self.attach.map(config::Attach::from),
             keep_device: self.keep_device,
             bounce_size: self.bounce_size,
             busy_poll_us: self.busy_poll_us,

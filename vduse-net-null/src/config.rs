@@ -165,30 +165,12 @@ pub struct Config {
 impl Config {
     /// Lays `flags` over `file`, fills in defaults and checks every value.
     pub fn resolve(file: Option<&ConfigFile>, flags: &Settings) -> Result<Config, ConfigError> {
-        let empty = Settings::default();
-        let from_file = file.map_or(&empty, |file| &file.settings);
-        let origin = |key: &'static str, from_flag: bool| -> Origin {
-            match file {
-                _ if from_flag => Origin::Flag,
-                Some(file) => file.origin(key, file_has(&file.settings, key)),
-                None => Origin::Default,
-            }
+        let layers = vduse::config::Layers::new(file, flags);
+        let invalid = |key: &'static str, from_flag: bool, problem: String| {
+            layers.invalid(key, from_flag, problem)
         };
-        let invalid = |key: &'static str, from_flag: bool, problem: String| ConfigError::Invalid {
-            origin: origin(key, from_flag),
-            key,
-            problem,
-        };
-        macro_rules! pick {
-            ($field:ident) => {
-                (
-                    flags.$field.clone().or_else(|| from_file.$field.clone()),
-                    flags.$field.is_some(),
-                )
-            };
-        }
 
-        let (name, name_flag) = pick!(name);
+        let (name, name_flag) = layers.pick(|s| &s.name);
         let name = name.ok_or(ConfigError::Missing {
             key: "name",
             what: "NAME",
@@ -196,7 +178,7 @@ impl Config {
         vduse::device_config::validate_name(&name)
             .map_err(|err| invalid("name", name_flag, err.to_string()))?;
 
-        let (mac, mac_flag) = pick!(mac);
+        let (mac, mac_flag) = layers.pick(|s| &s.mac);
         let mac = match mac {
             Some(MacAddress(mac)) if !mac.is_unicast() => {
                 return Err(invalid(
@@ -218,7 +200,7 @@ impl Config {
             })?),
         };
 
-        let (mtu, mtu_flag) = pick!(mtu);
+        let (mtu, mtu_flag) = layers.pick(|s| &s.mtu);
         let mtu = mtu.unwrap_or(defaults::MTU);
         if mtu < MIN_MTU {
             return Err(invalid(
@@ -228,7 +210,7 @@ impl Config {
             ));
         }
 
-        let (queue_size, queue_size_flag) = pick!(queue_size);
+        let (queue_size, queue_size_flag) = layers.pick(|s| &s.queue_size);
         let queue_size = queue_size.unwrap_or(defaults::QUEUE_SIZE);
         let (min, max) = QUEUE_SIZE_RANGE;
         if !queue_size.is_power_of_two() || !(min..=max).contains(&queue_size) {
@@ -242,12 +224,12 @@ impl Config {
             ));
         }
 
-        let (busy_poll_us, busy_poll_flag) = pick!(busy_poll_us);
+        let (busy_poll_us, busy_poll_flag) = layers.pick(|s| &s.busy_poll_us);
         let busy_poll_us = busy_poll_us.unwrap_or(0);
         vduse::config::check_busy_poll_us(busy_poll_us)
             .map_err(|problem| invalid("busy-poll-us", busy_poll_flag, problem))?;
 
-        let (bounce_size, bounce_flag) = pick!(bounce_size);
+        let (bounce_size, bounce_flag) = layers.pick(|s| &s.bounce_size);
         if let Some(size) = bounce_size {
             vduse::config::check_bounce_size(size)
                 .map_err(|problem| invalid("bounce-size", bounce_flag, problem))?;
@@ -255,15 +237,18 @@ impl Config {
 
         Ok(Config {
             name,
-            mode: pick!(mode).0.unwrap_or(defaults::MODE),
+            mode: layers.pick(|s| &s.mode).0.unwrap_or(defaults::MODE),
             mac,
             mtu,
-            link: pick!(link).0.unwrap_or(defaults::LINK),
+            link: layers.pick(|s| &s.link).0.unwrap_or(defaults::LINK),
             queue_size,
-            offloads: pick!(offloads).0.unwrap_or(defaults::OFFLOADS),
-            stats_interval: pick!(stats_interval).0.unwrap_or(defaults::STATS_INTERVAL),
-            attach: pick!(attach).0.unwrap_or(defaults::ATTACH),
-            keep_device: pick!(keep_device).0.unwrap_or(false),
+            offloads: layers.pick(|s| &s.offloads).0.unwrap_or(defaults::OFFLOADS),
+            stats_interval: layers
+                .pick(|s| &s.stats_interval)
+                .0
+                .unwrap_or(defaults::STATS_INTERVAL),
+            attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
+            keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
             bounce_size,
             busy_poll_us,
         })
@@ -286,25 +271,6 @@ impl Config {
         Ok(format!(
             "# vduse-net-null: effective configuration\n{note}{body}"
         ))
-    }
-}
-
-/// True when the file sets `key`.
-fn file_has(settings: &Settings, key: &str) -> bool {
-    match key {
-        "name" => settings.name.is_some(),
-        "mode" => settings.mode.is_some(),
-        "mac" => settings.mac.is_some(),
-        "mtu" => settings.mtu.is_some(),
-        "link" => settings.link.is_some(),
-        "queue-size" => settings.queue_size.is_some(),
-        "offloads" => settings.offloads.is_some(),
-        "stats-interval" => settings.stats_interval.is_some(),
-        "attach" => settings.attach.is_some(),
-        "keep-device" => settings.keep_device.is_some(),
-        "bounce-size" => settings.bounce_size.is_some(),
-        "busy-poll-us" => settings.busy_poll_us.is_some(),
-        _ => false,
     }
 }
 
@@ -443,8 +409,9 @@ mod tests {
             .map(|line| line.split_once(':').unwrap().0)
             .collect();
         assert_eq!(keys, KEYS);
+        let file = file(&yaml).unwrap();
         for key in KEYS {
-            assert!(file_has(&full, key), "{key}");
+            assert!(file.has(key), "{key}");
         }
     }
 }

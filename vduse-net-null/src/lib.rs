@@ -49,7 +49,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.log_level.map(cli::LogLevelArg::filter));
+    vduse::exit::init_logging(cli.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
@@ -147,20 +147,18 @@ const TICK: Duration = Duration::from_millis(50);
 /// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
 /// `keep-device`) and prints the final counters.
 pub fn run(config: &Config) -> anyhow::Result<()> {
-    use vduse::runtime::{Server, ServerOptions, notify_ready};
+    use vduse::runtime::{Server, notify_ready};
 
     let backend = Arc::new(backend(config).context("cannot set up the device's eventfds")?);
     let signals = Signals::register()?;
-    let mut options = ServerOptions::new(config.name.as_str());
-    options.attach = config.attach.attaches();
-    options.driver = config.attach.driver().map(str::to_owned);
-    options.keep_device = config.keep_device;
-    options.bounce_size = config
-        .bounce_size
-        .map(vduse::config::check_bounce_size)
-        .transpose()
-        .map_err(|problem| anyhow::anyhow!("bounce-size: {problem}"))?;
-    options.busy_poll = std::time::Duration::from_micros(config.busy_poll_us.into());
+    let options = vduse::config::server_options(
+        &config.name,
+        config.attach,
+        config.keep_device,
+        config.bounce_size,
+        config.busy_poll_us,
+    )
+    .map_err(anyhow::Error::msg)?;
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,

@@ -42,6 +42,84 @@ impl Attach {
     }
 }
 
+/// `--attach` and `--log-level` values for the servers' command lines.
+#[cfg(feature = "cli")]
+pub mod cli {
+    /// `--attach` values.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    pub enum AttachArg {
+        /// Add it to the vdpa bus, bound to virtio_vdpa (the kernel's own driver takes it).
+        Virtio,
+        /// Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs).
+        Vhost,
+        /// Leave it off the bus.
+        None,
+    }
+
+    impl From<AttachArg> for super::Attach {
+        fn from(arg: AttachArg) -> Self {
+            match arg {
+                AttachArg::Virtio => super::Attach::Virtio,
+                AttachArg::Vhost => super::Attach::Vhost,
+                AttachArg::None => super::Attach::None,
+            }
+        }
+    }
+
+    /// `--log-level` values.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    pub enum LogLevelArg {
+        /// Nothing.
+        Off,
+        /// Failures only.
+        Error,
+        /// Failures and warnings.
+        Warn,
+        /// What the server does (the default).
+        Info,
+        /// Every request to the device, every queue start and stop.
+        Debug,
+        /// Everything.
+        Trace,
+    }
+
+    impl From<LogLevelArg> for log::LevelFilter {
+        fn from(arg: LogLevelArg) -> Self {
+            match arg {
+                LogLevelArg::Off => log::LevelFilter::Off,
+                LogLevelArg::Error => log::LevelFilter::Error,
+                LogLevelArg::Warn => log::LevelFilter::Warn,
+                LogLevelArg::Info => log::LevelFilter::Info,
+                LogLevelArg::Debug => log::LevelFilter::Debug,
+                LogLevelArg::Trace => log::LevelFilter::Trace,
+            }
+        }
+    }
+}
+
+/// What every server's configuration says about its device's life, as the runtime's
+/// [`ServerOptions`](crate::runtime::ServerOptions): `attach`, `keep-device`, `bounce-size`
+/// and `busy-poll-us`, checked (the error names the key).
+pub fn server_options(
+    name: &str,
+    attach: Attach,
+    keep_device: bool,
+    bounce_size: Option<ByteSize>,
+    busy_poll_us: u32,
+) -> Result<crate::runtime::ServerOptions, String> {
+    let mut options = crate::runtime::ServerOptions::new(name);
+    options.attach = attach.attaches();
+    options.driver = attach.driver().map(str::to_owned);
+    options.keep_device = keep_device;
+    options.bounce_size = bounce_size
+        .map(check_bounce_size)
+        .transpose()
+        .map_err(|problem| format!("bounce-size: {problem}"))?;
+    options.busy_poll =
+        check_busy_poll_us(busy_poll_us).map_err(|problem| format!("busy-poll-us: {problem}"))?;
+    Ok(options)
+}
+
 /// The sizes the kernel accepts for a device's bounce buffer (`bounce-size`).
 pub const BOUNCE_SIZE_RANGE: (u64, u64) = (1 << 20, 1 << 30);
 
@@ -178,6 +256,8 @@ pub struct ConfigFile<S> {
     pub text: String,
     /// Its keys.
     pub settings: S,
+    /// The top-level keys it sets, as written.
+    pub keys: Vec<String>,
 }
 
 impl<S: DeserializeOwned + Default> ConfigFile<S> {
@@ -193,30 +273,47 @@ impl<S: DeserializeOwned + Default> ConfigFile<S> {
     /// Parses `text` as the file at `path`.
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
         // A file of comments only is an empty mapping, not an error.
-        let settings = if text
+        if text
             .lines()
             .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
         {
-            S::default()
-        } else {
-            serde_yaml::from_str(&text).map_err(|error| ConfigError::Syntax {
+            return Ok(Self {
                 path: path.to_owned(),
-                error,
-            })?
+                text,
+                settings: S::default(),
+                keys: Vec::new(),
+            });
+        }
+        let syntax = |error| ConfigError::Syntax {
+            path: path.to_owned(),
+            error,
         };
+        let settings = serde_yaml::from_str(&text).map_err(syntax)?;
+        // The settings parsed, so the text is a mapping.
+        let mapping: serde_yaml::Mapping = serde_yaml::from_str(&text).map_err(syntax)?;
+        let keys = mapping
+            .keys()
+            .filter_map(|key| key.as_str().map(str::to_owned))
+            .collect();
         Ok(Self {
             path: path.to_owned(),
             text,
             settings,
+            keys,
         })
     }
 }
 
 impl<S> ConfigFile<S> {
-    /// Where the value of `key` came from: this file (at its line and column) when
-    /// `set_here`, else the default.
-    pub fn origin(&self, key: &str, set_here: bool) -> Origin {
-        if set_here {
+    /// Whether the file sets the top-level `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    /// Where the value of `key` came from: this file (at its line and column) when it sets
+    /// it, else the default.
+    pub fn origin(&self, key: &str) -> Origin {
+        if self.has(key) {
             Origin::File {
                 path: self.path.clone(),
                 position: self.locate(key),
@@ -236,6 +333,50 @@ impl<S> ConfigFile<S> {
             let column = line.len() - value.len() + 1;
             Some((index + 1, column))
         })
+    }
+}
+
+/// The two layers of a configuration, the file (if any) and the flags over it, while a
+/// tool resolves them.
+#[derive(Debug)]
+pub struct Layers<'a, S> {
+    file: Option<&'a ConfigFile<S>>,
+    flags: &'a S,
+    empty: S,
+}
+
+impl<'a, S: Default> Layers<'a, S> {
+    /// The flags laid over `file`.
+    pub fn new(file: Option<&'a ConfigFile<S>>, flags: &'a S) -> Self {
+        Self {
+            file,
+            flags,
+            empty: S::default(),
+        }
+    }
+
+    /// A key's value, the flag's over the file's, and whether it came from the flag.
+    pub fn pick<T: Clone>(&self, key: impl Fn(&S) -> &Option<T>) -> (Option<T>, bool) {
+        let from_file = self.file.map_or(&self.empty, |file| &file.settings);
+        match key(self.flags) {
+            Some(value) => (Some(value.clone()), true),
+            None => (key(from_file).clone(), false),
+        }
+    }
+
+    /// The error for a bad value of `key`, naming where it came from: the flag, or the
+    /// file's line and column.
+    pub fn invalid(&self, key: &'static str, from_flag: bool, problem: String) -> ConfigError {
+        let origin = match self.file {
+            _ if from_flag => Origin::Flag,
+            Some(file) => file.origin(key),
+            None => Origin::Default,
+        };
+        ConfigError::Invalid {
+            origin,
+            key,
+            problem,
+        }
     }
 }
 
@@ -373,6 +514,23 @@ mod tests {
     }
 
     #[test]
+    fn server_options_carry_the_common_keys() {
+        let options =
+            server_options("d", Attach::Vhost, true, Some(ByteSize(16 << 20)), 50).unwrap();
+        assert!(options.attach && options.keep_device);
+        assert_eq!(options.driver.as_deref(), Some("vhost_vdpa"));
+        assert_eq!(options.bounce_size, Some(16 << 20));
+        assert_eq!(options.busy_poll, std::time::Duration::from_micros(50));
+        let detached = server_options("d", Attach::None, false, None, 0).unwrap();
+        assert!(!detached.attach && detached.driver.is_none());
+        assert!(
+            server_options("d", Attach::None, false, Some(ByteSize(1)), 0)
+                .unwrap_err()
+                .starts_with("bounce-size: ")
+        );
+    }
+
+    #[test]
     fn busy_poll_is_bounded() {
         assert_eq!(check_busy_poll_us(0), Ok(std::time::Duration::ZERO));
         assert_eq!(
@@ -397,13 +555,33 @@ mod tests {
         assert_eq!(file.settings.size, Some(ByteSize(1 << 30)));
         assert_eq!(file.locate("size"), Some((3, 7)));
         assert_eq!(
-            file.origin("name", true),
+            file.origin("name"),
             Origin::File {
                 path: "x.yaml".into(),
                 position: Some((1, 9))
             }
         );
-        assert_eq!(file.origin("name", false), Origin::Default);
+        assert_eq!(file.keys, ["name", "size"]);
+        assert!(file.has("size") && !file.has("mtu"));
+        let partial = ConfigFile::<Layer>::parse(Path::new("x.yaml"), "size: 1M\n".into()).unwrap();
+        assert_eq!(partial.origin("name"), Origin::Default);
+        let flags = Layer {
+            name: Some("flag".into()),
+            size: None,
+        };
+        let layers = Layers::new(Some(&partial), &flags);
+        assert_eq!(layers.pick(|s| &s.name), (Some("flag".into()), true));
+        assert_eq!(layers.pick(|s| &s.size), (Some(ByteSize(1 << 20)), false));
+        assert_eq!(
+            layers.invalid("size", false, "bad".into()).to_string(),
+            "x.yaml: size: bad at line 1 column 7"
+        );
+        assert_eq!(
+            layers.invalid("name", true, "bad".into()).to_string(),
+            "--name: bad"
+        );
+        let no_file = Layers::new(None, &flags);
+        assert_eq!(no_file.pick(|s| &s.size), (None, false));
     }
 
     #[test]
