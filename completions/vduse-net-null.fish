@@ -1,4 +1,4 @@
-complete -c vduse-net-null -s c -l config -d 'YAML configuration file (see config/vduse-net-null.yaml); flags override its keys' -r -F
+complete -c vduse-net-null -s c -l config -d 'YAML configuration file (see vduse.yaml(5)); flags override its keys' -r -F
 complete -c vduse-net-null -l log-level -d 'Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info]' -r -f -a "off\t'Nothing'
 error\t'Failures only'
 warn\t'Failures and warnings'

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, LogLevelArg};
+pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg};
 
 use crate::config::{self, ByteSize, Settings};
 
@@ -39,21 +39,9 @@ Examples:
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// YAML configuration file (see config/vduse-blk.yaml); flags override its keys.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Check the configuration, including the backing, and exit: 0 valid, 78 not.
-    #[arg(long, conflicts_with = "print_config")]
-    pub check_config: bool,
-
-    /// Print the effective configuration as YAML and exit.
-    #[arg(long)]
-    pub print_config: bool,
-
-    /// Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info].
-    #[arg(long, value_enum, value_name = "LEVEL")]
-    pub log_level: Option<LogLevelArg>,
+    /// The configuration file, --check-config, --print-config, --log-level.
+    #[command(flatten)]
+    pub file: FileArgs,
 
     /// Device name: the node becomes /dev/vduse/NAME.
     #[arg(long, value_name = "NAME")]
@@ -111,23 +99,9 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub write_zeroes: Option<bool>,
 
-    /// Where the device goes once set up [default: virtio].
-    #[arg(long, value_enum, value_name = "TO")]
-    pub attach: Option<AttachArg>,
-
-    /// Leave the VDUSE device in place when stopping.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub keep_device: Option<bool>,
-
-    /// Size of the kernel's bounce buffer for the device, 1M to 1G [default: the kernel's,
-    /// 64M].
-    #[arg(long, value_name = "SIZE")]
-    pub bounce_size: Option<ByteSize>,
-
-    /// Microseconds each queue's worker keeps watching its emptied ring before it sleeps,
-    /// 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile [default: 0, off].
-    #[arg(long, value_name = "MICROS")]
-    pub busy_poll_us: Option<u32>,
+    /// --attach, --keep-device, --bounce-size, --busy-poll-us.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `--cache` values.
@@ -178,10 +152,10 @@ impl Cli {
             serial: self.serial.clone(),
             discard: self.discard,
             write_zeroes: self.write_zeroes,
-            attach: self.attach.map(config::Attach::from),
-            keep_device: self.keep_device,
-            bounce_size: self.bounce_size,
-            busy_poll_us: self.busy_poll_us,
+            attach: self.device.attach.map(config::Attach::from),
+            keep_device: self.device.keep_device,
+            bounce_size: self.device.bounce_size,
+            busy_poll_us: self.device.busy_poll_us,
         }
     }
 }

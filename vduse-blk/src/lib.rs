@@ -52,7 +52,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.log_level.map(log::LevelFilter::from));
+    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
@@ -64,12 +64,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Everything after parsing the command line.
 fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref(), &cli.settings())?;
-    if cli.print_config {
+    let config = Config::load(cli.file.config.as_deref(), &cli.settings())?;
+    if cli.file.print_config {
         print(&config.to_yaml()?);
         return Ok(());
     }
-    if cli.check_config {
+    if cli.file.check_config {
         let report = check(&config)?;
         print(&format!("{report}\n"));
         return Ok(());

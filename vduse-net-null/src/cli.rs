@@ -1,12 +1,10 @@
 //! The command line, as clap sees it. The rest of the crate never sees clap: [`Cli`] becomes
 //! a [`Settings`] layer laid over the configuration file.
 
-use std::path::PathBuf;
-
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, LogLevelArg};
+pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg};
 
-use crate::config::{self, ByteSize, MacAddress, Settings};
+use crate::config::{self, MacAddress, Settings};
 
 const AFTER_HELP: &str = "\
 Every flag but --config, --check-config and --print-config overrides the configuration file's
@@ -47,21 +45,9 @@ Examples:
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// YAML configuration file (see config/vduse-net-null.yaml); flags override its keys.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Check the configuration and exit: 0 valid, 78 not.
-    #[arg(long, conflicts_with = "print_config")]
-    pub check_config: bool,
-
-    /// Print the effective configuration as YAML and exit.
-    #[arg(long)]
-    pub print_config: bool,
-
-    /// Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info].
-    #[arg(long, value_enum, value_name = "LEVEL")]
-    pub log_level: Option<LogLevelArg>,
+    /// The configuration file, --check-config, --print-config, --log-level.
+    #[command(flatten)]
+    pub file: FileArgs,
 
     /// Device name: the node becomes /dev/vduse/NAME.
     #[arg(long, value_name = "NAME")]
@@ -95,23 +81,9 @@ pub struct Cli {
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u32>,
 
-    /// Where the device goes once set up [default: virtio].
-    #[arg(long, value_enum, value_name = "TO")]
-    pub attach: Option<AttachArg>,
-
-    /// Leave the VDUSE device in place when stopping.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub keep_device: Option<bool>,
-
-    /// Size of the kernel's bounce buffer for the device, 1M to 1G [default: the kernel's,
-    /// 64M].
-    #[arg(long, value_name = "SIZE")]
-    pub bounce_size: Option<ByteSize>,
-
-    /// Microseconds each queue's worker keeps watching its emptied ring before it sleeps,
-    /// 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile [default: 0, off].
-    #[arg(long, value_name = "MICROS")]
-    pub busy_poll_us: Option<u32>,
+    /// --attach, --keep-device, --bounce-size, --busy-poll-us.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `--mode` values.
@@ -150,10 +122,10 @@ impl Cli {
             queue_size: self.queue_size,
             offloads: self.offloads,
             stats_interval: self.stats_interval,
-            attach: self.attach.map(config::Attach::from),
-            keep_device: self.keep_device,
-            bounce_size: self.bounce_size,
-            busy_poll_us: self.busy_poll_us,
+            attach: self.device.attach.map(config::Attach::from),
+            keep_device: self.device.keep_device,
+            bounce_size: self.device.bounce_size,
+            busy_poll_us: self.device.busy_poll_us,
         }
     }
 }
@@ -202,7 +174,7 @@ mod tests {
                 stats_interval: Some(3),
                 attach: Some(config::Attach::None),
                 keep_device: Some(true),
-                bounce_size: Some(ByteSize(4 << 20)),
+                bounce_size: Some(config::ByteSize(4 << 20)),
                 busy_poll_us: Some(25),
             }
         );

@@ -49,7 +49,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.log_level.map(log::LevelFilter::from));
+    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
@@ -63,17 +63,18 @@ fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
     let settings = cli.settings();
     let mac_is_random = settings.mac.is_none()
         && cli
+            .file
             .config
             .as_deref()
             .map(config::ConfigFile::load)
             .transpose()?
             .is_none_or(|file| file.settings.mac.is_none());
-    let config = Config::load(cli.config.as_deref(), &settings)?;
-    if cli.print_config {
+    let config = Config::load(cli.file.config.as_deref(), &settings)?;
+    if cli.file.print_config {
         print(&config.to_yaml(mac_is_random)?);
         return Ok(());
     }
-    if cli.check_config {
+    if cli.file.check_config {
         print(&format!("{}\n", summary(&config)));
         return Ok(());
     }

@@ -66,6 +66,55 @@ pub mod cli {
         }
     }
 
+    use std::path::PathBuf;
+
+    use super::ByteSize;
+
+    /// The options every server has before its own: the configuration file, checking or
+    /// printing it, and the log level.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+    pub struct FileArgs {
+        /// YAML configuration file (see vduse.yaml(5)); flags override its keys.
+        #[arg(short, long, value_name = "FILE")]
+        pub config: Option<PathBuf>,
+
+        /// Check the configuration and exit: 0 valid, 78 not.
+        #[arg(long, conflicts_with = "print_config")]
+        pub check_config: bool,
+
+        /// Print the effective configuration as YAML and exit.
+        #[arg(long)]
+        pub print_config: bool,
+
+        /// Log level on stderr [default: VDUSE_LOG or RUST_LOG, else info].
+        #[arg(long, value_enum, value_name = "LEVEL")]
+        pub log_level: Option<LogLevelArg>,
+    }
+
+    /// The options every server has after its own: the device's life on the vdpa bus and
+    /// in the kernel.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+    pub struct DeviceArgs {
+        /// Where the device goes once set up [default: virtio].
+        #[arg(long, value_enum, value_name = "TO")]
+        pub attach: Option<AttachArg>,
+
+        /// Leave the VDUSE device in place when stopping.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        pub keep_device: Option<bool>,
+
+        /// Size of the kernel's bounce buffer for the device, 1M to 1G [default: the
+        /// kernel's, 64M].
+        #[arg(long, value_name = "SIZE")]
+        pub bounce_size: Option<ByteSize>,
+
+        /// Microseconds each queue's worker keeps watching its emptied ring before it
+        /// sleeps, 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile
+        /// [default: 0, off].
+        #[arg(long, value_name = "MICROS")]
+        pub busy_poll_us: Option<u32>,
+    }
+
     /// `--log-level` values.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
     pub enum LogLevelArg {
