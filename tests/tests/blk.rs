@@ -97,25 +97,25 @@ phase 1 errors without vduse
 capture no-vduse vduse-blk --name nomod --backing /tmp/nomod.img --size 1M --create
 ls /dev | grep vduse | result no-vduse.dev
 
-mkdir -p /etc/vduse-blk
-cat >/etc/vduse-blk/disk0.yaml <<'EOF'
+mkdir -p /etc/vduse/blk
+cat >/etc/vduse/blk/disk0.yaml <<'EOF'
 {DISK0_YAML}EOF
-cat >/etc/vduse-blk/ro.yaml <<'EOF'
+cat >/etc/vduse/blk/ro.yaml <<'EOF'
 {RO_YAML}EOF
-capture print-config vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2 --print-config
-capture check-config vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2 --check-config
+capture print-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --print-config
+capture check-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --check-config
 
 capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_blk ext4 loop; do modprobe $m || exit 1; done'
 
 # --- 2. The device, from the YAML file and a flag.
 phase 2 device
-spawn disk0 vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2
+spawn disk0 vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
 capture disk0-up wait_for 30 disk_by_serial vduse-blk-disk0
 D=$(disk_by_serial vduse-blk-disk0)
 sysfs_of "$D" | result disk0.sysfs
 
 # Error paths while it runs: the same configuration again, a missing backing.
-capture dup vduse-blk --config /etc/vduse-blk/disk0.yaml --num-queues 2
+capture dup vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
 capture missing vduse-blk --name missing --backing /tmp/missing.img
 ls /dev/vduse | result errors.vduse
 
@@ -183,7 +183,7 @@ sha256sum </tmp/disk0.img | result ro.before.sha
 spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/ro0
 wait_for 10 test -S /run/notify.sock
 export NOTIFY_SOCKET=/run/notify.sock
-spawn ro0 vduse-blk --config /etc/vduse-blk/ro.yaml
+spawn ro0 vduse-blk --config /etc/vduse/blk/ro.yaml
 unset NOTIFY_SOCKET
 reap notify
 capture ro0-up wait_for 30 disk_by_serial vduse-blk-ro0

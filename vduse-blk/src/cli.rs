@@ -22,7 +22,7 @@ Exit status:
   78  configuration error (a bad key or value, an unusable backing, a name in use)
 
 Examples:
-  vduse-blk --config /etc/vduse-blk/disk0.yaml
+  vduse-blk --config /etc/vduse/blk/disk0.yaml
   vduse-blk --name disk0 --backing /var/lib/vduse/disk0.img --size 1G --create
   vduse-blk --config disk0.yaml --read-only --check-config";
 
