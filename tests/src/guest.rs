@@ -509,6 +509,34 @@ impl GuestRun {
         String::from_utf8_lossy(self.file(name)).into_owned()
     }
 
+    /// Result file `name` as words (an `ls`, say).
+    pub fn words(&self, name: &str) -> Vec<String> {
+        self.text(name)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The number in result file `name`; panics naming the file when it holds none.
+    #[track_caller]
+    pub fn number(&self, name: &str) -> u64 {
+        let text = self.text(name);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number: {text:?}"))
+    }
+
+    /// Asserts that `capture NAME ...` exited with `rc` and said `needle` on stderr.
+    #[track_caller]
+    pub fn assert_rc_says(&self, name: &str, rc: i32, needle: &str) {
+        self.assert_rc(name, rc);
+        assert!(
+            self.err(name).contains(needle),
+            "{name}: stderr lacks {needle:?}\n{}",
+            self.report(name)
+        );
+    }
+
     /// Standard output of `capture NAME ...`.
     pub fn out(&self, name: &str) -> String {
         self.text(&format!("{name}.out"))

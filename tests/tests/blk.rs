@@ -319,17 +319,6 @@ fn exits_failing(run: &GuestRun, name: &str, needle: &str) {
     );
 }
 
-/// Asserts that `capture NAME ...` exited with `rc` and said `needle` on stderr.
-#[track_caller]
-fn exits(run: &GuestRun, name: &str, rc: i32, needle: &str) {
-    run.assert_rc(name, rc);
-    assert!(
-        run.err(name).contains(needle),
-        "{name}: stderr lacks {needle:?}\n{}",
-        run.report(name)
-    );
-}
-
 /// Result `name` as `key=value` lines.
 fn key_values(run: &GuestRun, name: &str) -> BTreeMap<String, String> {
     run.text(name)
@@ -361,14 +350,6 @@ fn sysfs_map(
     .collect()
 }
 
-/// Result `name` as words (an `ls`).
-fn words(run: &GuestRun, name: &str) -> Vec<String> {
-    run.text(name)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
-}
-
 /// Asserts that results `a` and `b` are the same text.
 #[track_caller]
 fn same(run: &GuestRun, a: &str, b: &str) {
@@ -379,14 +360,6 @@ fn same(run: &GuestRun, a: &str, b: &str) {
         servers(run),
         run.console_tail(30)
     );
-}
-
-/// The number in result `name`.
-fn number(run: &GuestRun, name: &str) -> u64 {
-    let text = run.text(name);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number: {text:?}"))
 }
 
 /// fio's JSON from `capture fio`, whatever it printed before it.
@@ -414,7 +387,7 @@ fn stopped_cleanly(run: &GuestRun, server: &str) {
         "{server} logged errors:\n{log}"
     );
     assert_eq!(
-        words(run, &format!("{server}.after.vduse")),
+        run.words(&format!("{server}.after.vduse")),
         ["control"],
         "/dev/vduse after {server} stopped\n{}",
         servers(run)
@@ -433,7 +406,7 @@ fn check(series: &str) {
     let run = boot(series);
 
     // 1. Without the module: 69, saying how to load it; nothing created.
-    exits(&run, "no-vduse", 69, "modprobe vduse");
+    run.assert_rc_says("no-vduse", 69, "modprobe vduse");
     assert_eq!(run.text("no-vduse.dev").trim(), "", "/dev/vduse exists");
     run.assert_success("print-config");
     run.assert_out_contains("print-config", "num-queues: 2\n");
@@ -459,10 +432,10 @@ fn check(series: &str) {
     );
 
     // The same name again, and a missing backing, while disk0 runs.
-    exits(&run, "dup", 78, "already exists");
-    exits(&run, "missing", 78, "/tmp/missing.img");
+    run.assert_rc_says("dup", 78, "already exists");
+    run.assert_rc_says("missing", 78, "/tmp/missing.img");
     assert_eq!(
-        words(&run, "errors.vduse"),
+        run.words("errors.vduse"),
         ["control", "disk0"],
         "/dev/vduse after the failed starts\n{}\n{}",
         run.report("dup"),
@@ -510,8 +483,8 @@ fn check(series: &str) {
     }
     same(&run, "discard.data.sha", "discard.reread.sha");
     same(&run, "zeros.sha", "discard.read.sha");
-    let before = number(&run, "discard.blocks-before");
-    let after = number(&run, "discard.blocks-after");
+    let before = run.number("discard.blocks-before");
+    let after = run.number("discard.blocks-after");
     assert_eq!(
         before.checked_sub(after),
         Some(DISCARD_MIB << 11),
@@ -591,7 +564,7 @@ fn check(series: &str) {
 
     // 8. vhost_vdpa: without the module the fix is named; with it, vhost_vdpa serves the
     // device (a vhost-vdpa-N child) although virtio_vdpa was loaded first.
-    exits(&run, "vhost-missing", 69, "modprobe vhost_vdpa");
+    run.assert_rc_says("vhost-missing", 69, "modprobe vhost_vdpa");
     ok(&run, "vh0-up");
     assert_eq!(
         run.text("vh0.driver").trim(),
@@ -613,7 +586,7 @@ fn check(series: &str) {
         "vh0 did not stop cleanly\n{}",
         servers(&run)
     );
-    assert_eq!(words(&run, "vh0.after.vduse"), ["control"]);
+    assert_eq!(run.words("vh0.after.vduse"), ["control"]);
 
     // 9. Without io_uring: threads instead, said in the log, and the data round-trips.
     for step in ["nouring-up", "nouring-write", "nouring-read"] {
@@ -627,7 +600,7 @@ fn check(series: &str) {
     assert!(log.contains("(io-engine threads)"), "{log}");
     same(&run, "discard.data.sha", "nouring.sha");
     assert_eq!(run.rc("nouring"), 0, "nouring exit code\n{log}");
-    assert_eq!(words(&run, "nouring.after.vduse"), ["control"]);
+    assert_eq!(run.words("nouring.after.vduse"), ["control"]);
 
     assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
 }

@@ -224,31 +224,6 @@ fn ok(run: &GuestRun, name: &str) {
     );
 }
 
-#[track_caller]
-fn exits(run: &GuestRun, name: &str, rc: i32, needle: &str) {
-    run.assert_rc(name, rc);
-    assert!(
-        run.err(name).contains(needle),
-        "{name}: stderr lacks {needle:?}\n{}",
-        run.report(name)
-    );
-}
-
-#[track_caller]
-fn number(run: &GuestRun, name: &str) -> u64 {
-    let text = run.text(name);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number: {text:?}\n{}", servers(run)))
-}
-
-fn words(run: &GuestRun, name: &str) -> Vec<String> {
-    run.text(name)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
-}
-
 /// The server's JSON lines with `"event": event`.
 fn reports(run: &GuestRun, server: &str, event: &str) -> Vec<Value> {
     run.text(&format!("{server}.out"))
@@ -280,15 +255,15 @@ fn check(series: &str) {
     let run = boot(series);
 
     // 1. Errors, and the configuration.
-    exits(&run, "no-vduse", 69, "modprobe vduse");
+    run.assert_rc_says("no-vduse", 69, "modprobe vduse");
     run.assert_success("print-config");
     run.assert_out_contains("print-config", "mtu: 9000\n");
     run.assert_out_contains("print-config", &format!("mac: {NET0_MAC}\n"));
     run.assert_success("check-config");
     run.assert_out_contains("check-config", "configuration OK: device net0 (drop mode");
     ok(&run, "modprobe");
-    exits(&run, "nocap", 77, "CAP_NET_ADMIN");
-    assert_eq!(words(&run, "nocap.vduse"), ["control"]);
+    run.assert_rc_says("nocap", 77, "CAP_NET_ADMIN");
+    assert_eq!(run.words("nocap.vduse"), ["control"]);
 
     // 2. The interface, and the frames pktgen sent, counted by everyone alike.
     ok(&run, "net0-up");
@@ -308,8 +283,8 @@ fn check(series: &str) {
     ok(&run, "net0-carrier");
     let sent = pktgen_sent(&run, "drop-pktgen");
     assert_eq!(sent, DROP_FRAMES);
-    let tx_packets = number(&run, "drop.tx_packets.after") - number(&run, "drop.tx_packets.before");
-    let tx_bytes = number(&run, "drop.tx_bytes.after") - number(&run, "drop.tx_bytes.before");
+    let tx_packets = run.number("drop.tx_packets.after") - run.number("drop.tx_packets.before");
+    let tx_bytes = run.number("drop.tx_bytes.after") - run.number("drop.tx_bytes.before");
     assert_eq!(
         tx_packets,
         DROP_FRAMES,
@@ -353,9 +328,9 @@ fn check(series: &str) {
         "link changes logged:\n{log}"
     );
     assert!(!log.contains("ERROR") && !log.contains("panicked"), "{log}");
-    let left: Vec<String> = words(&run, "net0.after.net");
+    let left: Vec<String> = run.words("net0.after.net");
     assert_eq!(left, ["lo"], "interfaces after net0 stopped");
-    assert_eq!(words(&run, "net0.after.vduse"), ["control"]);
+    assert_eq!(run.words("net0.after.vduse"), ["control"]);
     ok(&run, "net0-after-vdpa");
     assert_eq!(run.out("net0-after-vdpa").trim(), "", "vdpa devices left");
 
@@ -368,7 +343,7 @@ fn check(series: &str) {
     );
     ok(&run, "echo0-link");
     ok(&run, "echo0-carrier");
-    let mut rx_before = number(&run, "echo.rx_packets.before");
+    let mut rx_before = run.number("echo.rx_packets.before");
     let echoed = reports(&run, "echo0", "signal");
     assert_eq!(echoed.len(), ECHO_SIZES.len(), "reports\n{}", servers(&run));
     // Running totals of what the server reports (its counters never reset).
@@ -379,7 +354,7 @@ fn check(series: &str) {
             ECHO_FRAMES
         );
         ok(&run, &format!("echo-counters-{size}"));
-        let rx_packets = number(&run, &format!("echo.rx_packets.{size}"));
+        let rx_packets = run.number(&format!("echo.rx_packets.{size}"));
         let context = || {
             format!(
                 "{size}-byte frames: {report}\n{}{}",
@@ -438,7 +413,7 @@ fn check(series: &str) {
         );
     }
     assert_eq!(run.rc("echo0"), 0, "echo0 exit code\n{}", servers(&run));
-    assert_eq!(words(&run, "echo0.after.vduse"), ["control"]);
+    assert_eq!(run.words("echo0.after.vduse"), ["control"]);
 }
 
 #[test]

@@ -214,13 +214,7 @@ impl Config {
             layers.invalid(key, from_flag, problem)
         };
 
-        let (name, name_flag) = layers.pick(|s| &s.name);
-        let name = name.ok_or(ConfigError::Missing {
-            key: "name",
-            what: "NAME",
-        })?;
-        vduse::device_config::validate_name(&name)
-            .map_err(|err| invalid("name", name_flag, err.to_string()))?;
+        let name = layers.name(|s| &s.name)?;
 
         let (backing, backing_flag) = layers.pick(|s| &s.backing);
         let backing = backing.ok_or(ConfigError::Missing {
@@ -355,16 +349,8 @@ impl Config {
             }
         }
 
-        let (busy_poll_us, busy_poll_flag) = layers.pick(|s| &s.busy_poll_us);
-        let busy_poll_us = busy_poll_us.unwrap_or(0);
-        vduse::config::check_busy_poll_us(busy_poll_us)
-            .map_err(|problem| invalid("busy-poll-us", busy_poll_flag, problem))?;
-
-        let (bounce_size, bounce_flag) = layers.pick(|s| &s.bounce_size);
-        if let Some(size) = bounce_size {
-            vduse::config::check_bounce_size(size)
-                .map_err(|problem| invalid("bounce-size", bounce_flag, problem))?;
-        }
+        let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
+        let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
 
         Ok(Config {
             name,

@@ -61,15 +61,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
     let settings = cli.settings();
-    let mac_is_random = settings.mac.is_none()
-        && cli
-            .file
-            .config
-            .as_deref()
-            .map(config::ConfigFile::load)
-            .transpose()?
-            .is_none_or(|file| file.settings.mac.is_none());
-    let config = Config::load(cli.file.config.as_deref(), &settings)?;
+    let file = cli
+        .file
+        .config
+        .as_deref()
+        .map(config::ConfigFile::load)
+        .transpose()?;
+    let mac_is_random = settings.mac.is_none() && !file.as_ref().is_some_and(|f| f.has("mac"));
+    let config = Config::resolve(file.as_ref(), &settings)?;
     if cli.file.print_config {
         print(&config.to_yaml(mac_is_random)?);
         return Ok(());

@@ -77,6 +77,11 @@ impl Live {
         ));
     }
 
+    /// Whether nothing is drawn (stderr is not a terminal).
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_hidden()
+    }
+
     /// Leaves the last line on the terminal.
     pub fn finish(&self) {
         self.bar.abandon();
@@ -118,9 +123,10 @@ mod tests {
     }
 
     #[test]
-    fn the_live_line_stays_hidden_off_a_terminal() {
-        // Tests run with stderr captured or redirected: nothing may be drawn.
+    fn the_live_line_is_drawn_only_on_a_terminal() {
+        use std::io::IsTerminal;
         let live = Live::new("null0");
+        assert_eq!(live.is_hidden(), !std::io::stderr().is_terminal());
         live.show(&Stats::default(), true);
         live.finish();
     }

@@ -413,6 +413,40 @@ impl<'a, S: Default> Layers<'a, S> {
         }
     }
 
+    /// The `name` key, which every server requires: a valid VDUSE device name.
+    pub fn name(&self, key: impl Fn(&S) -> &Option<String>) -> Result<String, ConfigError> {
+        let (name, from_flag) = self.pick(key);
+        let name = name.ok_or(ConfigError::Missing {
+            key: "name",
+            what: "NAME",
+        })?;
+        crate::device_config::validate_name(&name)
+            .map_err(|err| self.invalid("name", from_flag, err.to_string()))?;
+        Ok(name)
+    }
+
+    /// The `bounce-size` key, checked against the kernel's range.
+    pub fn bounce_size(
+        &self,
+        key: impl Fn(&S) -> &Option<ByteSize>,
+    ) -> Result<Option<ByteSize>, ConfigError> {
+        let (size, from_flag) = self.pick(key);
+        if let Some(size) = size {
+            check_bounce_size(size)
+                .map_err(|problem| self.invalid("bounce-size", from_flag, problem))?;
+        }
+        Ok(size)
+    }
+
+    /// The `busy-poll-us` key (0 when not set), checked.
+    pub fn busy_poll_us(&self, key: impl Fn(&S) -> &Option<u32>) -> Result<u32, ConfigError> {
+        let (micros, from_flag) = self.pick(key);
+        let micros = micros.unwrap_or(0);
+        check_busy_poll_us(micros)
+            .map_err(|problem| self.invalid("busy-poll-us", from_flag, problem))?;
+        Ok(micros)
+    }
+
     /// The error for a bad value of `key`, naming where it came from: the flag, or the
     /// file's line and column.
     pub fn invalid(&self, key: &'static str, from_flag: bool, problem: String) -> ConfigError {
