@@ -1,0 +1,320 @@
+//! [`FsBackend`]: the virtio-fs device the runtime serves, and the threads that run the
+//! filesystem.
+//!
+//! Queue 0 is the high-priority queue (FORGET, INTERRUPT), queues 1..=N the request
+//! queues. Every queue's worker hands its requests to one shared pool of filesystem
+//! threads ([`FsEngine`]), so a slow request (an fsync, a large read) never holds up the
+//! others of its queue, and a queue depth of 16 keeps up to `threads` host calls going.
+//!
+//! The pool's threads are started by [`FsBackend::serve`], which the caller runs once it
+//! has set up the sandbox the threads are to live in (the device must exist first: the
+//! sandbox hides `/dev` and `/sys`). Requests that arrive before that wait in the pool.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use fuse_backend_rs::api::server::Server as FuseServer;
+use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
+use rustix::event::{EventfdFlags, eventfd};
+use vduse::DeviceType;
+use vduse::backend::{Backend, Chain, Memory, OwnedChain, QueueEngine, Used};
+use virtio_queue::DescriptorChain;
+
+use crate::fs::ExportFs;
+
+/// The filesystem as the pool serves it.
+pub type FsServer = FuseServer<ExportFs>;
+
+/// `struct virtio_fs_config`: `tag[36]`, then `num_request_queues` (le32).
+pub fn config_space(tag: &str, num_request_queues: u16) -> Vec<u8> {
+    let mut config = vec![0u8; vduse::device_config::VIRTIO_FS_CONFIG_SIZE];
+    config[..tag.len()].copy_from_slice(tag.as_bytes());
+    config[36..40].copy_from_slice(&u32::from(num_request_queues).to_le_bytes());
+    config
+}
+
+/// Serves one FUSE request held in `chain` and returns the bytes written into its
+/// device-writable buffers. A chain that does not hold a FUSE message gets no reply (0).
+pub fn serve_request<M>(server: &FsServer, memory: &Memory, chain: DescriptorChain<M>) -> u32
+where
+    M: std::ops::Deref<Target = Memory> + Clone,
+{
+    let reader = match Reader::from_descriptor_chain(memory, chain.clone()) {
+        Ok(reader) => reader,
+        Err(error) => {
+            log::debug!("request {}: unreadable chain: {error}", chain.head_index());
+            return 0;
+        }
+    };
+    let writer = match VirtioFsWriter::new(memory, chain.clone()) {
+        Ok(writer) => writer,
+        Err(error) => {
+            log::debug!("request {}: unwritable chain: {error}", chain.head_index());
+            return 0;
+        }
+    };
+    match server.handle_message(reader, writer.into(), None, None) {
+        Ok(written) => u32::try_from(written).unwrap_or(u32::MAX),
+        Err(error) => {
+            log::debug!("request {}: {error}", chain.head_index());
+            0
+        }
+    }
+}
+
+/// A request waiting for a filesystem thread, with the queue it answers to.
+struct Job {
+    memory: Arc<Memory>,
+    chain: OwnedChain,
+    sink: Arc<Sink>,
+}
+
+/// Where one queue's finished requests wait for its worker.
+#[derive(Debug)]
+struct Sink {
+    done: Mutex<Vec<Used>>,
+    ready: OwnedFd,
+}
+
+impl Sink {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            done: Mutex::new(Vec::new()),
+            ready: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+        })
+    }
+
+    fn done(&self) -> MutexGuard<'_, Vec<Used>> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, used: Used) {
+        self.done().push(used);
+        let _ = rustix::io::write(&self.ready, &1u64.to_ne_bytes());
+    }
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct Pool {
+    jobs: Mutex<Jobs>,
+    more: Condvar,
+}
+
+impl Pool {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next(&self) -> Option<Job> {
+        let mut jobs = self.jobs();
+        loop {
+            if let Some(job) = jobs.queue.pop_front() {
+                return Some(job);
+            }
+            if jobs.shutdown {
+                return None;
+            }
+            jobs = self.more.wait(jobs).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The virtio-fs device.
+pub struct FsBackend {
+    tag: String,
+    num_request_queues: u16,
+    queue_size: u16,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for FsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsBackend")
+            .field("tag", &self.tag)
+            .field("num_request_queues", &self.num_request_queues)
+            .field("queue_size", &self.queue_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsBackend {
+    /// A device with tag `tag` (at most 36 bytes), `num_request_queues` request queues and
+    /// queues of `queue_size` entries.
+    pub fn new(tag: &str, num_request_queues: u16, queue_size: u16) -> Self {
+        Self {
+            tag: tag.to_owned(),
+            num_request_queues,
+            queue_size,
+            pool: Arc::default(),
+        }
+    }
+
+    /// Starts `threads` filesystem threads serving `server`. Each runs `setup` first (its
+    /// sandbox: capabilities, system call filter); if that fails for any, every thread is
+    /// stopped and the first error returned. The threads inherit the calling thread's
+    /// mount namespace. They end when the returned [`Threads`] is dropped, after the
+    /// requests already queued.
+    pub fn serve<F>(&self, server: Arc<FsServer>, threads: u16, setup: F) -> anyhow::Result<Threads>
+    where
+        F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    {
+        let setup = Arc::new(setup);
+        let (report, reports) = std::sync::mpsc::channel();
+        let mut handles = Threads {
+            pool: self.pool.clone(),
+            threads: Vec::new(),
+        };
+        for i in 0..threads {
+            let (pool, server, setup) = (self.pool.clone(), server.clone(), setup.clone());
+            let report = report.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("vduse-fs-{i}"))
+                .spawn(move || {
+                    let ready = setup();
+                    let failed = ready.is_err();
+                    let _ = report.send(ready);
+                    if failed {
+                        return;
+                    }
+                    while let Some(job) = pool.next() {
+                        let head = job.chain.head_index();
+                        let len = serve_request(&server, &job.memory, job.chain);
+                        drop(job.memory);
+                        job.sink.finish(Used { head, len });
+                    }
+                })?;
+            handles.threads.push(thread);
+        }
+        drop(report);
+        for ready in reports {
+            ready.map_err(anyhow::Error::msg)?;
+        }
+        Ok(handles)
+    }
+}
+
+/// The running filesystem threads; dropping it ends them.
+#[derive(Debug)]
+pub struct Threads {
+    pool: Arc<Pool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.pool.jobs().shutdown = true;
+        self.pool.more.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One queue's door to the pool.
+struct FsEngine {
+    pool: Arc<Pool>,
+    sink: Arc<Sink>,
+    in_flight: usize,
+}
+
+impl QueueEngine for FsEngine {
+    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+        self.pool.jobs().queue.push_back(Job {
+            memory,
+            chain,
+            sink: self.sink.clone(),
+        });
+        self.pool.more.notify_one();
+        self.in_flight += 1;
+        None
+    }
+
+    fn completion_fd(&self) -> BorrowedFd<'_> {
+        self.sink.ready.as_fd()
+    }
+
+    fn reap(&mut self, done: &mut Vec<Used>) {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.sink.ready, &mut count);
+        let mut finished = self.sink.done();
+        self.in_flight -= finished.len();
+        done.append(&mut finished);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+impl Backend for FsBackend {
+    fn device_type(&self) -> DeviceType {
+        DeviceType::Fs
+    }
+
+    fn features(&self) -> u64 {
+        // No VIRTIO_FS_F_NOTIFICATION: there is no notification queue.
+        0
+    }
+
+    fn config(&self) -> Vec<u8> {
+        config_space(&self.tag, self.num_request_queues)
+    }
+
+    fn num_queues(&self) -> u16 {
+        1 + self.num_request_queues
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        self.queue_size
+    }
+
+    fn handle(&self, _queue: u16, _memory: &Memory, chain: Chain<'_>) -> u32 {
+        // Only reached when a queue's engine could not be made (no eventfd): such a queue
+        // cannot be served by the sandboxed threads, and answers nothing.
+        log::error!("request {} dropped: its queue has no engine", chain.head_index());
+        0
+    }
+
+    fn engine(self: Arc<Self>, queue: u16, _size: u16) -> Option<Box<dyn QueueEngine>> {
+        match Sink::new() {
+            Ok(sink) => Some(Box::new(FsEngine {
+                pool: self.pool.clone(),
+                sink: Arc::new(sink),
+                in_flight: 0,
+            })),
+            Err(error) => {
+                log::error!("queue {queue}: cannot make its completion eventfd: {error}");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_space_holds_the_tag_and_the_queue_count() {
+        let config = config_space("share", 3);
+        assert_eq!(config.len(), 40);
+        assert_eq!(&config[..6], b"share\0");
+        assert_eq!(&config[36..], &3u32.to_le_bytes());
+        let full = "x".repeat(36);
+        assert_eq!(&config_space(&full, 1)[..36], full.as_bytes());
+    }
+}

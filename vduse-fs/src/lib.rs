@@ -1,0 +1,239 @@
+//! `vduse-fs`: share a host directory as a virtio-fs device over VDUSE.
+//!
+//! - [`config`]: the YAML file, flag overrides, and the checked [`Config`].
+//! - [`cli`]: the command line ([`cli::command`] for man pages).
+//! - [`fs`]: [`fs::ExportFs`], fuse-backend-rs's passthrough with read-only exports and
+//!   submount announcement.
+//! - [`backend`]: [`FsBackend`], the device the runtime serves, and the filesystem threads.
+//! - [`sandbox`]: the mount namespace, capabilities and seccomp filter of those threads.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod fs;
+pub mod sandbox;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use fuse_backend_rs::passthrough::{CachePolicy, PassthroughFs};
+
+pub use crate::backend::FsBackend;
+use crate::config::{Cache, InodeFileHandles, Sandbox};
+pub use crate::config::{Config, ConfigError};
+use crate::sandbox::{MountNamespace, SandboxError};
+
+/// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
+pub use vduse::exit::Exit;
+
+/// The exit status an error calls for: the first error in its chain that this crate or
+/// `vduse` knows decides.
+pub fn exit_for(error: &anyhow::Error) -> Exit {
+    for cause in error.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return Exit::Config;
+        }
+        if let Some(err) = cause.downcast_ref::<vduse::Error>() {
+            return Exit::for_error(err);
+        }
+        if let Some(err) = cause.downcast_ref::<SandboxError>() {
+            return if err.is_permission() {
+                Exit::NoPermission
+            } else {
+                Exit::Software
+            };
+        }
+    }
+    Exit::Software
+}
+
+/// Runs the tool with `args` (the program name first) and returns its exit status.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli: cli::Cli = match vduse::exit::parse_args(args) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.into(),
+    };
+    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
+    match main_with_cli(&cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(err) => {
+            vduse::exit::print_error("vduse-fs", &err);
+            exit_for(&err).into()
+        }
+    }
+}
+
+fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.file.config.as_deref(), &cli.settings())?;
+    if cli.file.print_config {
+        print(&config.to_yaml()?);
+        return Ok(());
+    }
+    if cli.file.check_config {
+        print(&format!("{}\n", summary(&config)));
+        return Ok(());
+    }
+    run(&config)
+}
+
+/// One line that describes the device `config` makes.
+pub fn summary(config: &Config) -> String {
+    format!(
+        "configuration OK: device {} shares {} as tag {:?} ({}, cache {}, {} request \
+         queue{} of {})",
+        config.name,
+        config.shared_dir.display(),
+        config.tag,
+        if config.read_only { "read-only" } else { "read-write" },
+        config.cache.name(),
+        config.num_request_queues,
+        if config.num_request_queues == 1 { "" } else { "s" },
+        config.queue_size,
+    )
+}
+
+/// Writes to stdout; a closed pipe is not an error.
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The passthrough's settings for `config`, exporting `root` (the shared directory's path
+/// as the filesystem threads see it).
+pub fn passthrough_config(config: &Config, root: &str) -> fuse_backend_rs::passthrough::Config {
+    let (policy, timeout) = match config.cache {
+        Cache::Never => (CachePolicy::Never, Duration::ZERO),
+        Cache::Metadata => (CachePolicy::Metadata, Duration::from_secs(86400)),
+        Cache::Auto => (CachePolicy::Auto, Duration::from_secs(1)),
+        Cache::Always => (CachePolicy::Always, Duration::from_secs(86400)),
+    };
+    fuse_backend_rs::passthrough::Config {
+        root_dir: root.to_owned(),
+        cache_policy: policy,
+        entry_timeout: timeout,
+        attr_timeout: timeout,
+        writeback: config.writeback,
+        xattr: config.xattr,
+        inode_file_handles: config.inode_file_handles == InodeFileHandles::Prefer,
+        do_import: true,
+        ..Default::default()
+    }
+}
+
+/// Sets up the sandbox on a thread of its own and starts the filesystem threads in it, so
+/// the rest of the server keeps the host's view (`/dev`, `/sys`) it needs to remove the
+/// device later.
+fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result<backend::Threads> {
+    let seccomp = sandbox::seccomp_program(config.seccomp)
+        .context("cannot build the seccomp filter")?;
+    let (config, backend) = (config.clone(), backend.clone());
+    std::thread::Builder::new()
+        .name("vduse-fs-sandbox".into())
+        .spawn(move || {
+            let shared = config.shared_dir.to_string_lossy().into_owned();
+            let namespace = match config.sandbox {
+                Sandbox::None => None,
+                Sandbox::Namespace => Some(
+                    MountNamespace::prepare(&config.shared_dir, config.read_only).context(
+                        "cannot set up the mount namespace (sandbox: namespace needs \
+                         CAP_SYS_ADMIN; use sandbox: none to run without one)",
+                    )?,
+                ),
+                Sandbox::Auto => match MountNamespace::prepare(&config.shared_dir, config.read_only) {
+                    Ok(namespace) => Some(namespace),
+                    Err(error) if error.is_permission() => {
+                        log::warn!(
+                            "no mount namespace for the filesystem ({error}): it needs \
+                             CAP_SYS_ADMIN; the passthrough's own checks keep lookups inside \
+                             {shared}"
+                        );
+                        None
+                    }
+                    Err(error) => return Err(error).context("cannot set up the mount namespace"),
+                },
+            };
+            // The passthrough opens /proc/self/fd now, while /proc is still visible.
+            let root = if namespace.is_some() { "/" } else { shared.as_str() };
+            let passthrough = PassthroughFs::<()>::new(passthrough_config(&config, root))
+                .context("cannot set up the passthrough filesystem")?;
+            if let Some(namespace) = namespace {
+                namespace.pivot().context("cannot enter the mount namespace")?;
+                log::info!("filesystem threads sandboxed: their root is {shared}");
+            }
+            let fs = fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
+            let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));
+            backend.serve(server, config.threads, move || {
+                sandbox::drop_capabilities()
+                    .map_err(|error| format!("cannot drop capabilities: {error}"))?;
+                if let Some(program) = &seccomp {
+                    sandbox::apply_seccomp(program)
+                        .map_err(|error| format!("cannot install the seccomp filter: {error}"))?;
+                }
+                Ok(())
+            })
+        })
+        .context("cannot start the sandbox thread")?
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the sandbox thread panicked")))
+}
+
+/// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
+/// `keep-device`).
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    use vduse::runtime::{Server, notify_ready};
+
+    let backend = Arc::new(FsBackend::new(
+        &config.tag,
+        config.num_request_queues,
+        config.queue_size,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    let options = vduse::config::server_options(
+        &config.name,
+        config.attach,
+        config.keep_device,
+        config.bounce_size,
+        config.busy_poll_us,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let server = Server::start(
+        Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
+        options,
+    )?;
+    let threads = match start_filesystem(config, &backend) {
+        Ok(threads) => threads,
+        Err(error) => {
+            if let Err(shutdown) = server.shutdown() {
+                log::error!("{shutdown}");
+            }
+            return Err(error);
+        }
+    };
+    log::info!(
+        "serving {} as virtio-fs device {} (tag {:?}{}); mount it with: mount -t virtiofs {} DIR",
+        config.shared_dir.display(),
+        config.name,
+        config.tag,
+        if config.read_only { ", read-only" } else { "" },
+        config.tag,
+    );
+    notify_ready();
+    while !stop.load(Ordering::Acquire) && server.is_serving() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shutdown = server.shutdown();
+    // The queues have stopped: nothing more reaches the filesystem threads.
+    drop(threads);
+    shutdown?;
+    Ok(())
+}
