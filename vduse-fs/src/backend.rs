@@ -194,7 +194,9 @@ impl FsBackend {
             handles.threads.push(thread);
         }
         drop(report);
-        for ready in reports {
+        for _ in 0..threads {
+            // A thread that ended without a word panicked in its setup.
+            let ready = reports.recv().unwrap_or_else(|_| Err("a thread panicked".into()));
             ready.map_err(anyhow::Error::msg)?;
         }
         Ok(handles)

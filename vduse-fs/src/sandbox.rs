@@ -135,6 +135,8 @@ const ALLOWED_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_open_by_handle_at,
     libc::SYS_name_to_handle_at,
     libc::SYS_close,
+    libc::SYS_dup,
+    libc::SYS_dup3,
     libc::SYS_read,
     libc::SYS_pread64,
     libc::SYS_preadv,
