@@ -46,6 +46,11 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
         "vduse-net-null",
     ));
     files.push(Generated {
+        path: "man/vduse-fs.8".into(),
+        contents: man_page(vduse_fs::cli::command(), 8, FS_SECTIONS)?,
+    });
+    files.extend(completions(vduse_fs::cli::command(), "vduse-fs"));
+    files.push(Generated {
         path: "man/vduse.yaml.5".into(),
         contents: yaml_page(&[
             (
@@ -57,6 +62,11 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
                 vduse_net_null::cli::command(),
                 &vduse_net_null::config::KEYS[..],
                 "net-null",
+            ),
+            (
+                vduse_fs::cli::command(),
+                &vduse_fs::config::KEYS[..],
+                "fs",
             ),
         ])?
         .into_bytes(),
@@ -207,6 +217,9 @@ const PROBE_SECTIONS: &str = include_str!("../man-sections/vduse-probe.1.roff");
 
 /// The hand-written sections of vduse-net-null(8).
 const NET_NULL_SECTIONS: &str = include_str!("../man-sections/vduse-net-null.8.roff");
+
+/// The hand-written sections of vduse-fs(8).
+const FS_SECTIONS: &str = include_str!("../man-sections/vduse-fs.8.roff");
 
 /// The hand-written sections of vduse-blk(8).
 const BLK_SECTIONS: &str = include_str!("../man-sections/vduse-blk.8.roff");
