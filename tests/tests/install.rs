@@ -6,11 +6,13 @@
 //!    units' `ExecStart` lines point at the installed binaries and `/etc/vduse/...`.
 //! 2. In a 7.3 guest holding that tree at `/`: the modules named by the installed
 //!    modules-load.d snippet are loaded, the installed example configurations are copied
-//!    to `/etc/vduse/{blk,net-null}/NAME.yaml` (what an administrator does), and each
-//!    server runs from its installed unit's `ExecStart` line with `%i` = NAME under a
-//!    `NOTIFY_SOCKET`, as `Type=notify` has it: READY=1 arrives, the disk appears with
-//!    the example's size and serial, the interface with the example's MAC, and SIGTERM
-//!    (systemd's stop) removes both devices.
+//!    to `/etc/vduse/{blk,net-null,fs}/NAME.yaml` (what an administrator does; the fs
+//!    example's `shared-dir` pointed at an existing directory), and each server runs from
+//!    its installed unit's `ExecStart` line with `%i` = NAME under a `NOTIFY_SOCKET`, as
+//!    `Type=notify` has it: READY=1 arrives, the disk appears with the example's size and
+//!    serial, the interface with the example's MAC, the virtiofs tag mounts with
+//!    `mount -t virtiofs fs0 /mnt` and shows the shared directory, and SIGTERM (systemd's
+//!    stop) removes the three devices.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,31 +20,38 @@ use std::time::Duration;
 
 use vduse_tests::{Guest, Kernel, workspace_binary};
 
-const TOOLS: [&str; 3] = ["vduse-probe", "vduse-blk", "vduse-net-null"];
+const TOOLS: [&str; 4] = ["vduse-probe", "vduse-blk", "vduse-net-null", "vduse-fs"];
 
 /// Every file the install lays out, under the prefix /usr and sysconfdir /etc.
-const FILES: [&str; 22] = [
+const FILES: [&str; 29] = [
     "/usr/bin/vduse-probe",
     "/usr/bin/vduse-blk",
     "/usr/bin/vduse-net-null",
+    "/usr/bin/vduse-fs",
     "/usr/share/man/man1/vduse-probe.1",
     "/usr/share/man/man8/vduse-blk.8",
     "/usr/share/man/man8/vduse-net-null.8",
+    "/usr/share/man/man8/vduse-fs.8",
     "/usr/share/man/man5/vduse.yaml.5",
     "/usr/share/bash-completion/completions/vduse-probe",
     "/usr/share/bash-completion/completions/vduse-blk",
     "/usr/share/bash-completion/completions/vduse-net-null",
+    "/usr/share/bash-completion/completions/vduse-fs",
     "/usr/share/zsh/site-functions/_vduse-probe",
     "/usr/share/zsh/site-functions/_vduse-blk",
     "/usr/share/zsh/site-functions/_vduse-net-null",
+    "/usr/share/zsh/site-functions/_vduse-fs",
     "/usr/share/fish/vendor_completions.d/vduse-probe.fish",
     "/usr/share/fish/vendor_completions.d/vduse-blk.fish",
     "/usr/share/fish/vendor_completions.d/vduse-net-null.fish",
+    "/usr/share/fish/vendor_completions.d/vduse-fs.fish",
     "/usr/lib/systemd/system/vduse-blk@.service",
     "/usr/lib/systemd/system/vduse-net-null@.service",
+    "/usr/lib/systemd/system/vduse-fs@.service",
     "/usr/lib/modules-load.d/vduse.conf",
     "/usr/share/doc/vduse/examples/vduse-blk.yaml",
     "/usr/share/doc/vduse/examples/vduse-net-null.yaml",
+    "/usr/share/doc/vduse/examples/vduse-fs.yaml",
     "/usr/share/doc/vduse/examples/60-vduse-control.rules",
 ];
 
@@ -90,12 +99,13 @@ fn the_installed_tree_has_everything_in_its_place() {
         };
         assert_eq!(mode, expected, "{file}: mode {mode:o}");
     }
-    for dir in ["/etc/vduse/blk", "/etc/vduse/net-null"] {
+    for dir in ["/etc/vduse/blk", "/etc/vduse/net-null", "/etc/vduse/fs"] {
         assert!(at(dir).is_dir(), "{dir} missing");
     }
     for (unit, tool, dir) in [
         ("vduse-blk@.service", "vduse-blk", "blk"),
         ("vduse-net-null@.service", "vduse-net-null", "net-null"),
+        ("vduse-fs@.service", "vduse-fs", "fs"),
     ] {
         let text = std::fs::read_to_string(at(&format!("/usr/lib/systemd/system/{unit}"))).unwrap();
         for placeholder in ["@BINDIR@", "@SYSCONFDIR@", "@DOCDIR@"] {
@@ -110,6 +120,44 @@ fn the_installed_tree_has_everything_in_its_place() {
         for line in ["Type=notify", "NoNewPrivileges=yes", "[Install]"] {
             assert!(text.lines().any(|l| l == line), "{unit} lacks {line}");
         }
+    }
+    // vduse-fs's unit leaves its sandbox what it needs: the mount namespace, the
+    // capabilities of the filesystem threads (sandbox::KEPT_CAPABILITIES), and a writable
+    // view of wherever the shared directory is.
+    let fs_unit = std::fs::read_to_string(at("/usr/lib/systemd/system/vduse-fs@.service")).unwrap();
+    let bounding = fs_unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("vduse-fs@.service has a CapabilityBoundingSet");
+    for cap in [
+        "CAP_SYS_ADMIN",
+        "CAP_NET_ADMIN",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_MKNOD",
+        "CAP_SETFCAP",
+    ] {
+        assert!(
+            bounding.split(' ').any(|c| c == cap),
+            "vduse-fs@.service lacks {cap}"
+        );
+    }
+    for line in [
+        "RestrictNamespaces=mnt",
+        "ProtectSystem=no",
+        "ProtectHome=no",
+        "PrivateTmp=no",
+        "RestrictSUIDSGID=no",
+    ] {
+        assert!(
+            fs_unit.lines().any(|l| l == line),
+            "vduse-fs@.service lacks {line}"
+        );
     }
     let modules = std::fs::read_to_string(at("/usr/lib/modules-load.d/vduse.conf")).unwrap();
     let names: Vec<&str> = modules
@@ -151,6 +199,7 @@ fn the_installed_units_pass_systemd_analyze_verify() {
         .args(["verify", "--man=no"])
         .arg(units.join("vduse-blk@disk0.service"))
         .arg(units.join("vduse-net-null@null0.service"))
+        .arg(units.join("vduse-fs@fs0.service"))
         .output()
         .expect("systemd-analyze (package systemd) is needed: tests/run-all installs it");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -168,10 +217,15 @@ grep -v '^#' /usr/lib/modules-load.d/vduse.conf | while read -r m; do
     [ -n "$m" ] && modprobe "$m"
 done
 lsmod | awk '{ print $1 }' | result modules
-# The administrator: one device each, from the installed examples.
-mkdir -p /etc/vduse/blk /etc/vduse/net-null /var/lib/vduse
+# The administrator: one device each, from the installed examples; the fs one shares an
+# existing directory (/srv/share, made here; the sed keeps that whatever the example says).
+mkdir -p /etc/vduse/blk /etc/vduse/net-null /etc/vduse/fs /var/lib/vduse /srv/share /mnt
 cp /usr/share/doc/vduse/examples/vduse-blk.yaml /etc/vduse/blk/disk0.yaml
 cp /usr/share/doc/vduse/examples/vduse-net-null.yaml /etc/vduse/net-null/null0.yaml
+sed 's|^shared-dir: .*|shared-dir: /srv/share|' /usr/share/doc/vduse/examples/vduse-fs.yaml \
+    >/etc/vduse/fs/fs0.yaml
+grep '^shared-dir:' /etc/vduse/fs/fs0.yaml | result fs.shared-dir
+echo from-the-host >/srv/share/hello
 modprobe virtio_blk
 modprobe virtio_net
 # systemd: ExecStart of the unit, %i = the instance, NOTIFY_SOCKET for Type=notify.
@@ -180,7 +234,8 @@ exec_start() {
 }
 exec_start vduse-blk disk0 | result blk.exec
 exec_start vduse-net-null null0 | result net.exec
-for unit in blk:vduse-blk:disk0:/sys/bus/vdpa/devices/disk0 net:vduse-net-null:null0:/sys/bus/vdpa/devices/null0; do
+exec_start vduse-fs fs0 | result fs.exec
+for unit in blk:vduse-blk:disk0:/sys/bus/vdpa/devices/disk0 net:vduse-net-null:null0:/sys/bus/vdpa/devices/null0 fs:vduse-fs:fs0:/sys/bus/vdpa/devices/fs0; do
     name=${unit%%:*}; rest=${unit#*:}; tool=${rest%%:*}; rest=${rest#*:}; inst=${rest%%:*}; check=${rest#*:}
     spawn $name-ready notify-listen /run/$name.sock --check "$check"
     wait_for 10 test -S /run/$name.sock
@@ -192,9 +247,17 @@ for d in /sys/block/vd*; do
     [ "$(cat $d/serial)" = disk0-0001 ] && cat $d/size | result disk0.size
 done
 cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
+# The virtiofs driver registers the tag once it has probed the device.
+wait_for 20 sh -c 'cat /sys/bus/vdpa/devices/fs0/virtio*/tag 2>/dev/null | grep -qx fs0'
+capture fs-mount mount -t virtiofs fs0 /mnt
+cat /mnt/hello | result fs0.hello
+echo from-the-guest >/mnt/written
+cat /srv/share/written | result fs0.written
+capture fs-umount umount /mnt
 vduse-blk --version | result version
 stop blk
 stop net
+stop fs
 ls /dev/vduse | result after.vduse
 ls /sys/bus/vdpa/devices | result after.bus
 "#;
@@ -218,7 +281,7 @@ fn servers_run_from_their_installed_units_on_7_3() {
         .script(SCRIPT)
         .run();
     let servers = || {
-        ["blk.err", "blk.rc", "net.err", "net.rc"]
+        ["blk.err", "blk.rc", "net.err", "net.rc", "fs.err", "fs.rc"]
             .iter()
             .filter(|name| run.has(name))
             .map(|name| format!("--- {name}:\n{}", run.text(name)))
@@ -239,7 +302,12 @@ fn servers_run_from_their_installed_units_on_7_3() {
         run.text("net.exec").trim(),
         "/usr/bin/vduse-net-null --config /etc/vduse/net-null/null0.yaml"
     );
-    for name in ["blk-ready", "net-ready"] {
+    assert_eq!(
+        run.text("fs.exec").trim(),
+        "/usr/bin/vduse-fs --config /etc/vduse/fs/fs0.yaml"
+    );
+    assert_eq!(run.text("fs.shared-dir").trim(), "shared-dir: /srv/share");
+    for name in ["blk-ready", "net-ready", "fs-ready"] {
         assert_eq!(
             run.rc(name),
             0,
@@ -256,8 +324,34 @@ fn servers_run_from_their_installed_units_on_7_3() {
         "{}",
         servers()
     );
+    // The example's tag is its name: `mount -t virtiofs fs0 /mnt` shows /srv/share, both ways.
+    assert_eq!(
+        run.rc("fs-mount"),
+        0,
+        "{}\n{}",
+        run.report("fs-mount"),
+        servers()
+    );
+    assert_eq!(
+        run.text("fs0.hello").trim(),
+        "from-the-host",
+        "{}",
+        servers()
+    );
+    assert_eq!(
+        run.text("fs0.written").trim(),
+        "from-the-guest",
+        "{}",
+        servers()
+    );
+    assert_eq!(run.rc("fs-umount"), 0, "{}", run.report("fs-umount"));
     assert!(run.text("version").contains("VDUSE API versions: 0, 1"));
-    assert_eq!((run.rc("blk"), run.rc("net")), (0, 0), "{}", servers());
+    assert_eq!(
+        (run.rc("blk"), run.rc("net"), run.rc("fs")),
+        (0, 0, 0),
+        "{}",
+        servers()
+    );
     assert_eq!(run.text("after.vduse").trim(), "control", "{}", servers());
     assert_eq!(run.text("after.bus").trim(), "", "{}", servers());
 }
