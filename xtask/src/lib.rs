@@ -63,11 +63,7 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
                 &vduse_net_null::config::KEYS[..],
                 "net-null",
             ),
-            (
-                vduse_fs::cli::command(),
-                &vduse_fs::config::KEYS[..],
-                "fs",
-            ),
+            (vduse_fs::cli::command(), &vduse_fs::config::KEYS[..], "fs"),
         ])?
         .into_bytes(),
     });
