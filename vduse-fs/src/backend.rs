@@ -196,7 +196,9 @@ impl FsBackend {
         drop(report);
         for _ in 0..threads {
             // A thread that ended without a word panicked in its setup.
-            let ready = reports.recv().unwrap_or_else(|_| Err("a thread panicked".into()));
+            let ready = reports
+                .recv()
+                .unwrap_or_else(|_| Err("a thread panicked".into()));
             ready.map_err(anyhow::Error::msg)?;
         }
         Ok(handles)
@@ -287,7 +289,10 @@ impl Backend for FsBackend {
     fn handle(&self, _queue: u16, _memory: &Memory, chain: Chain<'_>) -> u32 {
         // Only reached when a queue's engine could not be made (no eventfd): such a queue
         // cannot be served by the sandboxed threads, and answers nothing.
-        log::error!("request {} dropped: its queue has no engine", chain.head_index());
+        log::error!(
+            "request {} dropped: its queue has no engine",
+            chain.head_index()
+        );
         0
     }
 

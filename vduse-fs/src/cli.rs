@@ -269,7 +269,11 @@ mod tests {
 
     #[test]
     fn bad_flags_are_usage_errors_that_name_the_flag() {
-        for args in [&["--cache=sometimes"][..], &["--threads=-1"], &["--sandbox=chroot"]] {
+        for args in [
+            &["--cache=sometimes"][..],
+            &["--threads=-1"],
+            &["--sandbox=chroot"],
+        ] {
             let error = parse(args).unwrap_err();
             let flag = args[0].split('=').next().unwrap();
             assert!(error.to_string().contains(flag), "{error}");

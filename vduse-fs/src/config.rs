@@ -303,8 +303,7 @@ impl Config {
             return Err(invalid(
                 "writeback",
                 writeback_flag,
-                "a read-only export has no writes to cache: drop `writeback` or `read-only`"
-                    .into(),
+                "a read-only export has no writes to cache: drop `writeback` or `read-only`".into(),
             ));
         }
 
@@ -410,7 +409,10 @@ mod tests {
         assert_eq!(config.inode_file_handles, InodeFileHandles::Never);
         assert_eq!((config.num_request_queues, config.queue_size), (1, 128));
         assert_eq!(config.threads, 4);
-        assert_eq!((config.sandbox, config.seccomp), (Sandbox::Auto, Seccomp::Kill));
+        assert_eq!(
+            (config.sandbox, config.seccomp),
+            (Sandbox::Auto, Seccomp::Kill)
+        );
         assert_eq!(config.attach, Attach::Virtio);
     }
 
@@ -429,7 +431,10 @@ mod tests {
         assert_eq!(config.inode_file_handles, InodeFileHandles::Prefer);
         assert_eq!((config.num_request_queues, config.queue_size), (4, 1024));
         assert_eq!(config.threads, 8);
-        assert_eq!((config.sandbox, config.seccomp), (Sandbox::None, Seccomp::Log));
+        assert_eq!(
+            (config.sandbox, config.seccomp),
+            (Sandbox::None, Seccomp::Log)
+        );
         assert!(config.keep_device);
         assert_eq!(config.bounce_size, Some(ByteSize(8 << 20)));
         assert_eq!(config.busy_poll_us, 5);
@@ -447,7 +452,10 @@ mod tests {
             &flags,
         )
         .unwrap();
-        assert_eq!((config.cache, config.tag.as_str()), (Cache::Always, "other"));
+        assert_eq!(
+            (config.cache, config.tag.as_str()),
+            (Cache::Always, "other")
+        );
     }
 
     #[test]
@@ -511,7 +519,8 @@ mod tests {
 
     #[test]
     fn printed_configuration_reads_back_the_same() {
-        let config = resolve("name: fs0\nshared-dir: /\nread-only: true\nbounce-size: 16M\n").unwrap();
+        let config =
+            resolve("name: fs0\nshared-dir: /\nread-only: true\nbounce-size: 16M\n").unwrap();
         let again = resolve(&config.to_yaml().unwrap()).unwrap();
         assert_eq!(again, config);
     }

@@ -9,7 +9,9 @@ use std::ffi::CStr;
 use std::io;
 use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64};
+use fuse_backend_rs::abi::fuse_abi::{
+    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
+};
 use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
@@ -139,7 +141,13 @@ impl FileSystem for ExportFs {
         self.inner.readlink(ctx, inode)
     }
 
-    fn symlink(&self, ctx: &Context, linkname: &CStr, parent: Inode, name: &CStr) -> io::Result<Entry> {
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
         self.refuse_writes()?;
         self.inner.symlink(ctx, linkname, parent, name)
     }
@@ -157,7 +165,14 @@ impl FileSystem for ExportFs {
         self.inner.mknod(ctx, parent, name, mode, rdev, umask)
     }
 
-    fn mkdir(&self, ctx: &Context, parent: Inode, name: &CStr, mode: u32, umask: u32) -> io::Result<Entry> {
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
         self.refuse_writes()?;
         self.inner.mkdir(ctx, parent, name, mode, umask)
     }
@@ -182,10 +197,17 @@ impl FileSystem for ExportFs {
         flags: u32,
     ) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.rename(ctx, olddir, oldname, newdir, newname, flags)
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
     }
 
-    fn link(&self, ctx: &Context, inode: Inode, newparent: Inode, newname: &CStr) -> io::Result<Entry> {
+    fn link(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        newparent: Inode,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
         self.refuse_writes()?;
         self.inner.link(ctx, inode, newparent, newname)
     }
@@ -225,7 +247,8 @@ impl FileSystem for ExportFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.inner.read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
 
     fn write(
@@ -256,7 +279,13 @@ impl FileSystem for ExportFs {
         )
     }
 
-    fn flush(&self, ctx: &Context, inode: Inode, handle: Handle, lock_owner: u64) -> io::Result<()> {
+    fn flush(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        lock_owner: u64,
+    ) -> io::Result<()> {
         self.inner.flush(ctx, inode, handle, lock_owner)
     }
 
@@ -274,7 +303,8 @@ impl FileSystem for ExportFs {
         length: u64,
     ) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.fallocate(ctx, inode, handle, mode, offset, length)
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
     }
 
     fn release(
@@ -299,12 +329,25 @@ impl FileSystem for ExportFs {
         Ok(stat)
     }
 
-    fn setxattr(&self, ctx: &Context, inode: Inode, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
         self.refuse_writes()?;
         self.inner.setxattr(ctx, inode, name, value, flags)
     }
 
-    fn getxattr(&self, ctx: &Context, inode: Inode, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
         self.inner.getxattr(ctx, inode, name, size)
     }
 
@@ -317,7 +360,12 @@ impl FileSystem for ExportFs {
         self.inner.removexattr(ctx, inode, name)
     }
 
-    fn opendir(&self, ctx: &Context, inode: Inode, flags: u32) -> io::Result<(Option<Handle>, OpenOptions)> {
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
         self.inner.opendir(ctx, inode, flags)
     }
 
@@ -330,7 +378,8 @@ impl FileSystem for ExportFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.inner.readdir(ctx, inode, handle, size, offset, add_entry)
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
     }
 
     fn readdirplus(
@@ -343,19 +392,40 @@ impl FileSystem for ExportFs {
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
         if !self.announce_submounts {
-            return self.inner.readdirplus(ctx, inode, handle, size, offset, add_entry);
+            return self
+                .inner
+                .readdirplus(ctx, inode, handle, size, offset, add_entry);
         }
-        self.inner.readdirplus(ctx, inode, handle, size, offset, &mut |dir_entry, mut entry| {
-            self.mark_submount(ctx, inode, &mut entry);
-            add_entry(dir_entry, entry)
-        })
+        self.inner.readdirplus(
+            ctx,
+            inode,
+            handle,
+            size,
+            offset,
+            &mut |dir_entry, mut entry| {
+                self.mark_submount(ctx, inode, &mut entry);
+                add_entry(dir_entry, entry)
+            },
+        )
     }
 
-    fn fsyncdir(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
         self.inner.fsyncdir(ctx, inode, datasync, handle)
     }
 
-    fn releasedir(&self, ctx: &Context, inode: Inode, flags: u32, handle: Handle) -> io::Result<()> {
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
         self.inner.releasedir(ctx, inode, flags, handle)
     }
 
@@ -393,7 +463,14 @@ impl FileSystem for ExportFs {
         self.inner.access(ctx, inode, mask)
     }
 
-    fn lseek(&self, ctx: &Context, inode: Inode, handle: Handle, offset: u64, whence: u32) -> io::Result<u64> {
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
         self.inner.lseek(ctx, inode, handle, offset, whence)
     }
 
@@ -443,7 +520,8 @@ impl FileSystem for ExportFs {
         data: IoctlData,
         out_size: u32,
     ) -> io::Result<IoctlData<'_>> {
-        self.inner.ioctl(ctx, inode, handle, flags, cmd, data, out_size)
+        self.inner
+            .ioctl(ctx, inode, handle, flags, cmd, data, out_size)
     }
 
     fn bmap(&self, ctx: &Context, inode: Inode, block: u64, blocksize: u32) -> io::Result<u64> {
@@ -474,7 +552,9 @@ mod tests {
     #[test]
     fn opening_for_writing_is_any_write_mode_or_truncation() {
         assert!(!opens_for_writing(libc::O_RDONLY as u32));
-        assert!(!opens_for_writing((libc::O_RDONLY | libc::O_NOFOLLOW) as u32));
+        assert!(!opens_for_writing(
+            (libc::O_RDONLY | libc::O_NOFOLLOW) as u32
+        ));
         assert!(opens_for_writing(libc::O_WRONLY as u32));
         assert!(opens_for_writing(libc::O_RDWR as u32));
         assert!(opens_for_writing((libc::O_RDONLY | libc::O_TRUNC) as u32));

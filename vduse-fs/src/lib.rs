@@ -89,10 +89,18 @@ pub fn summary(config: &Config) -> String {
         config.name,
         config.shared_dir.display(),
         config.tag,
-        if config.read_only { "read-only" } else { "read-write" },
+        if config.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        },
         config.cache.name(),
         config.num_request_queues,
-        if config.num_request_queues == 1 { "" } else { "s" },
+        if config.num_request_queues == 1 {
+            ""
+        } else {
+            "s"
+        },
         config.queue_size,
     )
 }
@@ -130,8 +138,8 @@ pub fn passthrough_config(config: &Config, root: &str) -> fuse_backend_rs::passt
 /// the rest of the server keeps the host's view (`/dev`, `/sys`) it needs to remove the
 /// device later.
 fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result<backend::Threads> {
-    let seccomp = sandbox::seccomp_program(config.seccomp)
-        .context("cannot build the seccomp filter")?;
+    let seccomp =
+        sandbox::seccomp_program(config.seccomp).context("cannot build the seccomp filter")?;
     let (config, backend) = (config.clone(), backend.clone());
     std::thread::Builder::new()
         .name("vduse-fs-sandbox".into())
@@ -145,26 +153,39 @@ fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result
                          CAP_SYS_ADMIN; use sandbox: none to run without one)",
                     )?,
                 ),
-                Sandbox::Auto => match MountNamespace::prepare(&config.shared_dir, config.read_only) {
-                    Ok(namespace) => Some(namespace),
-                    Err(error) if error.is_permission() => {
-                        log::warn!(
-                            "no mount namespace for the filesystem ({error}): it needs \
+                Sandbox::Auto => {
+                    match MountNamespace::prepare(&config.shared_dir, config.read_only) {
+                        Ok(namespace) => Some(namespace),
+                        Err(error) if error.is_permission() => {
+                            log::warn!(
+                                "no mount namespace for the filesystem ({error}): it needs \
                              CAP_SYS_ADMIN; the passthrough's own checks keep lookups inside \
                              {shared}"
-                        );
-                        None
+                            );
+                            None
+                        }
+                        Err(error) => {
+                            return Err(error).context("cannot set up the mount namespace");
+                        }
                     }
-                    Err(error) => return Err(error).context("cannot set up the mount namespace"),
-                },
+                }
             };
             // The passthrough opens /proc/self/fd now, while /proc is still visible.
-            let root = if namespace.is_some() { "/" } else { shared.as_str() };
+            let root = if namespace.is_some() {
+                sandbox::EXPORT_IN_SANDBOX
+            } else {
+                shared.as_str()
+            };
             let passthrough = PassthroughFs::<()>::new(passthrough_config(&config, root))
                 .context("cannot set up the passthrough filesystem")?;
             if let Some(namespace) = namespace {
-                namespace.pivot().context("cannot enter the mount namespace")?;
-                log::info!("filesystem threads sandboxed: their root is {shared}");
+                namespace
+                    .pivot()
+                    .context("cannot enter the mount namespace")?;
+                log::info!(
+                    "filesystem threads sandboxed: {shared} is their {}",
+                    sandbox::EXPORT_IN_SANDBOX
+                );
             }
             let fs = fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
             let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));

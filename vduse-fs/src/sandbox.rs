@@ -2,11 +2,12 @@
 //! guest asks (names, offsets, attributes).
 //!
 //! - **Mount namespace** ([`MountNamespace`]): the calling thread gets a mount
-//!   namespace of its own whose root is a bind mount of the shared directory (pivot_root,
-//!   the old root detached). Nothing outside the directory exists for it: a `..` at the
-//!   root stays at the root, and a directory moved out of the export by a host process
-//!   cannot be walked out of (the kernel refuses `..` from a dentry outside its bind
-//!   mount). A read-only export is also mounted read-only, so the kernel refuses writes
+//!   namespace of its own whose root (after pivot_root, the old root detached) is an
+//!   empty read-only tmpfs holding only a bind mount of the shared directory and a
+//!   `/proc`. Nothing else of the host exists for it, and a directory moved out of the
+//!   export by a host process cannot be walked out of (the kernel refuses `..` from a
+//!   dentry outside its bind mount); the passthrough keeps a guest's `..` at the export's
+//!   root. A read-only export is also mounted read-only, so the kernel refuses writes
 //!   even if the filesystem code let one through. Needs CAP_SYS_ADMIN. Threads started
 //!   afterwards by this thread inherit it; the rest of the server (device requests,
 //!   vdpa netlink, shutdown) keeps the host's view it needs.
@@ -44,26 +45,29 @@ impl SandboxError {
 
     /// The step failed for want of CAP_SYS_ADMIN (or a user namespace that allows it).
     pub fn is_permission(&self) -> bool {
-        matches!(
-            self.source.raw_os_error(),
-            Some(libc::EPERM | libc::EACCES)
-        )
+        matches!(self.source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
     }
 }
 
-/// A mount namespace of the calling thread's own, set up but not entered yet: the shared
-/// directory is bind-mounted (read-only when asked), and the host's tree is still there
-/// (so `/proc` can still be opened). [`MountNamespace::pivot`] makes the directory the
-/// root. See the module documentation.
+/// Where the shared directory appears inside the sandbox.
+pub const EXPORT_IN_SANDBOX: &str = "/export";
+
+/// A mount namespace of the calling thread's own, set up but not entered yet: its future
+/// root is a small tmpfs holding the shared directory (a recursive bind, read-only when
+/// asked) at [`EXPORT_IN_SANDBOX`] and a `/proc` (fuse-backend-rs reaches extended
+/// attributes through `/proc/self/fd`). The host's tree is still visible until
+/// [`MountNamespace::pivot`]. See the module documentation.
 #[derive(Debug)]
 #[must_use = "pivot into the namespace, or the thread still sees the host's tree"]
 pub struct MountNamespace {
-    shared_dir: std::path::PathBuf,
+    new_root: std::path::PathBuf,
 }
 
 impl MountNamespace {
-    /// Gives the calling thread a new mount namespace with `shared_dir` bind-mounted.
+    /// Gives the calling thread a new mount namespace and builds its future root.
     pub fn prepare(shared_dir: &Path, read_only: bool) -> Result<Self, SandboxError> {
+        use rustix::fs::{CWD, Mode};
+        use rustix::mount::{MoveMountFlags, OpenTreeFlags};
         use rustix::thread::{UnshareFlags, unshare_unsafe};
         // CLONE_FS too: the thread's root and working directory become its own, so the
         // pivot moves only this thread (and the threads it starts afterwards).
@@ -77,23 +81,79 @@ impl MountNamespace {
             MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
         )
         .map_err(SandboxError::at("making mounts private (MS_SLAVE)"))?;
-        rustix::mount::mount_bind_recursive(shared_dir, shared_dir)
-            .map_err(SandboxError::at("bind-mounting the shared directory"))?;
-        if read_only {
-            rustix::mount::mount_remount(shared_dir, MountFlags::BIND | MountFlags::RDONLY, "")
-                .map_err(SandboxError::at("remounting the shared directory read-only"))?;
+        // A detached copy of the shared directory's tree, taken before anything covers it.
+        let export = rustix::mount::open_tree(
+            CWD,
+            shared_dir,
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE,
+        )
+        .map_err(SandboxError::at(
+            "cloning the shared directory's mounts (open_tree)",
+        ))?;
+        // The new root covers the shared directory's path in this namespace only (any
+        // existing directory would do; this one is known to exist).
+        let new_root = if shared_dir == Path::new("/") {
+            Path::new("/tmp")
+        } else {
+            shared_dir
+        };
+        rustix::mount::mount(
+            "vduse-fs-sandbox",
+            new_root,
+            "tmpfs",
+            MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
+            c"size=64k,mode=0755",
+        )
+        .map_err(SandboxError::at("mounting the sandbox's root (tmpfs)"))?;
+        let export_at = new_root.join(&EXPORT_IN_SANDBOX[1..]);
+        let proc_at = new_root.join("proc");
+        for dir in [&export_at, &proc_at] {
+            rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755))
+                .map_err(SandboxError::at("making the sandbox's directories"))?;
         }
+        rustix::mount::move_mount(
+            &export,
+            "",
+            CWD,
+            &export_at,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(SandboxError::at(
+            "placing the shared directory in the sandbox (move_mount)",
+        ))?;
+        if read_only {
+            rustix::mount::mount_remount(&export_at, MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(SandboxError::at(
+                    "remounting the shared directory read-only",
+                ))?;
+        }
+        rustix::mount::mount(
+            "proc",
+            &proc_at,
+            "proc",
+            MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
+            c"",
+        )
+        .map_err(SandboxError::at("mounting /proc in the sandbox"))?;
+        rustix::mount::mount_remount(
+            new_root,
+            MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
+            "",
+        )
+        .map_err(SandboxError::at("making the sandbox's root read-only"))?;
         Ok(Self {
-            shared_dir: shared_dir.to_owned(),
+            new_root: new_root.to_owned(),
         })
     }
 
-    /// Makes the shared directory the thread's root and detaches the rest.
+    /// Makes the prepared tmpfs the thread's root and detaches the host's tree.
     pub fn pivot(self) -> Result<(), SandboxError> {
-        rustix::process::chdir(&self.shared_dir)
-            .map_err(SandboxError::at("chdir to the shared directory"))?;
+        rustix::process::chdir(&self.new_root)
+            .map_err(SandboxError::at("chdir to the sandbox's root"))?;
         // pivot_root(".", ".") stacks the old root under the new one; detaching it
-        // leaves only the shared directory.
+        // leaves only the sandbox.
         rustix::process::pivot_root(".", ".").map_err(SandboxError::at("pivot_root"))?;
         rustix::mount::unmount(".", UnmountFlags::DETACH)
             .map_err(SandboxError::at("detaching the old root"))?;
