@@ -26,7 +26,7 @@ complete -c vduse-fs -l num-request-queues -d 'Request queues, 1 to 16, besides 
 complete -c vduse-fs -l queue-size -d 'Size of each queue, a power of two from 16 to 1024 [default: 128]' -r
 complete -c vduse-fs -l threads -d 'Threads serving the filesystem, 1 to 64 [default: 4]' -r
 complete -c vduse-fs -l sandbox -d 'Mount namespace of the filesystem threads [default: auto]' -r -f -a "auto\t'namespace with CAP_SYS_ADMIN, else none (with a warning)'
-namespace\t'A mount namespace whose root is the shared directory; an error without privilege'
+namespace\t'A mount namespace holding only the shared directory; an error without privilege'
 none\t'None'"
 complete -c vduse-fs -l seccomp -d 'System call filter of the filesystem threads [default: kill]' -r -f -a "kill\t'A system call outside the allow-list kills the server'
 log\t'Allowed, and logged by the kernel\'s audit'

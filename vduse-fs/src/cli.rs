@@ -17,9 +17,9 @@ Once the device is attached, mount it on this host with
 or hand it to a VM with --attach vhost. Linux 7.2 or later is needed: older kernels' VDUSE
 refuses virtio-fs devices.
 
-Sandbox: the threads that serve the filesystem run in a mount namespace whose root is the
-shared directory (--sandbox, needs CAP_SYS_ADMIN), with only the capabilities the
-passthrough needs, and under a seccomp allow-list (--seccomp). See vduse-fs(8).
+Sandbox: the threads that serve the filesystem run in a mount namespace that holds only the
+shared directory and /proc (--sandbox, needs CAP_SYS_ADMIN), with only the capabilities
+the passthrough needs, and under a seccomp allow-list (--seccomp). See vduse-fs(8).
 
 Signals:
   SIGINT, SIGTERM  remove the device and exit (unmount it first)
@@ -147,7 +147,7 @@ pub enum InodeFileHandlesArg {
 pub enum SandboxArg {
     /// namespace with CAP_SYS_ADMIN, else none (with a warning).
     Auto,
-    /// A mount namespace whose root is the shared directory; an error without privilege.
+    /// A mount namespace holding only the shared directory; an error without privilege.
     Namespace,
     /// None.
     None,

@@ -113,8 +113,8 @@ pub enum InodeFileHandles {
 pub enum Sandbox {
     /// `namespace` when the server has CAP_SYS_ADMIN, else `none` with a warning.
     Auto,
-    /// A mount namespace of their own whose root is the shared directory; failing to set
-    /// it up is an error.
+    /// A mount namespace of their own that holds only the shared directory (and `/proc`);
+    /// failing to set it up is an error.
     Namespace,
     /// No mount namespace.
     None,
