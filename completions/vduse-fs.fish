@@ -20,7 +20,7 @@ complete -c vduse-fs -l xattr -d 'Extended attributes [default: false]' -r -f -a
 false\t''"
 complete -c vduse-fs -l announce-submounts -d 'Mark host mount points inside the directory as submounts, so the guest gives them device numbers of their own [default: false]' -r -f -a "true\t''
 false\t''"
-complete -c vduse-fs -l inode-file-handles -d 'How inodes are held: never (an O_PATH descriptor each) or prefer (a file handle where the host file system has them; needs CAP_DAC_READ_SEARCH) [default: never]' -r -f -a "never\t'An O_PATH descriptor per inode'
+complete -c vduse-fs -l inode-file-handles -d 'How inodes are held: never (an O_PATH descriptor each) or prefer (a file handle where the host file system has them; needs CAP_DAC_READ_SEARCH and excludes the mount namespace sandbox) [default: never]' -r -f -a "never\t'An O_PATH descriptor per inode'
 prefer\t'A file handle where the host file system has them'"
 complete -c vduse-fs -l num-request-queues -d 'Request queues, 1 to 16, besides the high-priority queue [default: 1]' -r
 complete -c vduse-fs -l queue-size -d 'Size of each queue, a power of two from 16 to 1024 [default: 128]' -r

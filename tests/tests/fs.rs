@@ -25,9 +25,10 @@
 //!    number of its own in the guest and its file reads back.
 //! 7. Escapes: reading through the links that point out of the export, through `..`
 //!    links, and a recursive search of the mount find no trace of the secret.
-//! 8. A read-only export of the same directory: creating, writing, renaming, removing
-//!    fail with EROFS ("Read-only file system"), reading works, nothing changes on the
-//!    host.
+//! 8. A read-only export of the same directory, holding inodes by file handle (which
+//!    rules the namespace out, so the server alone enforces it): creating, writing,
+//!    renaming, removing fail with EROFS ("Read-only file system"), reading works, nothing
+//!    changes on the host.
 //! 9. Unmount and SIGTERM: exit 0, and no device in `/dev/vduse` or on the vdpa bus.
 //!
 //! On 6.12 the server exits 69 and says that virtio-fs devices need Linux 7.2 or later,
@@ -165,7 +166,9 @@ find /mnt/v -name secret 2>&1 | result escape.find
 
 # --- 8. A read-only export.
 phase 8 read-only
-spawn fs1 vduse-fs --name fs1 --tag ro1 --shared-dir /srv/export --read-only
+# File handles instead of descriptors; they exclude the namespace, so here the read-only
+# export is enforced by the server alone (not by a read-only bind mount).
+spawn fs1 vduse-fs --name fs1 --tag ro1 --shared-dir /srv/export --read-only --inode-file-handles prefer
 capture fs1-tag wait_for 20 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx ro1'
 capture ro-mount mount -t virtiofs ro1 /mnt/ro
 ls -l /srv/export | result ro.before
@@ -396,6 +399,11 @@ fn check(series: &str) {
         "the read-only export changed"
     );
     ok(&run, "ro-umount");
+    let log = run.text("fs1.err");
+    assert!(
+        log.contains("no mount namespace for the filesystem: inode-file-handles: prefer"),
+        "{log}"
+    );
     assert_eq!(run.rc("fs1"), 0, "fs1 exit code\n{}", servers(&run));
 
     // 9. Nothing left.

@@ -91,7 +91,8 @@ pub struct Cli {
     pub announce_submounts: Option<bool>,
 
     /// How inodes are held: never (an O_PATH descriptor each) or prefer (a file handle
-    /// where the host file system has them; needs CAP_DAC_READ_SEARCH) [default: never].
+    /// where the host file system has them; needs CAP_DAC_READ_SEARCH and excludes the
+    /// mount namespace sandbox) [default: never].
     #[arg(long, value_enum, value_name = "WHEN")]
     pub inode_file_handles: Option<InodeFileHandlesArg>,
 

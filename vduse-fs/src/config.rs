@@ -47,6 +47,11 @@ pub const KEYS: [&str; 18] = [
     "busy-poll-us",
 ];
 
+/// Why file handles and the mount namespace exclude each other.
+pub const NO_HANDLES_IN_NAMESPACE: &str = "fuse-backend-rs 0.14 opens file handles through \
+    the mounts /proc/self/mountinfo lists, which are the server's and not the sandbox's; use \
+    sandbox: none, or inode-file-handles: never";
+
 /// Defaults of the keys that have one.
 pub mod defaults {
     use super::{Attach, Cache, InodeFileHandles, Sandbox, Seccomp};
@@ -307,6 +312,17 @@ impl Config {
             ));
         }
 
+        let (handles, handles_flag) = layers.pick(|s| &s.inode_file_handles);
+        let inode_file_handles = handles.unwrap_or(defaults::INODE_FILE_HANDLES);
+        let sandbox = layers.pick(|s| &s.sandbox).0.unwrap_or(defaults::SANDBOX);
+        if inode_file_handles == InodeFileHandles::Prefer && sandbox == Sandbox::Namespace {
+            return Err(invalid(
+                "inode-file-handles",
+                handles_flag,
+                format!("prefer does not work with sandbox: namespace: {NO_HANDLES_IN_NAMESPACE}"),
+            ));
+        }
+
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
 
@@ -319,14 +335,11 @@ impl Config {
             writeback,
             xattr: layers.pick(|s| &s.xattr).0.unwrap_or(false),
             announce_submounts: layers.pick(|s| &s.announce_submounts).0.unwrap_or(false),
-            inode_file_handles: layers
-                .pick(|s| &s.inode_file_handles)
-                .0
-                .unwrap_or(defaults::INODE_FILE_HANDLES),
+            inode_file_handles,
             num_request_queues,
             queue_size,
             threads,
-            sandbox: layers.pick(|s| &s.sandbox).0.unwrap_or(defaults::SANDBOX),
+            sandbox,
             seccomp: layers.pick(|s| &s.seccomp).0.unwrap_or(defaults::SECCOMP),
             attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
             keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
@@ -491,6 +504,10 @@ mod tests {
             (
                 "name: n\nshared-dir: /\nqueue-size: 2048\n".into(),
                 "not a power of two between 16 and 1024".into(),
+            ),
+            (
+                "name: n\nshared-dir: /\ninode-file-handles: prefer\nsandbox: namespace\n".into(),
+                "inode-file-handles: prefer does not work with sandbox: namespace".into(),
             ),
             (
                 "name: n\nshared-dir: /\nthreads: 0\n".into(),

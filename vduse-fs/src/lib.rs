@@ -59,6 +59,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(exit) => return exit.into(),
     };
     vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
+    if log::max_level() > log::LevelFilter::Debug {
+        // fuse-backend-rs 0.14 names each request's opcode at trace level by transmuting
+        // the guest's number into its enum, which is undefined behaviour for the unused
+        // numbers a guest may send. No trace, then.
+        log::set_max_level(log::LevelFilter::Debug);
+        log::warn!("log level trace is capped at debug in vduse-fs (fuse-backend-rs)");
+    }
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
@@ -147,6 +154,14 @@ fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result
             let shared = config.shared_dir.to_string_lossy().into_owned();
             let namespace = match config.sandbox {
                 Sandbox::None => None,
+                Sandbox::Auto if config.inode_file_handles == InodeFileHandles::Prefer => {
+                    log::warn!(
+                        "no mount namespace for the filesystem: inode-file-handles: prefer \
+                         excludes it ({})",
+                        config::NO_HANDLES_IN_NAMESPACE
+                    );
+                    None
+                }
                 Sandbox::Namespace => Some(
                     MountNamespace::prepare(&config.shared_dir, config.read_only).context(
                         "cannot set up the mount namespace (sandbox: namespace needs \
