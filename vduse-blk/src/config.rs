@@ -313,19 +313,12 @@ impl Config {
             ));
         }
 
-        let (queue_size, queue_size_flag) = layers.pick(|s| &s.queue_size);
-        let queue_size = queue_size.unwrap_or(defaults::QUEUE_SIZE);
-        let (min, max) = QUEUE_SIZE_RANGE;
-        if !queue_size.is_power_of_two() || !(min..=max).contains(&queue_size) {
-            return Err(invalid(
-                "queue-size",
-                queue_size_flag,
-                format!(
-                    "{queue_size} is not a power of two between {min} and {max}: use for \
-                     example 128, 256 or 1024"
-                ),
-            ));
-        }
+        let queue_size = layers.queue_size(
+            |s| &s.queue_size,
+            defaults::QUEUE_SIZE,
+            QUEUE_SIZE_RANGE,
+            "128, 256 or 1024",
+        )?;
 
         let (serial, serial_flag) = layers.pick(|s| &s.serial);
         if let Some(serial) = &serial {

@@ -204,19 +204,12 @@ impl Config {
             ));
         }
 
-        let (queue_size, queue_size_flag) = layers.pick(|s| &s.queue_size);
-        let queue_size = queue_size.unwrap_or(defaults::QUEUE_SIZE);
-        let (min, max) = QUEUE_SIZE_RANGE;
-        if !queue_size.is_power_of_two() || !(min..=max).contains(&queue_size) {
-            return Err(invalid(
-                "queue-size",
-                queue_size_flag,
-                format!(
-                    "{queue_size} is not a power of two between {min} and {max}: use for \
-                     example 256 or 1024"
-                ),
-            ));
-        }
+        let queue_size = layers.queue_size(
+            |s| &s.queue_size,
+            defaults::QUEUE_SIZE,
+            QUEUE_SIZE_RANGE,
+            "256 or 1024",
+        )?;
 
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;

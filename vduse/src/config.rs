@@ -438,6 +438,30 @@ impl<'a, S: Default> Layers<'a, S> {
         Ok(size)
     }
 
+    /// The `queue-size` key (`default` when not set): a power of two in `range`; the
+    /// error suggests `examples`.
+    pub fn queue_size(
+        &self,
+        key: impl Fn(&S) -> &Option<u16>,
+        default: u16,
+        (min, max): (u16, u16),
+        examples: &str,
+    ) -> Result<u16, ConfigError> {
+        let (size, from_flag) = self.pick(key);
+        let size = size.unwrap_or(default);
+        if !size.is_power_of_two() || !(min..=max).contains(&size) {
+            return Err(self.invalid(
+                "queue-size",
+                from_flag,
+                format!(
+                    "{size} is not a power of two between {min} and {max}: use for example \
+                     {examples}"
+                ),
+            ));
+        }
+        Ok(size)
+    }
+
     /// The `busy-poll-us` key (0 when not set), checked.
     pub fn busy_poll_us(&self, key: impl Fn(&S) -> &Option<u32>) -> Result<u32, ConfigError> {
         let (micros, from_flag) = self.pick(key);
