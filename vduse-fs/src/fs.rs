@@ -27,6 +27,16 @@ use fuse_backend_rs::transport::FsCacheReqHandler;
 /// `FUSE_ATTR_SUBMOUNT`: the entry is the root of a mount on the server's side.
 const FUSE_ATTR_SUBMOUNT: u32 = 1 << 0;
 
+/// Options every export takes when the guest's kernel offers them: requests of up to
+/// 1 MiB (`MAX_PAGES`, `BIG_WRITES`), reads and direct I/O in parallel, lookups in one
+/// directory in parallel, and page cache invalidation when a file changes on the host.
+const STREAMLINED: FsOptions = FsOptions::ASYNC_READ
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::ASYNC_DIO)
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::AUTO_INVAL_DATA);
+
 /// The exported directory, as the guest sees it.
 pub struct ExportFs {
     inner: PassthroughFs<()>,
@@ -89,6 +99,10 @@ impl FileSystem for ExportFs {
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let mut options = self.inner.init(capable)?;
+        // What the passthrough serves but does not ask for. Without BIG_WRITES and
+        // MAX_PAGES the kernel sends writes of at most 8 KiB (measured on 7.3: 4 KiB per
+        // WRITE, 2.7 MiB/s); without ASYNC_DIO an O_DIRECT AIO waits for each request.
+        options |= capable & STREAMLINED;
         if self.read_only {
             options.remove(FsOptions::WRITEBACK_CACHE);
         }
