@@ -16,7 +16,9 @@
 //!    exactly the capabilities `KEPT_CAPABILITIES` names.
 //! 4. File operations through the mount, each checked on the host's side of the export:
 //!    create, append, read, rename, mkdir, rmdir, symlink, hardlink, chmod, truncate,
-//!    xattr set/get/remove, fsync, unlink.
+//!    xattr set/get/remove, fsync, unlink; 1500 files in one directory (more than the
+//!    usual limit of open descriptors); and the FUSE options agreed at INIT (1 MiB
+//!    requests, parallel direct I/O and lookups).
 //! 5. Data: a 64 MiB file written in the guest has the same SHA-256 on the host, and the
 //!    host's 64 MiB file the same in the guest (read through the server: the guest's page
 //!    cache is dropped first). Four processes write four files and four more write
@@ -128,6 +130,11 @@ op xattr 'setfattr -n user.color -v blue b.txt; test "$(getfattr --only-values -
     ! getfattr -n user.color /srv/export/b.txt'
 op fsync 'echo durable >f.txt; sync f.txt; sync -d f.txt; test "$(cat /srv/export/f.txt)" = durable'
 op unlink 'rm b.txt hl sl f.txt; test ! -e /srv/export/b.txt; test ! -e /srv/export/hl; test "$(ls /srv/export | tr "\n" " ")" = "abs-link host-64m host.txt rel-link sub up "'
+
+# More files than the usual soft limit on open descriptors (1024): the passthrough holds
+# one per inode the guest remembers, and the server raises its limit.
+op many-files 'mkdir many; i=0; while [ $i -lt 1500 ]; do : >many/f$i; i=$((i + 1)); done;
+    test "$(ls many | wc -l)" = 1500; rm -r many; test ! -e /srv/export/many'
 
 # --- 5. Data both ways, and concurrent writers.
 phase 5 data
@@ -317,10 +324,33 @@ fn check(series: &str) {
 
     // 4. Operations.
     for name in [
-        "create", "append", "read", "rename", "mkdir", "rmdir", "symlink", "hardlink", "chmod",
-        "truncate", "xattr", "fsync", "unlink",
+        "create",
+        "append",
+        "read",
+        "rename",
+        "mkdir",
+        "rmdir",
+        "symlink",
+        "hardlink",
+        "chmod",
+        "truncate",
+        "xattr",
+        "fsync",
+        "unlink",
+        "many-files",
     ] {
         ok(&run, name);
+    }
+
+    // Requests of up to 1 MiB and parallel direct I/O were agreed at INIT (without them a
+    // write reaches the server 4 KiB at a time).
+    let log = run.text("fs0.err");
+    let agreed = log
+        .lines()
+        .find(|l| l.contains("out_opts"))
+        .unwrap_or_default();
+    for option in ["BIG_WRITES", "MAX_PAGES", "ASYNC_DIO", "PARALLEL_DIROPS"] {
+        assert!(agreed.contains(option), "{option} not agreed: {agreed}");
     }
 
     // 5. Data.

@@ -219,11 +219,64 @@ fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the sandbox thread panicked")))
 }
 
+/// The limit on open files the server asks for, as virtiofsd does (bounded by the
+/// kernel's `fs.nr_open`).
+const WANTED_OPEN_FILES: u64 = 1_000_000;
+
+/// Raises the limit on open files: the passthrough holds a descriptor per inode the guest
+/// remembers (`inode-file-handles: never`), and the usual soft limit of 1024 runs out
+/// after about a thousand files (EMFILE in the guest). With CAP_SYS_RESOURCE both limits
+/// go up to [`WANTED_OPEN_FILES`]; without, the soft limit goes up to the hard one.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(WANTED_OPEN_FILES);
+    let wanted = WANTED_OPEN_FILES.min(nr_open);
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if limit.current.unwrap_or(u64::MAX) >= wanted {
+        return;
+    }
+    let raised = if hard < wanted {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: Some(wanted),
+            },
+        )
+        .map(|()| wanted)
+    } else {
+        Err(rustix::io::Errno::PERM)
+    };
+    let raised = raised.or_else(|_| {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )
+        .map(|()| hard)
+    });
+    match raised {
+        Ok(files) if files < 65536 => log::warn!(
+            "at most {files} open files: the guest gets EMFILE once it holds about as many \
+             inodes (raise the hard limit: ulimit -Hn, or LimitNOFILE= in the unit)"
+        ),
+        Ok(files) => log::debug!("open files: limit raised to {files}"),
+        Err(error) => log::warn!("cannot raise the limit on open files: {error}"),
+    }
+}
+
 /// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
 /// `keep-device`).
 pub fn run(config: &Config) -> anyhow::Result<()> {
     use vduse::runtime::{Server, notify_ready};
 
+    raise_open_file_limit();
     let backend = Arc::new(FsBackend::new(
         &config.tag,
         config.num_request_queues,
