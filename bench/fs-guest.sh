@@ -9,12 +9,10 @@
 #   sh /bench/fs-guest.sh RUNTIME RAMP SIZE_MIB FILES [CACHE]
 #
 # Data jobs (fio): ioengine=psync, direct=1, 4 jobs at once (numjobs=4, group_reporting),
-# one SIZE_MIB file per job, time_based, RAMP s then RUNTIME s. psync with 4 jobs rather
-# than libaio at depth 16: the FUSE client only submits O_DIRECT AIO asynchronously when
-# the server grants FUSE_ASYNC_DIO, which fuse-backend-rs's passthrough does not, so libaio
-# would wait for each request in io_submit (depth 1 in disguise); 4 threads keep up to 4
-# requests in flight on both targets. direct=1 because with `cache: auto` the guest's page
-# cache would otherwise serve every read after the first, and measure itself.
+# one SIZE_MIB file per job, time_based, RAMP s then RUNTIME s: 4 threads keep up to 4
+# requests in flight on both targets, the same way on each. direct=1 because with
+# `cache: auto` the guest's page cache would otherwise serve every read after the first,
+# and measure itself.
 #
 # Metadata jobs (fio's filecreate, filestat, filedelete engines, FILES files in one
 # directory, one process): create = open(O_CREAT) and close of an empty file; stat =
@@ -167,11 +165,7 @@ if ! modprobe vduse || ! modprobe virtio_vdpa; then
     exit 1
 fi
 vduse-fs --name fs0 --shared-dir $EXPORT --cache "$CACHE" --print-config >$R/vduse-fs.config 2>&1
-# The passthrough holds a descriptor per inode the guest knows (inode-file-handles:
-# never): with the default limit of 1024 the server runs out of them after about 1000
-# files (EMFILE). The systemd unit sets LimitNOFILE=1048576; so does this.
-ulimit -n 1048576 || { failed setup "ulimit -n 1048576 failed"; exit 1; }
-echo "nofile $(ulimit -n)" >>$R/env
+# The server raises its own limit on open files (it holds one per inode the guest knows).
 spawn vduse-fs vduse-fs --name fs0 --shared-dir $EXPORT --cache "$CACHE"
 pid=$(cat /run/vduse-test/vduse-fs.pid)
 if ! wait_for 30 up "$pid" has_tag fs0 || ! has_tag fs0; then
