@@ -16,9 +16,10 @@
 //!    exactly the capabilities `KEPT_CAPABILITIES` names.
 //! 4. File operations through the mount, each checked on the host's side of the export:
 //!    create, append, read, rename, mkdir, rmdir, symlink, hardlink, chmod, truncate,
-//!    xattr set/get/remove, fsync, unlink; 1500 files in one directory (more than the
-//!    usual limit of open descriptors); and the FUSE options agreed at INIT (1 MiB
-//!    requests, parallel direct I/O and lookups).
+//!    xattr set/get/remove, fsync, mkfifo and mknod, fallocate, utimes, statfs, unlink
+//!    (all under the seccomp filter that kills the server on a call off its list); 1500
+//!    files in one directory (more than the usual limit of open descriptors); and the
+//!    FUSE options agreed at INIT (1 MiB requests, parallel direct I/O and lookups).
 //! 5. Data: a 64 MiB file written in the guest has the same SHA-256 on the host, and the
 //!    host's 64 MiB file the same in the guest (read through the server: the guest's page
 //!    cache is dropped first). Four processes write four files and four more write
@@ -129,6 +130,11 @@ op xattr 'setfattr -n user.color -v blue b.txt; test "$(getfattr --only-values -
     test "$(getfattr --only-values -n user.color b.txt)" = blue; setfattr -x user.color b.txt;
     ! getfattr -n user.color /srv/export/b.txt'
 op fsync 'echo durable >f.txt; sync f.txt; sync -d f.txt; test "$(cat /srv/export/f.txt)" = durable'
+op mkfifo 'mkfifo fifo; test -p /srv/export/fifo; mknod dev c 1 3; test -c /srv/export/dev; rm fifo dev'
+op fallocate 'fallocate -l 1M big; test "$(stat -c %s /srv/export/big)" = 1048576; rm big'
+op utimes 'touch -d "2001-02-03 04:05:06" f.txt; test "$(stat -c %Y /srv/export/f.txt)" = "$(stat -c %Y f.txt)";
+    test "$(date -d @$(stat -c %Y /srv/export/f.txt) +%Y)" = 2001'
+op statfs 'df /mnt/v | grep -q /mnt/v'
 op unlink 'rm b.txt hl sl f.txt; test ! -e /srv/export/b.txt; test ! -e /srv/export/hl; test "$(ls /srv/export | tr "\n" " ")" = "abs-link host-64m host.txt rel-link sub up "'
 
 # More files than the usual soft limit on open descriptors (1024): the passthrough holds
