@@ -607,6 +607,38 @@ impl GuestRun {
         s + &self.console_tail(CONSOLE_TAIL)
     }
 
+    /// What the spawned commands `servers` left (stdout, stderr, exit code), for failure
+    /// messages.
+    pub fn logs(&self, servers: &[&str]) -> String {
+        let mut s = String::new();
+        for server in servers {
+            for suffix in ["out", "err", "rc"] {
+                let name = format!("{server}.{suffix}");
+                if self.has(&name) {
+                    let _ = writeln!(s, "--- {name}:\n{}", self.text(&name).trim_end());
+                }
+            }
+        }
+        s
+    }
+
+    /// Asserts that `capture NAME ...` exited with 0; the message has the logs of the
+    /// spawned `servers`, the end of the kernel's log and the command's report.
+    #[track_caller]
+    pub fn assert_ok_with(&self, name: &str, servers: &[&str]) {
+        let rc = self.rc(name);
+        if rc != 0 {
+            let dmesg = self.dmesg();
+            let lines: Vec<&str> = dmesg.lines().collect();
+            panic!(
+                "{name}: exit code {rc}, expected 0\n{}--- dmesg, last lines:\n{}\n{}",
+                self.logs(servers),
+                lines[lines.len().saturating_sub(15)..].join("\n"),
+                self.report(name)
+            );
+        }
+    }
+
     /// Asserts that `capture NAME ...` exited with 0.
     #[track_caller]
     pub fn assert_success(&self, name: &str) {

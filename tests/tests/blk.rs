@@ -266,35 +266,17 @@ fn boot(series: &str) -> GuestRun {
     run
 }
 
-/// The failure message's tail: what the servers logged.
+/// The servers this test spawns, whose logs go into failure messages.
+const SERVERS: &[&str] = &["disk0", "ro0"];
+
+/// The servers' logs, for failure messages.
 fn servers(run: &GuestRun) -> String {
-    let mut s = String::new();
-    for server in ["disk0", "ro0"] {
-        for suffix in ["err", "rc"] {
-            let name = format!("{server}.{suffix}");
-            if run.has(&name) {
-                s += &format!("--- {name}:\n{}\n", run.text(&name).trim_end());
-            }
-        }
-    }
-    s
+    run.logs(SERVERS)
 }
 
-/// Asserts that `capture NAME ...` exited with 0; the message has its output, the
-/// servers' logs and the end of the kernel's log.
 #[track_caller]
 fn ok(run: &GuestRun, name: &str) {
-    let rc = run.rc(name);
-    if rc != 0 {
-        let dmesg = run.dmesg();
-        let lines: Vec<&str> = dmesg.lines().collect();
-        panic!(
-            "{name}: exit code {rc}, expected 0\n{}--- dmesg, last lines:\n{}\n{}",
-            servers(run),
-            lines[lines.len().saturating_sub(15)..].join("\n"),
-            run.report(name)
-        );
-    }
+    run.assert_ok_with(name, SERVERS);
 }
 
 /// Asserts that `capture NAME ...` failed (any non-zero exit code).

@@ -235,30 +235,17 @@ fn boot(series: &str) -> GuestRun {
     run
 }
 
+/// The servers this test spawns, whose logs go into failure messages.
+const SERVERS: &[&str] = &["fs0", "fs1"];
+
 /// The servers' logs, for failure messages.
 fn servers(run: &GuestRun) -> String {
-    let mut s = String::new();
-    for server in ["fs0", "fs1"] {
-        for suffix in ["out", "err", "rc"] {
-            let name = format!("{server}.{suffix}");
-            if run.has(&name) {
-                s += &format!("--- {name}:\n{}\n", run.text(&name).trim_end());
-            }
-        }
-    }
-    s
+    run.logs(SERVERS)
 }
 
 #[track_caller]
 fn ok(run: &GuestRun, name: &str) {
-    assert_eq!(
-        run.rc(name),
-        0,
-        "{name} failed\n{}{}\n{}",
-        servers(run),
-        run.report(name),
-        run.console_tail(20)
-    );
+    run.assert_ok_with(name, SERVERS);
 }
 
 #[track_caller]
