@@ -208,6 +208,20 @@ fn the_installed_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify: {}\n{stderr}",
         output.status
     );
+    // The servers open /dev/vduse/* (and vduse-blk a backing disk): nothing may restrict
+    // the unit's devices, as ProtectClock= does by implying DeviceAllow=char-rtc.
+    for unit in [
+        "vduse-blk@.service",
+        "vduse-net-null@.service",
+        "vduse-fs@.service",
+    ] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        for line in text.lines() {
+            for restricting in ["ProtectClock=yes", "DeviceAllow=", "PrivateDevices=yes"] {
+                assert!(!line.starts_with(restricting), "{unit}: {line}");
+            }
+        }
+    }
 }
 
 /// The guest script: what systemd and an administrator would do with the installed tree.
