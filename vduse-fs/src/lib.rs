@@ -235,32 +235,26 @@ fn raise_open_file_limit() {
         .unwrap_or(WANTED_OPEN_FILES);
     let wanted = WANTED_OPEN_FILES.min(nr_open);
     let limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(u64::MAX);
     if limit.current.unwrap_or(u64::MAX) >= wanted {
         return;
     }
-    let raised = if hard < wanted {
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let set = |soft: u64, hard: u64| {
         setrlimit(
             Resource::Nofile,
             Rlimit {
-                current: Some(wanted),
-                maximum: Some(wanted),
+                current: Some(soft),
+                maximum: Some(hard),
             },
         )
-        .map(|()| wanted)
-    } else {
-        Err(rustix::io::Errno::PERM)
     };
-    let raised = raised.or_else(|_| {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        )
-        .map(|()| hard)
-    });
+    // Raising the hard limit needs CAP_SYS_RESOURCE; the soft one may go up to it freely.
+    let raised = if hard < wanted && set(wanted, wanted).is_ok() {
+        Ok(wanted)
+    } else {
+        let files = hard.min(wanted);
+        set(files, hard).map(|()| files)
+    };
     match raised {
         Ok(files) if files < 65536 => log::warn!(
             "at most {files} open files: the guest gets EMFILE once it holds about as many \
