@@ -21,6 +21,7 @@ use virtio_queue::DescriptorChain;
 
 use crate::backing::Backing;
 use crate::config::{Config, IoEngine};
+use crate::nbd::NbdDisk;
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
@@ -81,10 +82,57 @@ impl Completion {
     }
 }
 
-/// A virtio-blk device over a [`Backing`].
+/// Where the disk's data is.
+#[derive(Debug)]
+pub enum Store {
+    /// A file or block device on this host.
+    Local(Backing),
+    /// An NBD export.
+    Nbd(NbdDisk),
+}
+
+impl From<Backing> for Store {
+    fn from(backing: Backing) -> Self {
+        Store::Local(backing)
+    }
+}
+
+impl From<NbdDisk> for Store {
+    fn from(disk: NbdDisk) -> Self {
+        Store::Nbd(disk)
+    }
+}
+
+impl Store {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Store::Local(backing) => backing.size(),
+            Store::Nbd(disk) => disk.size(),
+        }
+    }
+
+    /// Whether the disk is read-only.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Store::Local(backing) => backing.is_read_only(),
+            Store::Nbd(disk) => disk.is_read_only(),
+        }
+    }
+
+    /// The path or URI, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(backing) => backing.path().display().to_string(),
+            Store::Nbd(disk) => disk.uri().to_string(),
+        }
+    }
+}
+
+/// A virtio-blk device over a [`Store`]: a [`Backing`] or an NBD export.
 #[derive(Debug)]
 pub struct BlockBackend {
-    backing: Backing,
+    store: Store,
     options: BlockOptions,
     physical_block_size: u32,
     serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
@@ -95,12 +143,17 @@ pub struct BlockBackend {
 }
 
 impl BlockBackend {
-    /// A device over `backing` shaped by `options` (checked by [`Config::resolve`]).
-    pub fn new(backing: Backing, options: BlockOptions) -> Self {
+    /// A device over `store` shaped by `options` (checked by [`Config::resolve`]).
+    pub fn new(store: impl Into<Store>, options: BlockOptions) -> Self {
+        let store = store.into();
         let lbs = options.logical_block_size;
+        let device_pbs = match &store {
+            Store::Local(backing) => backing.device_physical_block_size(),
+            Store::Nbd(_) => None,
+        };
         let physical_block_size = options
             .physical_block_size
-            .unwrap_or_else(|| backing.device_physical_block_size().unwrap_or(lbs).max(lbs));
+            .unwrap_or_else(|| device_pbs.unwrap_or(lbs).max(lbs));
         let mut serial = [0u8; VIRTIO_BLK_ID_BYTES as usize];
         if let Some(text) = &options.serial {
             let len = text.len().min(serial.len());
@@ -108,7 +161,7 @@ impl BlockBackend {
         }
         let io_engine = crate::engine::resolve(options.io_engine);
         Self {
-            backing,
+            store,
             options,
             physical_block_size,
             serial,
@@ -117,9 +170,25 @@ impl BlockBackend {
         }
     }
 
-    /// The backing.
-    pub fn backing(&self) -> &Backing {
-        &self.backing
+    /// The file or block device, when the disk is one.
+    pub fn backing(&self) -> Option<&Backing> {
+        match &self.store {
+            Store::Local(backing) => Some(backing),
+            Store::Nbd(_) => None,
+        }
+    }
+
+    /// The NBD export, when the disk is one.
+    pub fn nbd(&self) -> Option<&NbdDisk> {
+        match &self.store {
+            Store::Nbd(disk) => Some(disk),
+            Store::Local(_) => None,
+        }
+    }
+
+    /// Where the data is.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The engine requests are executed with (`auto` resolved).
@@ -129,12 +198,12 @@ impl BlockBackend {
 
     /// Capacity in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.backing.size() / SECTOR_SIZE
+        self.store.size() / SECTOR_SIZE
     }
 
     /// Whether the disk is read-only.
     pub fn is_read_only(&self) -> bool {
-        self.backing.is_read_only()
+        self.store.is_read_only()
     }
 
     /// The physical block size the guest is told.
@@ -142,12 +211,16 @@ impl BlockBackend {
         self.physical_block_size
     }
 
-    fn offers_discard(&self) -> bool {
-        self.options.discard && !self.is_read_only()
+    pub(crate) fn offers_discard(&self) -> bool {
+        self.options.discard
+            && !self.is_read_only()
+            && self.nbd().is_none_or(|disk| disk.can_trim())
     }
 
-    fn offers_write_zeroes(&self) -> bool {
-        self.options.write_zeroes && !self.is_read_only()
+    pub(crate) fn offers_write_zeroes(&self) -> bool {
+        self.options.write_zeroes
+            && !self.is_read_only()
+            && self.nbd().is_none_or(|disk| disk.can_write_zeroes())
     }
 
     /// Most data segments in one request: the queue less the header and status.
@@ -164,12 +237,16 @@ impl BlockBackend {
         if writes && self.is_read_only() {
             return Completion::status(Status::IoErr);
         }
+        let backing = match &self.store {
+            Store::Local(backing) => backing,
+            Store::Nbd(disk) => return crate::engine::nbd::execute(self, disk, request),
+        };
         match request {
             Request::Read { sector, buffers } => {
                 let Some(offset) = self.checked_range(sector, buffers.len() as u64) else {
                     return Completion::status(Status::IoErr);
                 };
-                match self.backing.read_into(offset, &buffers) {
+                match backing.read_into(offset, &buffers) {
                     Ok(()) => Completion {
                         status: Status::Ok,
                         written: u32::try_from(buffers.len()).unwrap_or(u32::MAX),
@@ -181,12 +258,12 @@ impl BlockBackend {
                 let Some(offset) = self.checked_range(sector, buffers.len() as u64) else {
                     return Completion::status(Status::IoErr);
                 };
-                match self.backing.write_from(offset, &buffers) {
+                match backing.write_from(offset, &buffers) {
                     Ok(()) => Completion::status(Status::Ok),
                     Err(err) => self.io_failed("write", err),
                 }
             }
-            Request::Flush => match self.backing.flush() {
+            Request::Flush => match backing.flush() {
                 Ok(()) => Completion::status(Status::Ok),
                 Err(err) => self.io_failed("flush", err),
             },
@@ -196,7 +273,7 @@ impl BlockBackend {
                     return Completion::status(Status::Unsupp);
                 }
                 self.for_each_segment(&segments, "discard", |offset, len, _| {
-                    self.backing.discard(offset, len)
+                    backing.discard(offset, len)
                 })
             }
             Request::WriteZeroes { segments } => {
@@ -204,7 +281,7 @@ impl BlockBackend {
                     return Completion::status(Status::Unsupp);
                 }
                 self.for_each_segment(&segments, "write zeroes", |offset, len, unmap| {
-                    self.backing.write_zeroes(offset, len, unmap)
+                    backing.write_zeroes(offset, len, unmap)
                 })
             }
             Request::UnsupportedFlags | Request::Unsupported { .. } => {
@@ -218,10 +295,10 @@ impl BlockBackend {
     pub(crate) fn checked_range(&self, sector: u64, len: u64) -> Option<u64> {
         let offset = sector.checked_mul(SECTOR_SIZE)?;
         let end = offset.checked_add(len)?;
-        if end > self.backing.size() {
+        if end > self.store.size() {
             return None;
         }
-        if let Some(alignment) = self.backing.direct_alignment() {
+        if let Some(alignment) = self.backing().and_then(Backing::direct_alignment) {
             let alignment = alignment as u64;
             if offset % alignment != 0 || len % alignment != 0 {
                 return None;
@@ -230,7 +307,7 @@ impl BlockBackend {
         Some(offset)
     }
 
-    fn get_id(&self, buffers: &GuestBuffers<'_>) -> Completion {
+    pub(crate) fn get_id(&self, buffers: &GuestBuffers<'_>) -> Completion {
         let written = buffers.write_at(0, &self.serial);
         Completion {
             status: Status::Ok,
@@ -240,11 +317,11 @@ impl BlockBackend {
 
     /// Checks every segment first (none is executed when one is bad), then runs `op` with
     /// each one's byte offset, length and unmap flag.
-    fn for_each_segment(
+    pub(crate) fn for_each_segment(
         &self,
         segments: &[Segment],
         what: &str,
-        op: impl Fn(u64, u64, bool) -> std::io::Result<()>,
+        mut op: impl FnMut(u64, u64, bool) -> std::io::Result<()>,
     ) -> Completion {
         let mut ranges = Vec::with_capacity(segments.len());
         for segment in segments {
@@ -275,7 +352,7 @@ impl BlockBackend {
         if count.is_power_of_two() {
             log::warn!(
                 "{what} on {} failed: {err} ({count} backing I/O error{} so far)",
-                self.backing.path().display(),
+                self.store.describe(),
                 if count == 1 { "" } else { "s" }
             );
         }

@@ -57,7 +57,7 @@ pub struct BackingOptions {
 impl From<&Config> for BackingOptions {
     fn from(config: &Config) -> Self {
         Self {
-            path: config.backing.clone(),
+            path: config.backing.clone().unwrap_or_default(),
             size: config.size.map(|size| size.0),
             create: config.create,
             read_only: config.read_only,

@@ -15,7 +15,7 @@ key of the same name. Boolean keys take --KEY (true) or --KEY=false.
 Exit status:
   0   stopped cleanly (SIGINT or SIGTERM), or the configuration is valid
   64  usage error
-  69  VDUSE is not available on this host
+  69  VDUSE is not available on this host, or the NBD server cannot be reached
   70  internal error
   74  I/O error on the backing
   77  no permission to use VDUSE
@@ -24,7 +24,8 @@ Exit status:
 Examples:
   vduse-blk --config /etc/vduse/blk/disk0.yaml
   vduse-blk --name disk0 --backing /var/lib/vduse/disk0.img --size 1G --create
-  vduse-blk --config disk0.yaml --read-only --check-config";
+  vduse-blk --config disk0.yaml --read-only --check-config
+  vduse-blk --name disk1 --nbd-uri 'nbd+unix:///disk?socket=/run/qemu-nbd.sock'";
 
 /// Serve a file or block device as a virtio-blk disk over VDUSE.
 ///
@@ -47,9 +48,29 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// The file or block device that holds the disk.
+    /// Where the disk's data is: a file or block device, or an NBD export
+    /// [default: nbd when --nbd-uri is given, else file].
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub backend: Option<BackendArg>,
+
+    /// The file or block device that holds the disk (backend file).
     #[arg(long, value_name = "PATH")]
     pub backing: Option<PathBuf>,
+
+    /// The NBD export that holds the disk: nbd://HOST[:PORT]/EXPORT or
+    /// nbd+unix:///EXPORT?socket=PATH (backend nbd).
+    #[arg(long, value_name = "URI")]
+    pub nbd_uri: Option<String>,
+
+    /// Seconds a request may wait for the NBD server, across reconnections, before it
+    /// fails with an I/O error [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub nbd_timeout: Option<u32>,
+
+    /// Most NBD connections, one per queue, when the server allows multi-conn
+    /// [default: --num-queues].
+    #[arg(long, value_name = "N")]
+    pub nbd_connections: Option<u16>,
 
     /// Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing's.
     #[arg(long, value_name = "SIZE")]
@@ -104,6 +125,15 @@ pub struct Cli {
     pub device: DeviceArgs,
 }
 
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// A regular file or a block device (--backing).
+    File,
+    /// An export of an NBD server (--nbd-uri).
+    Nbd,
+}
+
 /// `--cache` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CacheArg {
@@ -131,7 +161,14 @@ impl Cli {
     pub fn settings(&self) -> Settings {
         Settings {
             name: self.name.clone(),
+            backend: self.backend.map(|backend| match backend {
+                BackendArg::File => config::BackendKind::File,
+                BackendArg::Nbd => config::BackendKind::Nbd,
+            }),
             backing: self.backing.clone(),
+            nbd_uri: self.nbd_uri.clone(),
+            nbd_timeout: self.nbd_timeout,
+            nbd_connections: self.nbd_connections,
             size: self.size,
             create: self.create,
             read_only: self.read_only,
@@ -204,7 +241,11 @@ mod tests {
             cli.settings(),
             Settings {
                 name: Some("d".into()),
+                backend: None,
                 backing: Some("/x".into()),
+                nbd_uri: None,
+                nbd_timeout: None,
+                nbd_connections: None,
                 size: Some(ByteSize(1 << 30)),
                 create: Some(true),
                 read_only: Some(false),
@@ -223,7 +264,25 @@ mod tests {
                 busy_poll_us: Some(25),
             }
         );
-        assert_eq!(parse(&[]).unwrap().settings(), Settings::default());
+        let cli = parse(&[
+            "--backend=nbd",
+            "--nbd-uri=nbd://h/e",
+            "--nbd-timeout=5",
+            "--nbd-connections=2",
+            "--io-engine=sync",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.settings(),
+            Settings {
+                backend: Some(config::BackendKind::Nbd),
+                nbd_uri: Some("nbd://h/e".into()),
+                nbd_timeout: Some(5),
+                nbd_connections: Some(2),
+                io_engine: Some(config::IoEngine::Sync),
+                ..Settings::default()
+            }
+        );
     }
 
     #[test]

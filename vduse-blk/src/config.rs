@@ -27,9 +27,13 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 22] = [
     "name",
+    "backend",
     "backing",
+    "nbd-uri",
+    "nbd-timeout",
+    "nbd-connections",
     "size",
     "create",
     "read-only",
@@ -67,6 +71,31 @@ pub mod defaults {
     pub const WRITE_ZEROES: bool = true;
     /// `attach`.
     pub const ATTACH: Attach = Attach::Virtio;
+    /// `nbd-timeout`, in seconds.
+    pub const NBD_TIMEOUT: u32 = 60;
+}
+
+/// Longest `nbd-timeout`, in seconds (a day).
+pub const MAX_NBD_TIMEOUT: u32 = 86_400;
+
+/// Where the disk's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A regular file or a block device on this host (`backing`).
+    File,
+    /// An export of an NBD server (`nbd-uri`).
+    Nbd,
+}
+
+impl BackendKind {
+    /// The word the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::File => "file",
+            BackendKind::Nbd => "nbd",
+        }
+    }
 }
 
 /// How writes reach the backing.
@@ -123,8 +152,16 @@ impl IoEngine {
 pub struct Settings {
     /// Device name: the node becomes `/dev/vduse/NAME`.
     pub name: Option<String>,
+    /// `file` or `nbd`.
+    pub backend: Option<BackendKind>,
     /// The file or block device holding the disk's data.
     pub backing: Option<PathBuf>,
+    /// The NBD export holding the disk's data.
+    pub nbd_uri: Option<String>,
+    /// Seconds a request may wait for the NBD server before it fails.
+    pub nbd_timeout: Option<u32>,
+    /// Most NBD connections (one per queue) when the server allows several.
+    pub nbd_connections: Option<u16>,
     /// Size of the disk; the backing's size when not given.
     pub size: Option<ByteSize>,
     /// Create a missing backing file, and extend one smaller than `size`.
@@ -165,8 +202,21 @@ pub struct Settings {
 pub struct Config {
     /// Device name: the node becomes `/dev/vduse/NAME`.
     pub name: String,
-    /// The file or block device holding the disk's data.
-    pub backing: PathBuf,
+    /// Where the data is.
+    pub backend: BackendKind,
+    /// The file or block device holding the disk's data (backend `file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing: Option<PathBuf>,
+    /// The NBD export (backend `nbd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_uri: Option<String>,
+    /// Seconds a request may wait for the NBD server, across reconnections, before it
+    /// fails with IOERR (backend `nbd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_timeout: Option<u32>,
+    /// Most NBD connections when the server allows multi-conn (backend `nbd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_connections: Option<u16>,
     /// Size of the disk; `None` means the backing's size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
@@ -216,17 +266,111 @@ impl Config {
 
         let name = layers.name(|s| &s.name)?;
 
+        let (backend, _) = layers.pick(|s| &s.backend);
+        let (nbd_uri, uri_flag) = layers.pick(|s| &s.nbd_uri);
         let (backing, backing_flag) = layers.pick(|s| &s.backing);
-        let backing = backing.ok_or(ConfigError::Missing {
-            key: "backing",
-            what: "PATH",
-        })?;
-        if backing.as_os_str().is_empty() {
-            return Err(invalid(
-                "backing",
-                backing_flag,
-                "the path is empty: give the file or block device that holds the disk".into(),
-            ));
+        // Naming an export is enough to say where the data is.
+        let backend = backend.unwrap_or(if nbd_uri.is_some() && backing.is_none() {
+            BackendKind::Nbd
+        } else {
+            BackendKind::File
+        });
+        let not_for_nbd = |key: &'static str, from_flag: bool, why: &str| {
+            invalid(key, from_flag, format!("not used with backend: nbd: {why}"))
+        };
+        let (size, size_flag) = layers.pick(|s| &s.size);
+        let (create, create_flag) = layers.pick(|s| &s.create);
+        let (cache, cache_flag) = layers.pick(|s| &s.cache);
+        let (io_engine, engine_flag) = layers.pick(|s| &s.io_engine);
+        let (nbd_timeout, timeout_flag) = layers.pick(|s| &s.nbd_timeout);
+        let (nbd_connections, connections_flag) = layers.pick(|s| &s.nbd_connections);
+        match backend {
+            BackendKind::File => {
+                let backing = backing.as_ref().ok_or(ConfigError::Missing {
+                    key: "backing",
+                    what: "PATH",
+                })?;
+                if backing.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "backing",
+                        backing_flag,
+                        "the path is empty: give the file or block device that holds the disk"
+                            .into(),
+                    ));
+                }
+                for (key, set, flag) in [
+                    ("nbd-uri", nbd_uri.is_some(), uri_flag),
+                    ("nbd-timeout", nbd_timeout.is_some(), timeout_flag),
+                    (
+                        "nbd-connections",
+                        nbd_connections.is_some(),
+                        connections_flag,
+                    ),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            flag,
+                            "only used with backend: nbd; set `backend: nbd` (and drop `backing`) to serve an NBD export"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            BackendKind::Nbd => {
+                let uri = nbd_uri.as_deref().ok_or(ConfigError::Missing {
+                    key: "nbd-uri",
+                    what: "URI",
+                })?;
+                crate::nbd::NbdUri::parse(uri)
+                    .map_err(|problem| invalid("nbd-uri", uri_flag, problem))?;
+                if backing.is_some() {
+                    return Err(not_for_nbd(
+                        "backing",
+                        backing_flag,
+                        "the disk is the export nbd-uri names; drop `backing`",
+                    ));
+                }
+                if size.is_some() {
+                    return Err(not_for_nbd(
+                        "size",
+                        size_flag,
+                        "the disk has the export's size; drop `size` (resize the image on the server)",
+                    ));
+                }
+                if create == Some(true) {
+                    return Err(not_for_nbd(
+                        "create",
+                        create_flag,
+                        "the server owns the image; drop `create`",
+                    ));
+                }
+                if cache == Some(CacheMode::None) {
+                    return Err(not_for_nbd(
+                        "cache",
+                        cache_flag,
+                        "the server decides its caching (e.g. `qemu-nbd --cache=none`); drop `cache`",
+                    ));
+                }
+                if io_engine.is_some_and(|engine| engine != IoEngine::Auto) {
+                    return Err(not_for_nbd(
+                        "io-engine",
+                        engine_flag,
+                        "every queue keeps its requests in flight on its NBD connection; drop `io-engine`",
+                    ));
+                }
+                if let Some(seconds) = nbd_timeout {
+                    if !(1..=MAX_NBD_TIMEOUT).contains(&seconds) {
+                        return Err(invalid(
+                            "nbd-timeout",
+                            timeout_flag,
+                            format!(
+                                "{seconds} is out of range: use 1 to {MAX_NBD_TIMEOUT} seconds"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
 
         let (logical_block_size, lbs_flag) = layers.pick(|s| &s.logical_block_size);
@@ -257,7 +401,6 @@ impl Config {
             }
         }
 
-        let (size, size_flag) = layers.pick(|s| &s.size);
         if let Some(ByteSize(bytes)) = size {
             if bytes == 0 {
                 return Err(invalid(
@@ -284,7 +427,6 @@ impl Config {
 
         let (read_only, _) = layers.pick(|s| &s.read_only);
         let read_only = read_only.unwrap_or(false);
-        let (create, create_flag) = layers.pick(|s| &s.create);
         let create = create.unwrap_or(false);
         if create && read_only {
             return Err(invalid(
@@ -311,6 +453,17 @@ impl Config {
                 queues_flag,
                 format!("{num_queues} is out of range: use 1 to {MAX_NUM_QUEUES} queues"),
             ));
+        }
+        if let Some(connections) = nbd_connections {
+            if !(1..=num_queues).contains(&connections) {
+                return Err(invalid(
+                    "nbd-connections",
+                    connections_flag,
+                    format!(
+                        "{connections} is out of range: use 1 to num-queues ({num_queues}); each connection serves whole queues"
+                    ),
+                ));
+            }
         }
 
         let queue_size = layers.queue_size(
@@ -345,17 +498,19 @@ impl Config {
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
 
+        let nbd = backend == BackendKind::Nbd;
         Ok(Config {
             name,
-            backing,
+            backend,
+            backing: backing.filter(|_| !nbd),
+            nbd_uri: nbd_uri.filter(|_| nbd),
+            nbd_timeout: nbd.then(|| nbd_timeout.unwrap_or(defaults::NBD_TIMEOUT)),
+            nbd_connections: nbd.then(|| nbd_connections.unwrap_or(num_queues)),
             size,
             create,
             read_only,
-            cache: layers.pick(|s| &s.cache).0.unwrap_or(defaults::CACHE),
-            io_engine: layers
-                .pick(|s| &s.io_engine)
-                .0
-                .unwrap_or(defaults::IO_ENGINE),
+            cache: cache.unwrap_or(defaults::CACHE),
+            io_engine: io_engine.unwrap_or(defaults::IO_ENGINE),
             logical_block_size,
             physical_block_size,
             num_queues,
@@ -373,6 +528,29 @@ impl Config {
         })
     }
 
+    /// How to reach the NBD export, for backend `nbd`.
+    pub fn nbd_options(&self) -> Option<crate::nbd::NbdOptions> {
+        let uri = crate::nbd::NbdUri::parse(self.nbd_uri.as_deref()?).ok()?;
+        Some(crate::nbd::NbdOptions {
+            uri,
+            timeout: std::time::Duration::from_secs(u64::from(
+                self.nbd_timeout.unwrap_or(defaults::NBD_TIMEOUT),
+            )),
+            connections: self.nbd_connections.unwrap_or(self.num_queues),
+            read_only: self.read_only,
+            logical_block_size: self.logical_block_size,
+        })
+    }
+
+    /// Where the data is, for messages: the backing's path or the export's URI.
+    pub fn store_name(&self) -> String {
+        match (&self.backing, &self.nbd_uri) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(uri)) => uri.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// Reads the file at `path` (when given), lays `flags` over it and checks the result.
     pub fn load(path: Option<&Path>, flags: &Settings) -> Result<Config, ConfigError> {
         let file = path.map(ConfigFile::load).transpose()?;
@@ -381,7 +559,16 @@ impl Config {
 
     /// The configuration as YAML, as `--print-config` shows it.
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
-        let body = serde_yaml::to_string(self)?;
+        let mut value = serde_yaml::to_value(self)?;
+        if self.backend == BackendKind::Nbd {
+            // Keys of a local backing mean nothing for an export.
+            if let Some(map) = value.as_mapping_mut() {
+                for key in ["create", "cache", "io-engine"] {
+                    map.remove(key);
+                }
+            }
+        }
+        let body = serde_yaml::to_string(&value)?;
         Ok(format!(
             "# vduse-blk: effective configuration\n\
              # (keys left out take their value from the backing)\n{body}"
@@ -414,7 +601,11 @@ mod tests {
             config,
             Config {
                 name: "disk0".into(),
-                backing: "/var/lib/vduse/disk0.img".into(),
+                backend: BackendKind::File,
+                backing: Some("/var/lib/vduse/disk0.img".into()),
+                nbd_uri: None,
+                nbd_timeout: None,
+                nbd_connections: None,
                 size: None,
                 create: false,
                 read_only: false,
@@ -476,7 +667,10 @@ mod tests {
         assert_eq!(config.queue_size, 512);
         assert!(!config.read_only);
         assert_eq!(config.size, Some(ByteSize(1 << 20)));
-        assert_eq!(config.backing, Path::new("/var/lib/vduse/disk0.img"));
+        assert_eq!(
+            config.backing.as_deref(),
+            Some(Path::new("/var/lib/vduse/disk0.img"))
+        );
         // Flags alone are a whole configuration.
         let flags = Settings {
             name: Some("d".into()),
@@ -510,6 +704,65 @@ mod tests {
         }
         let message = error("name: [a\n");
         assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn nbd_exports_have_their_own_keys() {
+        const NBD: &str = "name: d\nnbd-uri: nbd+unix:///disk?socket=/run/nbd.sock\n";
+        let config = resolve(NBD).unwrap();
+        assert_eq!(config.backend, BackendKind::Nbd, "inferred from nbd-uri");
+        assert_eq!(config.backing, None);
+        assert_eq!(config.nbd_timeout, Some(defaults::NBD_TIMEOUT));
+        assert_eq!(config.nbd_connections, Some(1));
+        let options = config.nbd_options().unwrap();
+        assert_eq!(options.timeout.as_secs(), 60);
+        assert_eq!(resolve(&config.to_yaml().unwrap()).unwrap(), config);
+        let config = resolve(&format!(
+            "{NBD}backend: nbd\nnum-queues: 4\nnbd-timeout: 5\n"
+        ))
+        .unwrap();
+        assert_eq!(config.nbd_connections, Some(4), "one per queue by default");
+        assert_eq!(config.nbd_options().unwrap().timeout.as_secs(), 5);
+        for (text, says) in [
+            ("name: d\nbackend: nbd\n", "nbd-uri"),
+            (
+                "name: d\nnbd-uri: /dev/nbd0\n",
+                "nbd-uri: \"/dev/nbd0\" is not an NBD URI",
+            ),
+            (
+                &format!("{NBD}backing: /x\n")[..],
+                "nbd-uri: only used with backend: nbd",
+            ),
+            (
+                &format!("{NBD}backend: nbd\nbacking: /x\n")[..],
+                "backing: not used",
+            ),
+            (
+                &format!("{NBD}size: 1G\n")[..],
+                "size: not used with backend: nbd",
+            ),
+            (&format!("{NBD}create: true\n")[..], "create: not used"),
+            (&format!("{NBD}cache: none\n")[..], "qemu-nbd --cache=none"),
+            (
+                &format!("{NBD}io-engine: threads\n")[..],
+                "io-engine: not used",
+            ),
+            (
+                &format!("{NBD}nbd-timeout: 0\n")[..],
+                "nbd-timeout: 0 is out of range",
+            ),
+            (
+                &format!("{NBD}nbd-connections: 2\n")[..],
+                "use 1 to num-queues (1)",
+            ),
+            (
+                "name: d\nbacking: /x\nnbd-timeout: 5\n",
+                "only used with backend: nbd",
+            ),
+        ] {
+            let error = error(text);
+            assert!(error.contains(says), "{text:?}: {error}");
+        }
     }
 
     #[test]
@@ -659,7 +912,11 @@ mod tests {
     fn keys_lists_every_key() {
         let full = Settings {
             name: Some("d".into()),
+            backend: Some(BackendKind::File),
             backing: Some("/x".into()),
+            nbd_uri: Some("nbd://h/e".into()),
+            nbd_timeout: Some(1),
+            nbd_connections: Some(1),
             size: Some(ByteSize(1 << 20)),
             create: Some(true),
             read_only: Some(false),

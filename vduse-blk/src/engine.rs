@@ -18,6 +18,7 @@
 //! ENOSYS on kernels without it, EPERM where it is disabled by sysctl or seccomp), else
 //! threads.
 
+pub mod nbd;
 pub mod uring;
 
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
 
 use crate::backend::BlockBackend;
 use crate::config::IoEngine;
+use crate::request::GuestBuffers;
 
 /// Most threads of one queue's pool.
 pub const MAX_THREADS_PER_QUEUE: u16 = 16;
@@ -66,6 +68,17 @@ pub(crate) fn for_queue(
     queue: u16,
     size: u16,
 ) -> Option<Box<dyn QueueEngine>> {
+    if backend.nbd().is_some() {
+        return match nbd::NbdEngine::new(backend, queue) {
+            Ok(engine) => engine.map(|engine| Box::new(engine) as Box<dyn QueueEngine>),
+            Err(error) => {
+                log::warn!(
+                    "queue {queue}: cannot set up its NBD engine ({error}); one request at a time"
+                );
+                None
+            }
+        };
+    }
     match backend.io_engine() {
         IoEngine::Sync | IoEngine::Auto => None,
         IoEngine::Threads => threads(backend, queue, size),
@@ -89,6 +102,88 @@ fn threads(backend: Arc<BlockBackend>, queue: u16, size: u16) -> Option<Box<dyn 
             None
         }
     }
+}
+
+/// iovecs that point into guest memory, handed to the kernel (io_uring, `readv` and
+/// `sendmsg` on an NBD socket). They hold raw pointers, which is why they are not `Send`
+/// or `Sync` by themselves.
+pub(crate) struct IoVecs(pub Vec<libc::iovec>);
+
+// SAFETY: the pointers are only dereferenced by the kernel or by copies into and out of
+// them, during the I/O of the request that owns both them and the memory snapshot they
+// point into; moving or sharing the list between threads changes neither.
+unsafe impl Send for IoVecs {}
+// SAFETY: as for `Send`: the list itself is never changed through a shared reference.
+unsafe impl Sync for IoVecs {}
+
+impl IoVecs {
+    /// The iovecs of `buffers`, in order.
+    pub fn of(buffers: &GuestBuffers<'_>) -> Self {
+        IoVecs(
+            buffers
+                .slices()
+                .iter()
+                .map(|slice| libc::iovec {
+                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                    iov_len: slice.len(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The iovecs of `len` bytes starting `position` bytes in (fewer when the list ends
+    /// first).
+    pub fn range(&self, mut position: usize, mut len: usize) -> Vec<libc::iovec> {
+        let mut out = Vec::new();
+        for iovec in &self.0 {
+            if len == 0 {
+                break;
+            }
+            if position >= iovec.iov_len {
+                position -= iovec.iov_len;
+                continue;
+            }
+            let take = (iovec.iov_len - position).min(len);
+            out.push(libc::iovec {
+                iov_base: iovec.iov_base.cast::<u8>().wrapping_add(position).cast(),
+                iov_len: take,
+            });
+            position = 0;
+            len -= take;
+        }
+        out
+    }
+
+    /// Drops the first `count` bytes (after a short transfer).
+    pub fn advance(&mut self, count: usize) {
+        advance(&mut self.0, count);
+    }
+}
+
+impl std::fmt::Debug for IoVecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes: usize = self.0.iter().map(|iovec| iovec.iov_len).sum();
+        write!(f, "IoVecs({} iovecs, {bytes} bytes)", self.0.len())
+    }
+}
+
+/// Drops the first `count` bytes of `iovecs` (after a short transfer).
+pub(crate) fn advance(iovecs: &mut Vec<libc::iovec>, mut count: usize) {
+    let mut drop_whole = 0;
+    for iovec in iovecs.iter_mut() {
+        if count == 0 {
+            break;
+        }
+        if iovec.iov_len <= count {
+            count -= iovec.iov_len;
+            drop_whole += 1;
+        } else {
+            iovec.iov_base = iovec.iov_base.cast::<u8>().wrapping_add(count).cast();
+            iovec.iov_len -= count;
+            count = 0;
+        }
+    }
+    iovecs.drain(..drop_whole);
 }
 
 /// A non-blocking eventfd that says completions are waiting.

@@ -12,6 +12,7 @@ pub mod backing;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod nbd;
 pub mod request;
 
 use std::ffi::OsString;
@@ -37,6 +38,13 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
                 Exit::IoError
             } else {
                 Exit::Config
+            };
+        }
+        if let Some(err) = cause.downcast_ref::<nbd::NbdError>() {
+            return if err.is_config() {
+                Exit::Config
+            } else {
+                Exit::Unavailable
             };
         }
         if let Some(err) = cause.downcast_ref::<vduse::Error>() {
@@ -82,9 +90,39 @@ fn print(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-/// Checks `config` as `--check-config` does: the keys, then the backing, without creating
-/// or extending anything. Returns a one-line summary.
+/// Checks `config` as `--check-config` does: the keys, then the backing (without creating
+/// or extending anything) or the NBD export (a handshake). Returns a one-line summary.
 pub fn check(config: &Config) -> anyhow::Result<String> {
+    let mode = if config.read_only {
+        "read-only"
+    } else {
+        "read-write"
+    };
+    if let Some(options) = config.nbd_options() {
+        let report = nbd::NbdDisk::check(&options)?;
+        let info = report.info;
+        let export_mode = if info.has(nbd::protocol::flags::READ_ONLY) {
+            "read-only"
+        } else {
+            mode
+        };
+        return Ok(format!(
+            "configuration OK: device {} over NBD export {} ({} bytes, {export_mode}{}{})",
+            config.name,
+            options.uri,
+            info.size,
+            if info.has(nbd::protocol::flags::CAN_MULTI_CONN) {
+                ", multi-conn"
+            } else {
+                ""
+            },
+            if info.structured {
+                ", structured replies"
+            } else {
+                ""
+            },
+        ));
+    }
     let report = Backing::check(&BackingOptions::from(config))?;
     let kind = match report.kind {
         backing::BackingKind::File => "file",
@@ -95,15 +133,10 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
         .map(|pending| format!(", {pending}"))
         .unwrap_or_default();
     Ok(format!(
-        "configuration OK: device {} over {kind} {} ({} bytes{pending}, {}{})",
+        "configuration OK: device {} over {kind} {} ({} bytes{pending}, {mode}{})",
         config.name,
-        config.backing.display(),
+        config.store_name(),
         report.size,
-        if config.read_only {
-            "read-only"
-        } else {
-            "read-write"
-        },
         match config.cache {
             config::CacheMode::Writeback => ", cache writeback",
             config::CacheMode::None => ", cache none",
@@ -111,8 +144,13 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
     ))
 }
 
-/// Opens the backing and builds the device `config` describes.
-pub fn prepare(config: &Config) -> Result<BlockBackend, BackingError> {
+/// Opens the backing, or connects to the NBD export, and builds the device `config`
+/// describes.
+pub fn prepare(config: &Config) -> anyhow::Result<BlockBackend> {
+    if let Some(options) = config.nbd_options() {
+        let disk = nbd::NbdDisk::connect(&options)?;
+        return Ok(BlockBackend::new(disk, BlockOptions::from(config)));
+    }
     let backing = Backing::open(&BackingOptions::from(config))?;
     Ok(BlockBackend::new(backing, BlockOptions::from(config)))
 }
@@ -132,6 +170,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
     let backend = prepare(config)?;
     let io_engine = backend.io_engine();
+    let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -149,12 +188,20 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
-    log::info!(
-        "serving {} as VDUSE block device {} (io-engine {})",
-        config.backing.display(),
-        config.name,
-        io_engine.name()
-    );
+    match server_nbd_connections {
+        Some(connections) => log::info!(
+            "serving NBD export {} as VDUSE block device {} ({connections} connection{})",
+            config.store_name(),
+            config.name,
+            if connections == 1 { "" } else { "s" }
+        ),
+        None => log::info!(
+            "serving {} as VDUSE block device {} (io-engine {})",
+            config.store_name(),
+            config.name,
+            io_engine.name()
+        ),
+    }
     notify_ready();
     server.run_until(&stop)?;
     Ok(())

@@ -31,7 +31,7 @@ fn the_example_configuration_is_valid_and_realistic() {
     let file = ConfigFile::parse(Path::new("config/vduse-blk.yaml"), EXAMPLE.to_owned()).unwrap();
     let config = Config::resolve(Some(&file), &Settings::default()).unwrap();
     assert_eq!(config.name, "disk0");
-    assert_eq!(config.backing, Path::new(EXAMPLE_BACKING));
+    assert_eq!(config.backing.as_deref(), Some(Path::new(EXAMPLE_BACKING)));
     assert_eq!(config.size, Some(ByteSize(8 << 30)));
     assert!(config.create && !config.read_only);
     assert_eq!(config.cache, CacheMode::Writeback);

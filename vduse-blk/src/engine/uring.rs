@@ -21,7 +21,7 @@ use io_uring::{IoUring, opcode, types};
 use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
 use vm_memory::GuestAddress;
 
-use super::Notifier;
+use super::{IoVecs, Notifier};
 use crate::backend::{BlockBackend, Completion, LIMITS, answer};
 use crate::backing::IOV_MAX;
 use crate::request::{self, Request, Status};
@@ -32,32 +32,6 @@ use crate::request::{self, Request, Status};
 /// wake-up cost more than the copy itself. Larger copies still go to io-wq, where several
 /// proceed in parallel.
 const INLINE_MEMORY_COPY: usize = 64 * 1024;
-
-/// iovecs handed to the kernel. They hold raw pointers into guest memory, which is why
-/// they are not `Send` by themselves.
-struct IoVecs(Vec<libc::iovec>);
-
-// SAFETY: the pointers are only dereferenced by the kernel, during the I/O of the slot
-// that owns both them and the memory snapshot they point into; moving the list to another
-// thread (with the engine) changes neither.
-unsafe impl Send for IoVecs {}
-
-impl IoVecs {
-    /// Drops the first `count` bytes (after a short transfer).
-    fn advance(&mut self, mut count: usize) {
-        while count > 0 && !self.0.is_empty() {
-            let first = &mut self.0[0];
-            if first.iov_len <= count {
-                count -= first.iov_len;
-                self.0.remove(0);
-            } else {
-                first.iov_base = first.iov_base.cast::<u8>().wrapping_add(count).cast();
-                first.iov_len -= count;
-                count = 0;
-            }
-        }
-    }
-}
 
 enum Op {
     Read {
@@ -125,7 +99,7 @@ impl UringEngine {
 
     /// The operation a request becomes, or `None` when it is served synchronously.
     fn operation(&self, request: &Request<'_>) -> Option<(Op, u32)> {
-        let backing = self.backend.backing();
+        let backing = self.backend.backing()?;
         let (sector, buffers, write) = match request {
             Request::Flush => return Some((Op::Flush, 0)),
             Request::Read { sector, buffers } => (*sector, buffers, false),
@@ -141,16 +115,7 @@ impl UringEngine {
             return None;
         }
         let offset = self.backend.checked_range(sector, buffers.len() as u64)?;
-        let iovecs = IoVecs(
-            buffers
-                .slices()
-                .iter()
-                .map(|slice| libc::iovec {
-                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                    iov_len: slice.len(),
-                })
-                .collect(),
-        );
+        let iovecs = IoVecs::of(buffers);
         let left = buffers.len();
         Some(if write {
             (
@@ -175,7 +140,10 @@ impl UringEngine {
 
     /// Queues the SQE of slot `index`.
     fn push(&mut self, index: usize) {
-        let fd = types::Fd(self.backend.backing().file().as_raw_fd());
+        let Some(backing) = self.backend.backing() else {
+            return;
+        };
+        let fd = types::Fd(backing.file().as_raw_fd());
         let Some(slot) = &self.slots[index] else {
             return;
         };
