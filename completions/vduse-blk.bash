@@ -23,7 +23,7 @@ _vduse__blk() {
 
     case "${cmd}" in
         vduse__blk)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --backing --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --backend --backing --nbd-uri --nbd-timeout --nbd-connections --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -45,7 +45,23 @@ _vduse__blk() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "file nbd" -- "${cur}"))
+                    return 0
+                    ;;
                 --backing)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nbd-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nbd-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nbd-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -6,7 +6,12 @@ info\t'What the server does (the default)'
 debug\t'Every request to the device, every queue start and stop'
 trace\t'Everything'"
 complete -c vduse-blk -l name -d 'Device name: the node becomes /dev/vduse/NAME' -r
-complete -c vduse-blk -l backing -d 'The file or block device that holds the disk' -r -F
+complete -c vduse-blk -l backend -d 'Where the disk\'s data is: a file or block device, or an NBD export [default: nbd when --nbd-uri is given, else file]' -r -f -a "file\t'A regular file or a block device (--backing)'
+nbd\t'An export of an NBD server (--nbd-uri)'"
+complete -c vduse-blk -l backing -d 'The file or block device that holds the disk (backend file)' -r -F
+complete -c vduse-blk -l nbd-uri -d 'The NBD export that holds the disk: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (backend nbd)' -r
+complete -c vduse-blk -l nbd-timeout -d 'Seconds a request may wait for the NBD server, across reconnections, before it fails with an I/O error [default: 60]' -r
+complete -c vduse-blk -l nbd-connections -d 'Most NBD connections, one per queue, when the server allows multi-conn [default: --num-queues]' -r
 complete -c vduse-blk -l size -d 'Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing\'s' -r
 complete -c vduse-blk -l create -d 'Create a missing backing file, and extend one smaller than --size' -r -f -a "true\t''
 false\t''"

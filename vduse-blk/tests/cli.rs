@@ -1,14 +1,18 @@
 //! The command line end to end (short of serving): exit statuses, `--check-config`,
-//! `--print-config`, and the example configuration in config/vduse-blk.yaml.
+//! `--print-config`, and the example configurations in config/vduse-blk.yaml and
+//! config/vduse-blk-nbd.yaml.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use vduse_blk::config::{Attach, ByteSize, CacheMode, ConfigFile, Settings};
+use vduse_blk::config::{Attach, BackendKind, ByteSize, CacheMode, ConfigFile, Settings};
+use vduse_blk::nbd::{Endpoint, NbdUri};
 use vduse_blk::{Config, Exit, exit_for};
 
 const EXAMPLE: &str = include_str!("../../config/vduse-blk.yaml");
 const EXAMPLE_BACKING: &str = "/var/lib/vduse/disk0.img";
+const NBD_EXAMPLE: &str = "../config/vduse-blk-nbd.yaml";
+const NBD_EXAMPLE_URI: &str = "nbd+unix:///disk1?socket=/run/nbd-disk1.sock";
 
 fn vduse_blk(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vduse-blk"))
@@ -26,6 +30,24 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `example` with every commented-out `key: value` line of a known key uncommented.
+fn uncomment(example: &str) -> String {
+    example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest
+                    .split_once(": ")
+                    .is_some_and(|(key, _)| vduse_blk::config::KEYS.contains(&key)) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 #[test]
 fn the_example_configuration_is_valid_and_realistic() {
     let file = ConfigFile::parse(Path::new("config/vduse-blk.yaml"), EXAMPLE.to_owned()).unwrap();
@@ -41,21 +63,7 @@ fn the_example_configuration_is_valid_and_realistic() {
     assert_eq!(config.attach, Attach::Virtio);
 
     // Every commented-out `key: value` line is valid, and the default but for bounce-size.
-    let uncommented: String = EXAMPLE
-        .lines()
-        .map(|line| match line.strip_prefix("# ") {
-            Some(rest)
-                if rest
-                    .split_once(": ")
-                    .is_some_and(|(key, _)| vduse_blk::config::KEYS.contains(&key)) =>
-            {
-                rest
-            }
-            _ => line,
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let all = ConfigFile::parse(Path::new("all.yaml"), uncommented).unwrap();
+    let all = ConfigFile::parse(Path::new("all.yaml"), uncomment(EXAMPLE)).unwrap();
     let all = Config::resolve(Some(&all), &Settings::default()).unwrap();
     // bounce-size has no value that means "the kernel's default": its example is a choice.
     assert_eq!(all.bounce_size, Some(ByteSize(16 << 20)));
@@ -65,6 +73,120 @@ fn the_example_configuration_is_valid_and_realistic() {
             ..all
         },
         config
+    );
+}
+
+#[test]
+fn the_nbd_example_configuration_is_valid_and_realistic() {
+    // Loaded as the server loads it; nothing here connects to a server.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(NBD_EXAMPLE);
+    let config = Config::load(Some(&path), &Settings::default()).unwrap();
+    assert_eq!(config.name, "disk1");
+    assert_eq!(config.backend, BackendKind::Nbd, "inferred from nbd-uri");
+    assert_eq!(config.backing, None);
+    assert_eq!(config.nbd_uri.as_deref(), Some(NBD_EXAMPLE_URI));
+    assert_eq!(config.nbd_timeout, Some(60));
+    assert_eq!(config.num_queues, 2);
+    assert_eq!(config.nbd_connections, Some(2), "one per queue by default");
+    assert_eq!(config.size, None);
+    assert!(!config.create && !config.read_only);
+    assert_eq!(config.physical_block_size, Some(4096));
+    assert_eq!(config.serial.as_deref(), Some("disk1-nbd"));
+    assert_eq!(config.attach, Attach::Virtio);
+    let options = config.nbd_options().unwrap();
+    assert_eq!(
+        options.uri.endpoint,
+        Endpoint::Unix("/run/nbd-disk1.sock".into())
+    );
+    assert_eq!(options.uri.export, "disk1");
+    assert_eq!(options.timeout.as_secs(), 60);
+    assert_eq!(options.connections, 2);
+
+    // Every commented-out `key: value` line is valid and the default.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let all = ConfigFile::parse(Path::new("all.yaml"), uncomment(&text)).unwrap();
+    assert_eq!(
+        Config::resolve(Some(&all), &Settings::default()).unwrap(),
+        config
+    );
+
+    // Every URI the comments show parses, the TCP forms included.
+    // (Placeholders such as HOST and EXPORT aside, and a bare scheme in a sentence.)
+    let uris: Vec<&str> = text
+        .split_whitespace()
+        .map(|word| word.trim_end_matches([',', '.', ')', ';']))
+        .filter(|word| word.starts_with("nbd://") || word.starts_with("nbd+unix://"))
+        .filter(|word| !word.ends_with("://") && !word.contains("EXPORT"))
+        .collect();
+    assert_eq!(uris.len(), 3, "{uris:?}");
+    for uri in &uris {
+        NbdUri::parse(uri).unwrap_or_else(|error| panic!("{uri}: {error}"));
+    }
+    assert!(
+        uris.iter().any(|uri| uri.starts_with("nbd://[")),
+        "{uris:?}"
+    );
+
+    // The keys of a local backing are refused, each by name.
+    for (flags, key) in [
+        (
+            Settings {
+                size: Some(ByteSize(1 << 30)),
+                ..Settings::default()
+            },
+            "--size",
+        ),
+        (
+            Settings {
+                cache: Some(CacheMode::None),
+                ..Settings::default()
+            },
+            "--cache",
+        ),
+        (
+            Settings {
+                backend: Some(BackendKind::Nbd),
+                backing: Some("/x".into()),
+                ..Settings::default()
+            },
+            "--backing",
+        ),
+    ] {
+        let error = Config::load(Some(&path), &flags).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{key}: not used with backend: nbd")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn the_nbd_example_prints_and_reports_a_missing_server() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(NBD_EXAMPLE);
+    let path = path.to_str().unwrap();
+    let output = vduse_blk(&["--config", path, "--print-config"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let reread = ConfigFile::parse(Path::new("printed.yaml"), printed.clone()).unwrap();
+    let reread = Config::resolve(Some(&reread), &Settings::default()).unwrap();
+    assert_eq!(
+        reread,
+        Config::load(Some(Path::new(path)), &Settings::default()).unwrap()
+    );
+    assert!(printed.contains("backend: nbd\n"), "{printed}");
+
+    // No server behind the socket: EX_UNAVAILABLE, naming the export.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let uri = format!("nbd+unix:///disk1?socket={}", socket.display());
+    let output = vduse_blk(&["--config", path, "--nbd-uri", &uri, "--check-config"]);
+    assert_eq!(code(&output), 69, "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with(&format!(
+            "vduse-blk: error: cannot reach the NBD server for {uri}: "
+        )),
+        "{}",
+        stderr(&output)
     );
 }
 
