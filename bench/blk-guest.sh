@@ -8,10 +8,13 @@
 #   vduse-blk-none  vduse-blk with cache none (O_DIRECT) over /dev/ram0 (random reads only)
 #   vduse-blk-none-sync  the same with `io-engine: sync` (one request at a time per queue),
 #                   when this build has io-engines
+#   nbd-unix        vduse-blk with `backend: nbd` over qemu-nbd's export of the same file,
+#                   on a Unix socket (when NBD=1 and the build has the NBD backend)
+#   nbd-tcp         the same over TCP on the guest's loopback
 #
 # Both servers get 1 queue of 256 entries and attach through virtio_vdpa (-> /dev/vdX).
 #
-#   sh /bench/blk-guest.sh RUNTIME RAMP SIZE_MIB [IO_ENGINE [BOUNCE_SIZE [BUSY_POLL_US]]]
+#   sh /bench/blk-guest.sh RUNTIME RAMP SIZE_MIB [IO_ENGINE [BOUNCE_SIZE [BUSY_POLL_US [NBD]]]]
 #
 # IO_ENGINE sets vduse-blk's `io-engine` for the first two vduse-blk targets (default: the
 # build's default); BOUNCE_SIZE its `--bounce-size` for every vduse-blk target (default:
@@ -38,6 +41,7 @@ SIZE_MIB=${3:-512}
 IO_ENGINE=${4:-}
 BOUNCE_SIZE=${5:-}
 BUSY_POLL_US=${6:-0}
+NBD=${7:-0}
 
 # spawn, stop, wait_for; and the installed programs win over busybox applets.
 # shellcheck source=/dev/null
@@ -180,13 +184,19 @@ pid_of() { cat /run/vduse-test/"$1".pid; }
 
 # vduse_blk TARGET NAME BACKING CACHE ENGINE [JOB...]: serve BACKING with vduse-blk
 # (io-engine ENGINE unless empty), run the jobs, stop it and check it left nothing behind.
+# A BACKING of nbd://... or nbd+unix://... is an NBD export (CACHE and ENGINE unused).
 vduse_blk() {
     local target=$1 name=$2 backing=$3 cache=$4 engine=$5 pid dev
     shift 5
     # io-engine is a key of the configuration file only.
     echo "${engine:+io-engine: $engine}" >/tmp/"$target".yaml
-    spawn "$target" vduse-blk ${engine:+--config /tmp/"$target".yaml} --name "$name" \
-        --backing "$backing" --cache "$cache" --num-queues 1 --queue-size 256 \
+    local source
+    case $backing in
+    nbd*) source="--nbd-uri $backing" ;;
+    *) source="${engine:+--config /tmp/$target.yaml} --backing $backing --cache $cache" ;;
+    esac
+    # shellcheck disable=SC2086 # $source: flags and values without spaces
+    spawn "$target" vduse-blk $source --name "$name" --num-queues 1 --queue-size 256 \
         ${BOUNCE_SIZE:+--bounce-size "$BOUNCE_SIZE"} --busy-poll-us "$BUSY_POLL_US"
     pid=$(pid_of "$target")
     if ! wait_for 30 up "$pid" has_blockdev "$name" || ! has_blockdev "$name"; then
@@ -281,6 +291,27 @@ vduse-blk ${IO_ENGINE:+--config /tmp/settings.yaml} --name vblk0 --backing /tmp/
 
 vduse_blk vduse-blk vblk0 /tmp/disk.img writeback "$IO_ENGINE"
 qsd qsd qsd0 /tmp/disk.img
+
+# --- vduse-blk over NBD: qemu-nbd exports the same file (raw, its default writeback
+# cache and thread-pool AIO), on a Unix socket and on TCP over the loopback. ---
+# nbd_target TARGET NAME URI QEMU-NBD-ARGS...
+nbd_target() {
+    local target=$1 name=$2 uri=$3
+    shift 3
+    spawn "$target-server" qemu-nbd --persistent --format=raw "$@" /tmp/disk.img
+    if ! wait_for 10 qemu-nbd --list "$@" >/dev/null 2>&1; then
+        stop "$target-server"
+        failed "$target" "qemu-nbd did not start ($(last_words "$target-server"))"
+        return
+    fi
+    vduse_blk "$target" "$name" "$uri" - ""
+    stop "$target-server"
+}
+if [ "$NBD" = 1 ]; then
+    echo "qemu-nbd $(qemu-nbd --version | head -n1)" >>$R/env
+    nbd_target nbd-unix vnbdu0 "nbd+unix:///?socket=/tmp/nbd.sock" --socket=/tmp/nbd.sock
+    nbd_target nbd-tcp vnbdt0 "nbd://127.0.0.1:10809" --bind=127.0.0.1 --port=10809
+fi
 rm -f /tmp/disk.img
 
 # --- brd: the ceiling, then vduse-blk with cache none over it. ---

@@ -253,6 +253,29 @@ END {
         num(ratio(fio("vduse-blk", jobs[2], "iops"), fio("vduse-blk", jobs[1], "iops")), "%.2fx"),
         num(ratio(fio("qsd", jobs[2], "iops"), fio("qsd", jobs[1], "iops")), "%.2fx")
 
+    if (has("nbd-unix", jobs[1]) || has("nbd-tcp", jobs[1])) {
+        print ""
+        print "vduse-blk over NBD: qemu-nbd exports the same file; IOPS and MiB/s, and the ratio to"
+        print "vduse-blk serving the file itself (the first table)"
+        disturbed = 0
+        printf "%-18s %9s %8s   %9s %8s %6s   %9s %8s %6s\n", "", "file", "", "nbd-unix", "", "", "nbd-tcp", "", ""
+        printf "%-18s %9s %8s   %9s %8s %6s   %9s %8s %6s\n", "job", "IOPS", "MiB/s", "IOPS", "MiB/s", "ratio", "IOPS", "MiB/s", "ratio"
+        for (j = 1; j <= njobs; j++) {
+            job = jobs[j]
+            a = fio("vduse-blk", job, "iops")
+            u = fio("nbd-unix", job, "iops")
+            t = fio("nbd-tcp", job, "iops")
+            printf "%-18s %9s%s%8s   %9s%s%8s %6s   %9s%s%8s %6s\n", job,
+                num(a, "%.0f"), mark("vduse-blk", job), num(mib(fio("vduse-blk", job, "bw_bytes")), "%.1f"),
+                num(u, "%.0f"), mark("nbd-unix", job), num(mib(fio("nbd-unix", job, "bw_bytes")), "%.1f"),
+                num(ratio(u, a), "%.2f"),
+                num(t, "%.0f"), mark("nbd-tcp", job), num(mib(fio("nbd-tcp", job, "bw_bytes")), "%.1f"),
+                num(ratio(t, a), "%.2f")
+        }
+        if (disturbed)
+            print "* other processes used over 10% of the host's CPUs during this job: disturbed"
+    }
+
     print ""
     print "Per job: mean and 99th-percentile latency (us, submission to completion); server CPU in % of one vCPU"
     print "over the fio run, and its busiest thread; server CPU per I/O (us); guest CPU busy in %"
@@ -262,8 +285,8 @@ END {
     for (j = 1; j <= njobs; j++) {
         job = jobs[j]
         first = 1
-        for (t = 1; t <= 5; t++) {
-            target = (t == 1) ? "vduse-blk" : (t == 2) ? "qsd" : (t == 3) ? "brd" : (t == 4) ? "vduse-blk-none" : "vduse-blk-none-sync"
+        for (t = 1; t <= 7; t++) {
+            target = (t == 1) ? "vduse-blk" : (t == 2) ? "qsd" : (t == 3) ? "brd" : (t == 4) ? "vduse-blk-none" : (t == 5) ? "vduse-blk-none-sync" : (t == 6) ? "nbd-unix" : "nbd-tcp"
             if (!has(target, job))
                 continue
             k = target SUBSEP job
