@@ -149,7 +149,11 @@ impl BlockBackend {
         let lbs = options.logical_block_size;
         let device_pbs = match &store {
             Store::Local(backing) => backing.device_physical_block_size(),
-            Store::Nbd(_) => None,
+            // The server's preferred block, as a physical block: writes of less cost it a
+            // read-modify-write.
+            Store::Nbd(disk) => disk.preferred_block().filter(|&size| {
+                size.is_power_of_two() && size <= crate::config::MAX_PHYSICAL_BLOCK_SIZE
+            }),
         };
         let physical_block_size = options
             .physical_block_size

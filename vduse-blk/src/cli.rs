@@ -27,10 +27,11 @@ Examples:
   vduse-blk --config disk0.yaml --read-only --check-config
   vduse-blk --name disk1 --nbd-uri 'nbd+unix:///disk?socket=/run/qemu-nbd.sock'";
 
-/// Serve a file or block device as a virtio-blk disk over VDUSE.
+/// Serve a file, a block device or an NBD export as a virtio-blk disk over VDUSE.
 ///
 /// Creates the VDUSE block device NAME, attaches it to the vdpa bus (where virtio_vdpa
-/// turns it into /dev/vdX), and serves its requests from the backing file or block device
+/// turns it into /dev/vdX), and serves its requests from the backing file or block device, or
+/// from an NBD export (--nbd-uri),
 /// until SIGINT or SIGTERM, then removes the device.
 #[derive(Debug, Parser)]
 #[command(

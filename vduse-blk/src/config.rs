@@ -564,14 +564,15 @@ impl Config {
             // Keys of a local backing mean nothing for an export.
             if let Some(map) = value.as_mapping_mut() {
                 for key in ["create", "cache", "io-engine"] {
-                    map.remove(key);
+                    // shift_remove keeps the order of the other keys.
+                    map.shift_remove(key);
                 }
             }
         }
         let body = serde_yaml::to_string(&value)?;
         Ok(format!(
             "# vduse-blk: effective configuration\n\
-             # (keys left out take their value from the backing)\n{body}"
+             # (keys left out take their value from the backing or the export)\n{body}"
         ))
     }
 }

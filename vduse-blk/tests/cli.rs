@@ -90,7 +90,10 @@ fn the_nbd_example_configuration_is_valid_and_realistic() {
     assert_eq!(config.nbd_connections, Some(2), "one per queue by default");
     assert_eq!(config.size, None);
     assert!(!config.create && !config.read_only);
-    assert_eq!(config.physical_block_size, Some(4096));
+    assert_eq!(
+        config.physical_block_size, None,
+        "the server's preferred block"
+    );
     assert_eq!(config.serial.as_deref(), Some("disk1-nbd"));
     assert_eq!(config.attach, Attach::Virtio);
     let options = config.nbd_options().unwrap();

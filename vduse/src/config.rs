@@ -78,7 +78,8 @@ pub mod cli {
         #[arg(short, long, value_name = "FILE")]
         pub config: Option<PathBuf>,
 
-        /// Check the configuration and exit: 0 valid, 78 not.
+        /// Check the configuration and exit: 0 valid, 78 not (or the status of another
+        /// problem found, e.g. 69 for a server that cannot be reached).
         #[arg(long, conflicts_with = "print_config")]
         pub check_config: bool,
 

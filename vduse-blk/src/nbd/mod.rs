@@ -238,6 +238,11 @@ impl NbdDisk {
         self.info.has(flags::SEND_WRITE_ZEROES)
     }
 
+    /// The block size the server prefers, when it names one.
+    pub fn preferred_block(&self) -> Option<u32> {
+        Some(self.info.preferred_block).filter(|&size| size > 0)
+    }
+
     /// Largest payload of one request.
     pub fn max_payload(&self) -> u32 {
         self.info.max_payload

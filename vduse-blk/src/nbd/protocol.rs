@@ -115,6 +115,8 @@ pub struct ExportInfo {
     pub flags: u16,
     /// Smallest block the server handles (1 when it says nothing).
     pub min_block: u32,
+    /// The block size the server prefers (0 when it says nothing).
+    pub preferred_block: u32,
     /// Largest payload of one request.
     pub max_payload: u32,
     /// Structured replies were agreed.
@@ -286,6 +288,7 @@ pub fn handshake<S: Read + Write>(
         size: 0,
         flags: 0,
         min_block: 1,
+        preferred_block: 0,
         max_payload: DEFAULT_MAX_PAYLOAD,
         structured,
     };
@@ -310,6 +313,7 @@ pub fn handshake<S: Read + Write>(
                             u32::from_be_bytes(data[at..at + 4].try_into().unwrap_or_default())
                         };
                         info.min_block = word(2).max(1);
+                        info.preferred_block = word(6);
                         let max = word(10);
                         if max > 0 {
                             info.max_payload = max.min(DEFAULT_MAX_PAYLOAD);
@@ -357,6 +361,7 @@ fn export_name<S: Read + Write>(
         size,
         flags,
         min_block: 1,
+        preferred_block: 0,
         max_payload: DEFAULT_MAX_PAYLOAD,
         structured,
     })
@@ -468,6 +473,7 @@ pub(crate) mod tests {
         assert!(info.has(flags::CAN_MULTI_CONN));
         assert!(!info.has(flags::READ_ONLY));
         assert_eq!(info.max_payload, 1 << 20);
+        assert_eq!(info.preferred_block, 4096);
     }
 
     #[test]
