@@ -639,6 +639,48 @@ impl GuestRun {
         }
     }
 
+    /// Result `name` as `key=value` lines.
+    pub fn key_values(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        self.text(name)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Asserts that the device server `server`, stopped by SIGTERM, exited 0 without
+    /// logging errors and left no device behind: the script recorded `ls /dev/vduse` as
+    /// result `SERVER.after.vduse` and captured `vdpa dev show` as `SERVER-after-vdpa`.
+    /// Failure messages have the logs of `servers`.
+    #[track_caller]
+    pub fn assert_stopped_cleanly(&self, server: &str, servers: &[&str]) {
+        assert_eq!(
+            self.rc(server),
+            0,
+            "{server}: exit code after SIGTERM\n{}",
+            self.logs(servers)
+        );
+        let log = self.text(&format!("{server}.err"));
+        assert!(
+            !log.contains("ERROR") && !log.contains("panicked"),
+            "{server} logged errors:\n{log}"
+        );
+        assert_eq!(
+            self.words(&format!("{server}.after.vduse")),
+            ["control"],
+            "/dev/vduse after {server} stopped\n{}",
+            self.logs(servers)
+        );
+        let vdpa = format!("{server}-after-vdpa");
+        self.assert_ok_with(&vdpa, servers);
+        assert_eq!(
+            self.out(&vdpa).trim(),
+            "",
+            "vdpa dev show after {server} stopped\n{}",
+            self.report(&vdpa)
+        );
+    }
+
     /// Asserts that `capture NAME ...` exited with 0.
     #[track_caller]
     pub fn assert_success(&self, name: &str) {

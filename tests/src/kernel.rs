@@ -131,6 +131,22 @@ impl Kernel {
         self.dir.join("deps")
     }
 
+    /// The cached kernel of `series`, which must have every one of `modules` (loadable or
+    /// built in); the failure says how to refresh the cache.
+    #[track_caller]
+    pub fn load_with(series: &str, modules: &[&str]) -> Kernel {
+        let kernel = Kernel::load(series);
+        for module in modules {
+            assert!(
+                kernel.has_module(module),
+                "kernel {series} ({}) has no module {module} in the cache: run \
+                 `tests/fetch-kernels`",
+                kernel.release()
+            );
+        }
+        kernel
+    }
+
     /// Whether the guest can use module `name` (`-` and `_` are alike): it is either in the
     /// cached module tree or built into the image.
     pub fn has_module(&self, name: &str) -> bool {

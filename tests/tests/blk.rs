@@ -236,14 +236,10 @@ phase end
 }
 
 fn boot(series: &str) -> GuestRun {
-    let kernel = Kernel::load(series);
-    for module in ["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"] {
-        assert!(
-            kernel.has_module(module),
-            "kernel {series} ({}) has no module {module} in the cache: run `tests/fetch-kernels`",
-            kernel.release()
-        );
-    }
+    let kernel = Kernel::load_with(
+        series,
+        &["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"],
+    );
     // The script loads the modules itself, after checking the server without them.
     let run = Guest::new(&kernel)
         .binary("vduse-blk")
@@ -301,15 +297,6 @@ fn exits_failing(run: &GuestRun, name: &str, needle: &str) {
     );
 }
 
-/// Result `name` as `key=value` lines.
-fn key_values(run: &GuestRun, name: &str) -> BTreeMap<String, String> {
-    run.text(name)
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// What `sysfs_of` in the script records for a disk.
 fn sysfs_map(
     sectors: u64,
@@ -354,36 +341,6 @@ fn fio_json(run: &GuestRun) -> Value {
         .unwrap_or_else(|e| panic!("fio's output is not JSON: {e}\n{}", run.report("fio")))
 }
 
-/// Asserts that a server stopped by SIGTERM exited 0 and left no device behind.
-#[track_caller]
-fn stopped_cleanly(run: &GuestRun, server: &str) {
-    assert_eq!(
-        run.rc(server),
-        0,
-        "{server}: exit code after SIGTERM\n{}",
-        servers(run)
-    );
-    let log = run.text(&format!("{server}.err"));
-    assert!(
-        !log.contains("ERROR") && !log.contains("panicked"),
-        "{server} logged errors:\n{log}"
-    );
-    assert_eq!(
-        run.words(&format!("{server}.after.vduse")),
-        ["control"],
-        "/dev/vduse after {server} stopped\n{}",
-        servers(run)
-    );
-    let vdpa = format!("{server}-after-vdpa");
-    ok(run, &vdpa);
-    assert_eq!(
-        run.out(&vdpa).trim(),
-        "",
-        "vdpa dev show after {server} stopped\n{}",
-        run.report(&vdpa)
-    );
-}
-
 fn check(series: &str) {
     let run = boot(series);
 
@@ -400,7 +357,7 @@ fn check(series: &str) {
     // 2. What the guest's kernel sees of the device.
     ok(&run, "disk0-up");
     assert_eq!(
-        key_values(&run, "disk0.sysfs"),
+        run.key_values("disk0.sysfs"),
         sysfs_map(
             DISK0_SECTORS,
             false,
@@ -486,7 +443,7 @@ fn check(series: &str) {
     );
 
     // 6. SIGTERM: exit 0, nothing left.
-    stopped_cleanly(&run, "disk0");
+    run.assert_stopped_cleanly("disk0", SERVERS);
     assert_eq!(
         run.text("disk0.after.bus").trim(),
         "",
@@ -531,7 +488,7 @@ fn check(series: &str) {
     ok(&run, "ro0-up");
     // The size is the backing's, the block sizes and queue count the defaults.
     assert_eq!(
-        key_values(&run, "ro0.sysfs"),
+        run.key_values("ro0.sysfs"),
         sysfs_map(DISK0_SECTORS, true, 512, 512, "vduse-blk-ro0", 1),
         "ro0 in sysfs\n{}",
         servers(&run)
@@ -541,7 +498,7 @@ fn check(series: &str) {
     fails(&run, "ro-discard");
     ok(&run, "ro-mount");
     same(&run, "fs.device.sums", "fs.ro.sums");
-    stopped_cleanly(&run, "ro0");
+    run.assert_stopped_cleanly("ro0", SERVERS);
     same(&run, "ro.before.sha", "ro.after.sha");
 
     // 8. vhost_vdpa: without the module the fix is named; with it, vhost_vdpa serves the

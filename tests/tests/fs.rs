@@ -208,14 +208,7 @@ phase end
 }
 
 fn boot(series: &str) -> GuestRun {
-    let kernel = Kernel::load(series);
-    for module in ["vduse", "virtio_vdpa"] {
-        assert!(
-            kernel.has_module(module),
-            "kernel {series} ({}) has no module {module} in the cache: run `tests/fetch-kernels`",
-            kernel.release()
-        );
-    }
+    let kernel = Kernel::load_with(series, &["vduse", "virtio_vdpa"]);
     let run = Guest::new(&kernel)
         .binary("vduse-fs")
         .binary("notify-listen")

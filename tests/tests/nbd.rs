@@ -17,7 +17,6 @@
 //! 6. After SIGTERM and qemu-nbd's own clean exit, `qemu-img convert` turns the qcow2
 //!    image into a raw one whose file system holds the same files.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -152,14 +151,10 @@ phase end
 }
 
 fn boot(series: &str) -> GuestRun {
-    let kernel = Kernel::load(series);
-    for module in ["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"] {
-        assert!(
-            kernel.has_module(module),
-            "kernel {series} ({}) has no module {module} in the cache: run `tests/fetch-kernels`",
-            kernel.release()
-        );
-    }
+    let kernel = Kernel::load_with(
+        series,
+        &["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"],
+    );
     let run = Guest::new(&kernel)
         .binary("vduse-blk")
         .host_program("vdpa")
@@ -188,14 +183,6 @@ fn ok(run: &GuestRun, name: &str) {
     run.assert_ok_with(name, SERVERS);
 }
 
-fn key_values(run: &GuestRun, name: &str) -> BTreeMap<String, String> {
-    run.text(name)
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[track_caller]
 fn same(run: &GuestRun, a: &str, b: &str) {
     assert!(
@@ -209,30 +196,6 @@ fn same(run: &GuestRun, a: &str, b: &str) {
         "{a} and {b} differ\n{}{}",
         run.logs(SERVERS),
         run.console_tail(30)
-    );
-}
-
-/// Asserts that a vduse-blk stopped by SIGTERM exited 0 and left no device behind.
-#[track_caller]
-fn stopped_cleanly(run: &GuestRun, server: &str) {
-    assert_eq!(
-        run.rc(server),
-        0,
-        "{server}: exit code after SIGTERM\n{}",
-        run.logs(SERVERS)
-    );
-    assert_eq!(
-        run.words(&format!("{server}.after.vduse")),
-        ["control"],
-        "/dev/vduse after {server} stopped\n{}",
-        run.logs(SERVERS)
-    );
-    let vdpa = format!("{server}-after-vdpa");
-    ok(run, &vdpa);
-    assert_eq!(
-        run.out(&vdpa).trim(),
-        "",
-        "vdpa dev show after {server} stopped"
     );
 }
 
@@ -270,7 +233,7 @@ fn check(series: &str) {
 
     // 2. The raw export as a disk.
     ok(&run, "nbd0-up");
-    let sysfs = key_values(&run, "nbd0.sysfs");
+    let sysfs = run.key_values("nbd0.sysfs");
     assert_eq!(sysfs["size"], (IMAGE_MIB << 11).to_string(), "sectors");
     assert_eq!(sysfs["ro"], "0");
     assert_eq!(sysfs["serial"], "vduse-nbd0");
@@ -311,14 +274,14 @@ fn check(series: &str) {
     );
 
     // 4. SIGTERM, and the raw image outside the device.
-    stopped_cleanly(&run, "nbd0");
+    run.assert_stopped_cleanly("nbd0", SERVERS);
     file_system_round_trip(&run, "raw");
 
     // 5. qcow2 over TCP.
     ok(&run, "qcow2-create");
     ok(&run, "nbd1-up");
     assert_eq!(
-        key_values(&run, "nbd1.sysfs")["size"],
+        run.key_values("nbd1.sysfs")["size"],
         (IMAGE_MIB << 11).to_string()
     );
     let took = run.number("q-down-read.ms");
@@ -352,7 +315,7 @@ fn check(series: &str) {
     );
 
     // 6. SIGTERM, and the qcow2 image outside the device.
-    stopped_cleanly(&run, "nbd1");
+    run.assert_stopped_cleanly("nbd1", SERVERS);
     ok(&run, "q-convert");
     file_system_round_trip(&run, "qcow2");
 }
