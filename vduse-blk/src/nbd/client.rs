@@ -364,6 +364,14 @@ impl Shared {
             .any(|request| now.duration_since(request.arrival) >= self.timeout)
     }
 
+    /// How long until the oldest request's time is up (`None`: none waits).
+    fn until_expiry(&self, now: Instant) -> Option<Duration> {
+        self.outstanding()
+            .values()
+            .map(|request| (request.arrival + self.timeout).saturating_duration_since(now))
+            .min()
+    }
+
     /// Pauses the supervisor for `pause`, or until woken to stop.
     fn pause(&self, pause: Duration) {
         let (lock, wake) = &self.wake;
@@ -766,7 +774,11 @@ fn supervise(shared: &Arc<Shared>, first: Stream) {
                         );
                         last_report = now;
                     }
-                    shared.pause(backoff);
+                    // Why: requests only expire here, after an attempt; a full backoff
+                    // (up to 2 s) past a deadline made them fail up to 2 s after
+                    // nbd-timeout (4 s instead of 2). Wake at the oldest one's deadline.
+                    let left = shared.until_expiry(Instant::now());
+                    shared.pause(left.map_or(backoff, |left| left.min(backoff)));
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
@@ -774,8 +786,15 @@ fn supervise(shared: &Arc<Shared>, first: Stream) {
         };
         backoff = Duration::from_millis(50);
         connection += 1;
-        let reader = match stream.try_clone() {
-            Ok(reader) => reader,
+        // Why `control`: a sender stuck in sendmsg on a hung server holds the writer lock
+        // (and SO_SNDTIMEO restarts with each partial send), so dropping the connection
+        // through the writer waited for it: requests failed at twice nbd-timeout or later.
+        // Shutting down this duplicate needs no lock and wakes the sender at once.
+        let (reader, control) = match stream.try_clone().and_then(|reader| {
+            let control = stream.try_clone()?;
+            Ok((reader, control))
+        }) {
+            Ok(pair) => pair,
             Err(error) => {
                 log::warn!("{}: {error}", shared.label);
                 lost_at.get_or_insert_with(Instant::now);
@@ -829,9 +848,7 @@ fn supervise(shared: &Arc<Shared>, first: Stream) {
                         shared.timeout.as_secs()
                     );
                 }
-                if let Some(writer) = shared.writer().as_ref() {
-                    writer.stream.shutdown();
-                }
+                control.shutdown();
             }
         };
         let _ = receiver.join();
