@@ -12,6 +12,10 @@ complete -c vduse-blk -l backing -d 'The file or block device that holds the dis
 complete -c vduse-blk -l nbd-uri -d 'The NBD export that holds the disk: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (backend nbd)' -r
 complete -c vduse-blk -l nbd-timeout -d 'Seconds a request may wait for the NBD server, across reconnections, before it fails with an I/O error [default: 60]' -r
 complete -c vduse-blk -l nbd-connections -d 'Most NBD connections, one per queue, when the server allows multi-conn [default: --num-queues]' -r
+complete -c vduse-blk -l nbd-tls-ca -d 'CA certificates (PEM) the NBD server\'s certificate must chain to (nbds:// URIs)' -r -F
+complete -c vduse-blk -l nbd-tls-cert -d 'Client certificate chain (PEM) for servers that verify clients, with --nbd-tls-key' -r -F
+complete -c vduse-blk -l nbd-tls-key -d 'The client certificate\'s private key (PEM)' -r -F
+complete -c vduse-blk -l nbd-tls-hostname -d 'The name the server\'s certificate must carry [default: the URI\'s host, or localhost for a Unix socket]' -r
 complete -c vduse-blk -l size -d 'Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing\'s' -r
 complete -c vduse-blk -l create -d 'Create a missing backing file, and extend one smaller than --size' -r -f -a "true\t''
 false\t''"

@@ -20,7 +20,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use vduse_tests::{Guest, GuestRun, Kernel};
+use vduse_tests::{Guest, GuestRun, Kernel, TempDir};
+
+// The certificates vduse-blk's own TLS tests use.
+#[allow(dead_code)]
+#[path = "../../vduse-blk/tests/common/tls_certs.rs"]
+mod tls_certs;
 
 /// Size of both images.
 const IMAGE_MIB: u64 = 128;
@@ -145,6 +150,30 @@ capture nbd1-after-vdpa vdpa dev show
 stop qnbd-q2
 capture q-convert qemu-img convert -O raw /tmp/disk.qcow2 /tmp/qcow2.raw
 fs_check qcow2 /tmp/qcow2.raw
+
+# --- 7. TLS: qemu-nbd with x509 credentials (made on the host) on TCP, and nbds://.
+phase 7 tls
+truncate -s 32M /tmp/tls.img
+spawn qnbd-tls qemu-nbd --persistent --format=raw \
+    --object tls-creds-x509,id=tls0,endpoint=server,verify-peer=off,dir=/etc/nbd-tls/server \
+    --tls-creds=tls0 --bind=127.0.0.1 --port=10810 /tmp/tls.img
+capture tls-listen wait_for 10 sh -c 'grep -q ":2A3A " /proc/net/tcp'
+capture tls-plain vduse-blk --name nbd2 --nbd-uri nbd://127.0.0.1:10810 --check-config
+spawn nbd2 vduse-blk --name nbd2 --nbd-uri nbds://127.0.0.1:10810 \
+    --nbd-tls-ca /etc/nbd-tls/ca-cert.pem --serial vduse-nbd2
+capture nbd2-up wait_for 30 disk_by_serial vduse-nbd2
+T=$(disk_by_serial vduse-nbd2)
+dd if=/dev/urandom of=/tmp/tls.data bs=1M count=8 2>/dev/null
+sha256sum </tmp/tls.data | result tls.data.sha
+capture tls-write dd if=/tmp/tls.data of=/dev/$T bs=1M oflag=direct
+echo 3 >/proc/sys/vm/drop_caches
+capture tls-read dd if=/dev/$T of=/tmp/tls.back bs=1M count=8 iflag=direct
+sha256sum </tmp/tls.back | result tls.back.sha
+stop nbd2
+ls /dev/vduse | result nbd2.after.vduse
+capture nbd2-after-vdpa vdpa dev show
+stop qnbd-tls
+head -c 8388608 /tmp/tls.img | sha256sum | result tls.image.sha
 phase end
 "#
     )
@@ -155,7 +184,24 @@ fn boot(series: &str) -> GuestRun {
         series,
         &["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"],
     );
+    // TLS credentials for qemu-nbd, made on the host with openssl.
+    let certs = TempDir::new("nbd-tls");
+    let credentials = tls_certs::make(certs.path());
+    let server = &credentials.server_dir;
     let run = Guest::new(&kernel)
+        .file(&credentials.ca, "/etc/nbd-tls/ca-cert.pem")
+        .file(
+            server.join("ca-cert.pem"),
+            "/etc/nbd-tls/server/ca-cert.pem",
+        )
+        .file(
+            server.join("server-cert.pem"),
+            "/etc/nbd-tls/server/server-cert.pem",
+        )
+        .file(
+            server.join("server-key.pem"),
+            "/etc/nbd-tls/server/server-key.pem",
+        )
         .binary("vduse-blk")
         .host_program("vdpa")
         .host_program("fio")
@@ -176,7 +222,16 @@ fn boot(series: &str) -> GuestRun {
     run
 }
 
-const SERVERS: &[&str] = &["nbd0", "nbd1", "qnbd-raw", "qnbd-raw2", "qnbd-q", "qnbd-q2"];
+const SERVERS: &[&str] = &[
+    "nbd0",
+    "nbd1",
+    "nbd2",
+    "qnbd-raw",
+    "qnbd-raw2",
+    "qnbd-q",
+    "qnbd-q2",
+    "qnbd-tls",
+];
 
 #[track_caller]
 fn ok(run: &GuestRun, name: &str) {
@@ -318,6 +373,16 @@ fn check(series: &str) {
     run.assert_stopped_cleanly("nbd1", SERVERS);
     ok(&run, "q-convert");
     file_system_round_trip(&run, "qcow2");
+
+    // 7. TLS.
+    ok(&run, "tls-listen");
+    run.assert_rc_says("tls-plain", 78, "requires TLS");
+    ok(&run, "nbd2-up");
+    ok(&run, "tls-write");
+    ok(&run, "tls-read");
+    same(&run, "tls.data.sha", "tls.back.sha");
+    same(&run, "tls.data.sha", "tls.image.sha");
+    run.assert_stopped_cleanly("nbd2", SERVERS);
 }
 
 #[test]

@@ -73,6 +73,23 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub nbd_connections: Option<u16>,
 
+    /// CA certificates (PEM) the NBD server's certificate must chain to (nbds:// URIs).
+    #[arg(long, value_name = "PATH")]
+    pub nbd_tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for servers that verify clients, with --nbd-tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub nbd_tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub nbd_tls_key: Option<PathBuf>,
+
+    /// The name the server's certificate must carry [default: the URI's host, or
+    /// localhost for a Unix socket].
+    #[arg(long, value_name = "NAME")]
+    pub nbd_tls_hostname: Option<String>,
+
     /// Disk size: bytes, or a number with K, M, G or T (e.g. 1G); default: the backing's.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<ByteSize>,
@@ -170,6 +187,10 @@ impl Cli {
             nbd_uri: self.nbd_uri.clone(),
             nbd_timeout: self.nbd_timeout,
             nbd_connections: self.nbd_connections,
+            nbd_tls_ca: self.nbd_tls_ca.clone(),
+            nbd_tls_cert: self.nbd_tls_cert.clone(),
+            nbd_tls_key: self.nbd_tls_key.clone(),
+            nbd_tls_hostname: self.nbd_tls_hostname.clone(),
             size: self.size,
             create: self.create,
             read_only: self.read_only,
@@ -247,6 +268,10 @@ mod tests {
                 nbd_uri: None,
                 nbd_timeout: None,
                 nbd_connections: None,
+                nbd_tls_ca: None,
+                nbd_tls_cert: None,
+                nbd_tls_key: None,
+                nbd_tls_hostname: None,
                 size: Some(ByteSize(1 << 30)),
                 create: Some(true),
                 read_only: Some(false),
@@ -271,6 +296,10 @@ mod tests {
             "--nbd-timeout=5",
             "--nbd-connections=2",
             "--io-engine=sync",
+            "--nbd-tls-ca=/ca.pem",
+            "--nbd-tls-cert=/c.pem",
+            "--nbd-tls-key=/k.pem",
+            "--nbd-tls-hostname=h",
         ])
         .unwrap();
         assert_eq!(
@@ -281,6 +310,10 @@ mod tests {
                 nbd_timeout: Some(5),
                 nbd_connections: Some(2),
                 io_engine: Some(config::IoEngine::Sync),
+                nbd_tls_ca: Some("/ca.pem".into()),
+                nbd_tls_cert: Some("/c.pem".into()),
+                nbd_tls_key: Some("/k.pem".into()),
+                nbd_tls_hostname: Some("h".into()),
                 ..Settings::default()
             }
         );

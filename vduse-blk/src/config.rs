@@ -27,13 +27,17 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 26] = [
     "name",
     "backend",
     "backing",
     "nbd-uri",
     "nbd-timeout",
     "nbd-connections",
+    "nbd-tls-ca",
+    "nbd-tls-cert",
+    "nbd-tls-key",
+    "nbd-tls-hostname",
     "size",
     "create",
     "read-only",
@@ -162,6 +166,14 @@ pub struct Settings {
     pub nbd_timeout: Option<u32>,
     /// Most NBD connections (one per queue) when the server allows several.
     pub nbd_connections: Option<u16>,
+    /// CA certificates (PEM) the NBD server's certificate must chain to (nbds).
+    pub nbd_tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that verify clients (nbds).
+    pub nbd_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) (nbds).
+    pub nbd_tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry (nbds).
+    pub nbd_tls_hostname: Option<String>,
     /// Size of the disk; the backing's size when not given.
     pub size: Option<ByteSize>,
     /// Create a missing backing file, and extend one smaller than `size`.
@@ -217,6 +229,19 @@ pub struct Config {
     /// Most NBD connections when the server allows multi-conn (backend `nbd`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nbd_connections: Option<u16>,
+    /// CA certificates (PEM) the server's certificate must chain to (`nbds` URIs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM), with `nbd-tls-key` (`nbds` URIs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) (`nbds` URIs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry; default: the URI's host, or
+    /// `localhost` for a Unix socket (`nbds` URIs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbd_tls_hostname: Option<String>,
     /// Size of the disk; `None` means the backing's size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
@@ -284,6 +309,20 @@ impl Config {
         let (io_engine, engine_flag) = layers.pick(|s| &s.io_engine);
         let (nbd_timeout, timeout_flag) = layers.pick(|s| &s.nbd_timeout);
         let (nbd_connections, connections_flag) = layers.pick(|s| &s.nbd_connections);
+        let (tls_ca, tls_ca_flag) = layers.pick(|s| &s.nbd_tls_ca);
+        let (tls_cert, tls_cert_flag) = layers.pick(|s| &s.nbd_tls_cert);
+        let (tls_key, tls_key_flag) = layers.pick(|s| &s.nbd_tls_key);
+        let (tls_hostname, tls_hostname_flag) = layers.pick(|s| &s.nbd_tls_hostname);
+        let tls_keys = [
+            ("nbd-tls-ca", tls_ca.is_some(), tls_ca_flag),
+            ("nbd-tls-cert", tls_cert.is_some(), tls_cert_flag),
+            ("nbd-tls-key", tls_key.is_some(), tls_key_flag),
+            (
+                "nbd-tls-hostname",
+                tls_hostname.is_some(),
+                tls_hostname_flag,
+            ),
+        ];
         match backend {
             BackendKind::File => {
                 let backing = backing.as_ref().ok_or(ConfigError::Missing {
@@ -306,7 +345,10 @@ impl Config {
                         nbd_connections.is_some(),
                         connections_flag,
                     ),
-                ] {
+                ]
+                .into_iter()
+                .chain(tls_keys)
+                {
                     if set {
                         return Err(invalid(
                             key,
@@ -322,8 +364,37 @@ impl Config {
                     key: "nbd-uri",
                     what: "URI",
                 })?;
-                crate::nbd::NbdUri::parse(uri)
+                let parsed = crate::nbd::NbdUri::parse(uri)
                     .map_err(|problem| invalid("nbd-uri", uri_flag, problem))?;
+                if parsed.tls {
+                    if tls_ca.is_none() {
+                        return Err(ConfigError::Missing {
+                            key: "nbd-tls-ca",
+                            what: "PATH",
+                        });
+                    }
+                    if tls_cert.is_some() != tls_key.is_some() {
+                        let (key, flag) = if tls_cert.is_some() {
+                            ("nbd-tls-cert", tls_cert_flag)
+                        } else {
+                            ("nbd-tls-key", tls_key_flag)
+                        };
+                        return Err(invalid(
+                            key,
+                            flag,
+                            "a client certificate needs both nbd-tls-cert and nbd-tls-key".into(),
+                        ));
+                    }
+                } else if let Some((key, _, flag)) = tls_keys.iter().find(|(_, set, _)| *set) {
+                    return Err(invalid(
+                        key,
+                        *flag,
+                        format!(
+                            "only used with TLS: write the URI as nbds://... or \
+                             nbds+unix://... (it is {uri})"
+                        ),
+                    ));
+                }
                 if backing.is_some() {
                     return Err(not_for_nbd(
                         "backing",
@@ -506,6 +577,10 @@ impl Config {
             nbd_uri: nbd_uri.filter(|_| nbd),
             nbd_timeout: nbd.then(|| nbd_timeout.unwrap_or(defaults::NBD_TIMEOUT)),
             nbd_connections: nbd.then(|| nbd_connections.unwrap_or(num_queues)),
+            nbd_tls_ca: tls_ca,
+            nbd_tls_cert: tls_cert,
+            nbd_tls_key: tls_key,
+            nbd_tls_hostname: tls_hostname,
             size,
             create,
             read_only,
@@ -531,7 +606,19 @@ impl Config {
     /// How to reach the NBD export, for backend `nbd`.
     pub fn nbd_options(&self) -> Option<crate::nbd::NbdOptions> {
         let uri = crate::nbd::NbdUri::parse(self.nbd_uri.as_deref()?).ok()?;
+        let tls = uri.tls.then(|| crate::nbd::tls::TlsOptions {
+            ca: self.nbd_tls_ca.clone().unwrap_or_default(),
+            client_cert: self.nbd_tls_cert.clone().zip(self.nbd_tls_key.clone()),
+            server_name: self
+                .nbd_tls_hostname
+                .clone()
+                .unwrap_or_else(|| match &uri.endpoint {
+                    crate::nbd::Endpoint::Tcp { host, .. } => host.clone(),
+                    crate::nbd::Endpoint::Unix(_) => "localhost".into(),
+                }),
+        });
         Some(crate::nbd::NbdOptions {
+            tls,
             uri,
             timeout: std::time::Duration::from_secs(u64::from(
                 self.nbd_timeout.unwrap_or(defaults::NBD_TIMEOUT),
@@ -607,6 +694,10 @@ mod tests {
                 nbd_uri: None,
                 nbd_timeout: None,
                 nbd_connections: None,
+                nbd_tls_ca: None,
+                nbd_tls_cert: None,
+                nbd_tls_key: None,
+                nbd_tls_hostname: None,
                 size: None,
                 create: false,
                 read_only: false,
@@ -717,6 +808,29 @@ mod tests {
         assert_eq!(config.nbd_connections, Some(1));
         let options = config.nbd_options().unwrap();
         assert_eq!(options.timeout.as_secs(), 60);
+        assert_eq!(options.tls, None);
+        let tls = resolve("name: d\nnbd-uri: nbds://disks.example/d\nnbd-tls-ca: /ca.pem\n")
+            .unwrap()
+            .nbd_options()
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            tls.server_name, "disks.example",
+            "the URI's host by default"
+        );
+        assert_eq!(tls.client_cert, None);
+        let tls = resolve(
+            "name: d\nnbd-uri: nbds+unix:///d?socket=/s\nnbd-tls-ca: /ca.pem\n\
+             nbd-tls-cert: /c.pem\nnbd-tls-key: /k.pem\n",
+        )
+        .unwrap()
+        .nbd_options()
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(tls.server_name, "localhost", "a Unix socket has no host");
+        assert_eq!(tls.client_cert, Some(("/c.pem".into(), "/k.pem".into())));
         assert_eq!(resolve(&config.to_yaml().unwrap()).unwrap(), config);
         let config = resolve(&format!(
             "{NBD}backend: nbd\nnum-queues: 4\nnbd-timeout: 5\n"
@@ -759,6 +873,19 @@ mod tests {
             (
                 "name: d\nbacking: /x\nnbd-timeout: 5\n",
                 "only used with backend: nbd",
+            ),
+            (
+                "name: d\nbacking: /x\nnbd-tls-ca: /ca\n",
+                "only used with backend: nbd",
+            ),
+            (
+                &format!("{NBD}nbd-tls-ca: /ca\n")[..],
+                "nbd-tls-ca: only used with TLS",
+            ),
+            ("name: d\nnbd-uri: nbds://h/e\n", "nbd-tls-ca"),
+            (
+                "name: d\nnbd-uri: nbds://h/e\nnbd-tls-ca: /ca\nnbd-tls-key: /k\n",
+                "nbd-tls-key: a client certificate needs both",
             ),
         ] {
             let error = error(text);
@@ -918,6 +1045,10 @@ mod tests {
             nbd_uri: Some("nbd://h/e".into()),
             nbd_timeout: Some(1),
             nbd_connections: Some(1),
+            nbd_tls_ca: Some("/ca.pem".into()),
+            nbd_tls_cert: Some("/c.pem".into()),
+            nbd_tls_key: Some("/k.pem".into()),
+            nbd_tls_hostname: Some("h".into()),
             size: Some(ByteSize(1 << 20)),
             create: Some(true),
             read_only: Some(false),

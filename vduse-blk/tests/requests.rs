@@ -6,7 +6,13 @@
 //! each request goes through the queue engine the runtime would use (`start`, `submit`,
 //! wait on the completion eventfd, `reap`), and with `=nbd`, where the same file is
 //! exported by a real `qemu-nbd` (qemu-utils) on a Unix socket and served through the NBD
-//! backend and its engine.
+//! backend and its engine, and `=nbd-tls`, the same over TLS (certificates made by
+//! `openssl`).
+
+// Shared with nbd_tls.rs, which uses all of it.
+#[allow(dead_code)]
+#[path = "common/tls_certs.rs"]
+mod tls_certs;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use vduse::backend::{Backend, Memory, QueueEngine, Used};
 use vduse_blk::backend::Store;
 use vduse_blk::config::{CacheMode, IoEngine};
+use vduse_blk::nbd::tls::TlsOptions;
 use vduse_blk::nbd::{NbdDisk, NbdOptions, NbdUri};
 use vduse_blk::{Backing, BackingOptions, BlockBackend, BlockOptions};
 use virtio_bindings::virtio_blk::*;
@@ -56,16 +63,24 @@ const ENGINE_VAR: &str = "VDUSE_BLK_TEST_ENGINE";
 /// The engine the suite runs with (`threads` stands for the NBD engine too).
 fn engine_under_test() -> IoEngine {
     match std::env::var(ENGINE_VAR).as_deref() {
-        Ok("threads") | Ok("nbd") => IoEngine::Threads,
+        Ok("threads") | Ok("nbd") | Ok("nbd-tls") => IoEngine::Threads,
         Ok("io-uring") => IoEngine::IoUring,
         Ok("sync") | Err(_) => IoEngine::Sync,
-        Ok(other) => panic!("{ENGINE_VAR}={other}: use sync, threads, io-uring or nbd"),
+        Ok(other) => panic!("{ENGINE_VAR}={other}: use sync, threads, io-uring, nbd or nbd-tls"),
     }
 }
 
 /// Whether the suite runs over NBD.
 fn over_nbd() -> bool {
-    std::env::var(ENGINE_VAR).as_deref() == Ok("nbd")
+    matches!(
+        std::env::var(ENGINE_VAR).as_deref(),
+        Ok("nbd") | Ok("nbd-tls")
+    )
+}
+
+/// Whether the suite runs over NBD with TLS.
+fn over_tls() -> bool {
+    std::env::var(ENGINE_VAR).as_deref() == Ok("nbd-tls")
 }
 
 /// A `qemu-nbd` exporting a file on a Unix socket.
@@ -75,7 +90,11 @@ struct NbdServer {
 }
 
 impl NbdServer {
-    fn start(file: &std::path::Path, socket: PathBuf) -> NbdServer {
+    fn start(
+        file: &std::path::Path,
+        socket: PathBuf,
+        tls: Option<&tls_certs::Credentials>,
+    ) -> NbdServer {
         let child = std::process::Command::new("qemu-nbd")
             .args([
                 "--persistent",
@@ -83,6 +102,7 @@ impl NbdServer {
                 "--format=raw",
                 "--discard=unmap",
             ])
+            .args(tls.map(tls_certs::qemu_nbd_args).unwrap_or_default())
             .arg(format!("--socket={}", socket.display()))
             .arg(file)
             .spawn()
@@ -157,8 +177,10 @@ impl Disk {
         std::fs::write(&path, bytes).unwrap();
         let mut nbd_server = None;
         let store: Store = if over_nbd() {
-            let server = NbdServer::start(&path, dir.path().join("nbd.sock"));
-            let uri = format!("nbd+unix:///?socket={}", server.socket.display());
+            let credentials = over_tls().then(|| tls_certs::make(dir.path()));
+            let server = NbdServer::start(&path, dir.path().join("nbd.sock"), credentials.as_ref());
+            let scheme = if over_tls() { "nbds+unix" } else { "nbd+unix" };
+            let uri = format!("{scheme}:///?socket={}", server.socket.display());
             nbd_server = Some(server);
             NbdDisk::connect(&NbdOptions {
                 uri: NbdUri::parse(&uri).unwrap(),
@@ -166,6 +188,11 @@ impl Disk {
                 connections: 1,
                 read_only: setup.read_only,
                 logical_block_size: setup.logical_block_size,
+                tls: credentials.map(|credentials| TlsOptions {
+                    ca: credentials.ca,
+                    client_cert: None,
+                    server_name: "localhost".into(),
+                }),
             })
             .unwrap()
             .into()
@@ -1105,7 +1132,7 @@ fn every_engine_passes_the_suite() {
     if std::env::var_os(ENGINE_VAR).is_some() {
         return;
     }
-    for name in ["threads", "io-uring", "nbd"] {
+    for name in ["threads", "io-uring", "nbd", "nbd-tls"] {
         if name == "io-uring" {
             if let Err(error) = vduse_blk::engine::io_uring_available() {
                 eprintln!("io_uring unavailable here ({error}): io-uring runs as threads");
@@ -1115,7 +1142,7 @@ fn every_engine_passes_the_suite() {
         suite
             .env(ENGINE_VAR, name)
             .args(["--skip", "every_engine_passes_the_suite"]);
-        if name == "nbd" {
+        if name.starts_with("nbd") {
             // `cache` is the NBD server's business (and an error in the configuration).
             suite.args([
                 "--skip",

@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, ExportInfo, HandshakeError, chunk, command};
+use super::tls::Tls;
 use super::uri::{Endpoint, NbdUri};
 use crate::engine::{IoVecs, advance};
 
@@ -167,38 +168,72 @@ impl ConnectError {
     }
 }
 
-/// Connects to `uri` and runs the handshake; `io_timeout` bounds each send afterwards.
-pub fn open(uri: &NbdUri, io_timeout: Duration) -> Result<(Stream, ExportInfo), ConnectError> {
+/// Connects to `uri` and runs the handshake (with `tls` for an `nbds` URI);
+/// `io_timeout` bounds each send afterwards. With TLS the stream returned is the plaintext
+/// end of the session's tunnel.
+pub fn open(
+    uri: &NbdUri,
+    io_timeout: Duration,
+    tls: Option<&Tls>,
+) -> Result<(Stream, ExportInfo), ConnectError> {
     let endpoint = &uri.endpoint;
-    let mut stream = Stream::connect(endpoint, protocol::HANDSHAKE_TIMEOUT).map_err(|cause| {
+    let stream = Stream::connect(endpoint, protocol::HANDSHAKE_TIMEOUT).map_err(|cause| {
         ConnectError::Connect {
             endpoint: endpoint.clone(),
             cause,
         }
     })?;
-    let handshake = |stream: &mut Stream| {
-        stream.set_timeouts(
-            Some(protocol::HANDSHAKE_TIMEOUT),
-            Some(protocol::HANDSHAKE_TIMEOUT),
-        )?;
-        let info = protocol::handshake(stream, &uri.export)?;
+    let handshake = |mut stream: Stream| -> Result<(Stream, ExportInfo), HandshakeError> {
+        let handshake_timeout = Some(protocol::HANDSHAKE_TIMEOUT);
+        stream.set_timeouts(handshake_timeout, handshake_timeout)?;
+        let greeting = protocol::greet(&mut stream)?;
+        let mut stream = match tls {
+            None => stream,
+            Some(tls) => {
+                protocol::starttls(&mut stream)?;
+                let tunnel = tls.start(stream).map_err(|error| {
+                    // rustls reports what it refused (a certificate, a name) as InvalidData.
+                    if error.kind() == io::ErrorKind::InvalidData {
+                        HandshakeError::Tls(error.to_string())
+                    } else {
+                        error.into()
+                    }
+                })?;
+                tunnel.set_timeouts(handshake_timeout, handshake_timeout)?;
+                tunnel
+            }
+        };
+        let info = match protocol::negotiate(&mut stream, &uri.export, greeting) {
+            Ok(info) => info,
+            Err(error) => {
+                if matches!(error, HandshakeError::Protocol(_)) {
+                    protocol::abort(&mut stream);
+                }
+                return Err(error);
+            }
+        };
         // Replies may take as long as the server likes (the supervisor watches the clock);
         // a send that cannot go on for `io_timeout` means the server is gone.
         stream.set_timeouts(None, Some(io_timeout))?;
-        Ok(info)
+        Ok((stream, info))
     };
-    match handshake(&mut stream) {
-        Ok(info) => Ok((stream, info)),
-        Err(cause) => {
-            if matches!(cause, HandshakeError::Protocol(_)) {
-                protocol::abort(&mut stream);
+    handshake(stream).map_err(|cause| ConnectError::Handshake {
+        endpoint: endpoint.clone(),
+        cause: match cause {
+            // SO_RCVTIMEO ran out: say so rather than "Resource temporarily unavailable".
+            HandshakeError::Io(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                HandshakeError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {} s (a server busy with other clients? qemu-nbd \
+                         serves one at a time unless --shared)",
+                        protocol::HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                ))
             }
-            Err(ConnectError::Handshake {
-                endpoint: endpoint.clone(),
-                cause,
-            })
-        }
-    }
+            cause => cause,
+        },
+    })
 }
 
 /// What a request asks of the export.
@@ -252,6 +287,8 @@ struct Writer {
 
 struct Shared {
     uri: NbdUri,
+    /// For `nbds` URIs.
+    tls: Option<Tls>,
     info: ExportInfo,
     /// "connection 2 to unix:/run/nbd.sock", for logs.
     label: String,
@@ -673,6 +710,7 @@ impl Client {
     /// `info`; `label` names the connection in logs.
     pub fn start(
         uri: NbdUri,
+        tls: Option<Tls>,
         stream: Stream,
         info: ExportInfo,
         timeout: Duration,
@@ -680,6 +718,7 @@ impl Client {
     ) -> io::Result<Client> {
         let shared = Arc::new(Shared {
             uri,
+            tls,
             info,
             label,
             timeout,
@@ -876,7 +915,8 @@ fn supervise(shared: &Arc<Shared>, first: Stream) {
 
 /// One attempt to connect again; the export must still be the one we started with.
 fn reconnect(shared: &Shared) -> Result<Stream, String> {
-    let (stream, info) = open(&shared.uri, shared.timeout).map_err(|error| error.to_string())?;
+    let (stream, info) = open(&shared.uri, shared.timeout, shared.tls.as_ref())
+        .map_err(|error| error.to_string())?;
     let first = &shared.info;
     if info.size != first.size
         || info.has(protocol::flags::READ_ONLY) && !first.has(protocol::flags::READ_ONLY)

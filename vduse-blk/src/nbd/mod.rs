@@ -4,6 +4,8 @@
 //! - [`protocol`]: the fixed-newstyle handshake and the transmission headers.
 //! - [`client`]: one pipelined connection that reconnects by itself and sends again what
 //!   was in flight, failing requests only after `nbd-timeout`.
+//! - [`tls`]: `nbds://` with rustls, through a tunnel thread so that [`client`] sees a
+//!   plain socket.
 //!
 //! [`NbdDisk`] opens one connection, or one per queue when the export allows
 //! `CAN_MULTI_CONN` (without it a flush on one connection says nothing about writes on
@@ -11,6 +13,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod tls;
 pub mod uri;
 
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub struct NbdOptions {
     pub read_only: bool,
     /// The disk's logical block size.
     pub logical_block_size: u32,
+    /// TLS settings, for `nbds` URIs.
+    pub tls: Option<tls::TlsOptions>,
 }
 
 /// Why the export cannot be used.
@@ -90,6 +95,9 @@ pub enum NbdError {
         /// The server's minimum block size.
         min_block: u32,
     },
+    /// The TLS settings cannot be used.
+    #[error("{0}")]
+    TlsSetup(#[from] tls::TlsSetupError),
     /// A thread could not be started.
     #[error("cannot start the NBD connection threads: {0}")]
     Io(#[from] std::io::Error),
@@ -118,9 +126,12 @@ pub struct NbdDisk {
     clients: Vec<Arc<Client>>,
 }
 
-fn first_connection(options: &NbdOptions) -> Result<(client::Stream, ExportInfo), NbdError> {
+fn first_connection(
+    options: &NbdOptions,
+    tls: Option<&tls::Tls>,
+) -> Result<(client::Stream, ExportInfo), NbdError> {
     let uri = options.uri.to_string();
-    let (stream, info) = client::open(&options.uri, options.timeout).map_err(|cause| {
+    let (stream, info) = client::open(&options.uri, options.timeout, tls).map_err(|cause| {
         if cause.is_permanent() {
             NbdError::Refused {
                 uri: uri.clone(),
@@ -156,7 +167,8 @@ fn first_connection(options: &NbdOptions) -> Result<(client::Stream, ExportInfo)
 impl NbdDisk {
     /// Connects to the export and checks it can be the disk.
     pub fn connect(options: &NbdOptions) -> Result<NbdDisk, NbdError> {
-        let (stream, info) = first_connection(options)?;
+        let tls = options.tls.as_ref().map(tls::Tls::new).transpose()?;
+        let (stream, info) = first_connection(options, tls.as_ref())?;
         let count = if info.has(flags::CAN_MULTI_CONN) {
             options.connections.max(1)
         } else {
@@ -177,15 +189,17 @@ impl NbdDisk {
         };
         let mut clients = vec![Arc::new(Client::start(
             options.uri.clone(),
+            tls.clone(),
             stream,
             info,
             options.timeout,
             label(0),
         )?)];
         for index in 1..count {
-            let (stream, _) = first_connection(options)?;
+            let (stream, _) = first_connection(options, tls.as_ref())?;
             clients.push(Arc::new(Client::start(
                 options.uri.clone(),
+                tls.clone(),
                 stream,
                 info,
                 options.timeout,
@@ -201,7 +215,8 @@ impl NbdDisk {
 
     /// Connects, runs the handshake and says goodbye: what `--check-config` does.
     pub fn check(options: &NbdOptions) -> Result<ExportReport, NbdError> {
-        let (mut stream, info) = first_connection(options)?;
+        let tls = options.tls.as_ref().map(tls::Tls::new).transpose()?;
+        let (mut stream, info) = first_connection(options, tls.as_ref())?;
         let goodbye = protocol::request(protocol::command::DISC, 0, 0, 0, 0);
         let _ = std::io::Write::write_all(&mut stream, &goodbye);
         Ok(ExportReport { info })

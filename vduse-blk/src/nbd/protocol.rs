@@ -20,6 +20,7 @@ const FLAG_NO_ZEROES: u16 = 1 << 1;
 /// Options.
 const OPT_EXPORT_NAME: u32 = 1;
 const OPT_ABORT: u32 = 2;
+const OPT_STARTTLS: u32 = 5;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
 
@@ -145,10 +146,17 @@ pub enum HandshakeError {
     )]
     UnknownExport(String),
     /// The server insists on TLS.
-    #[error(
-        "the server requires TLS, which vduse-blk does not speak: export without TLS on a trusted network or a Unix socket"
-    )]
+    #[error("the server requires TLS: use an nbds:// (or nbds+unix://) URI with nbd-tls-ca")]
     TlsRequired,
+    /// TLS was asked for and the server does not offer it.
+    #[error(
+        "the server does not offer TLS: use an nbd:// URI, or give the server TLS \
+         credentials (qemu-nbd --tls-creds)"
+    )]
+    TlsUnsupported,
+    /// The TLS handshake failed (a certificate, a name, no common protocol).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server refused for another reason.
     #[error("the server refused the export: {0}")]
     Refused(String),
@@ -238,13 +246,24 @@ fn option_error(reply: &OptionReply, export: &str) -> HandshakeError {
     }
 }
 
-/// Runs the fixed-newstyle handshake for `export` on a fresh connection: asks for
-/// structured replies, then `NBD_OPT_GO` (falling back to `NBD_OPT_EXPORT_NAME` on servers
-/// without it). On success the connection is in the transmission phase.
+/// Runs the fixed-newstyle handshake for `export` on a fresh connection: the greeting,
+/// then [`negotiate`]. On success the connection is in the transmission phase.
 pub fn handshake<S: Read + Write>(
     stream: &mut S,
     export: &str,
 ) -> Result<ExportInfo, HandshakeError> {
+    let greeting = greet(stream)?;
+    negotiate(stream, export, greeting)
+}
+
+/// What the server's greeting said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Greeting {
+    no_zeroes: bool,
+}
+
+/// Reads the server's greeting and answers it; the option haggling comes next.
+pub fn greet<S: Read + Write>(stream: &mut S) -> Result<Greeting, HandshakeError> {
     if read_u64(stream)? != INIT_MAGIC {
         return Err(protocol("the peer is not an NBD server (no NBDMAGIC)"));
     }
@@ -270,7 +289,29 @@ pub fn handshake<S: Read + Write>(
             0
         };
     stream.write_all(&client_flags.to_be_bytes())?;
+    Ok(Greeting { no_zeroes })
+}
 
+/// Asks for TLS (`NBD_OPT_STARTTLS`); on success the TLS handshake comes next, and the
+/// options go on inside the session.
+pub fn starttls<S: Read + Write>(stream: &mut S) -> Result<(), HandshakeError> {
+    send_option(stream, OPT_STARTTLS, &[])?;
+    let reply = read_option_reply(stream, OPT_STARTTLS)?;
+    match reply.kind {
+        REP_ACK => Ok(()),
+        REP_ERR_UNSUP | REP_ERR_POLICY => Err(HandshakeError::TlsUnsupported),
+        _ => Err(option_error(&reply, "")),
+    }
+}
+
+/// The options after the greeting (and TLS): structured replies, then `NBD_OPT_GO`
+/// (falling back to `NBD_OPT_EXPORT_NAME` on servers without it).
+pub fn negotiate<S: Read + Write>(
+    stream: &mut S,
+    export: &str,
+    greeting: Greeting,
+) -> Result<ExportInfo, HandshakeError> {
+    let no_zeroes = greeting.no_zeroes;
     send_option(stream, OPT_STRUCTURED_REPLY, &[])?;
     let reply = read_option_reply(stream, OPT_STRUCTURED_REPLY)?;
     let structured = reply.kind == REP_ACK;

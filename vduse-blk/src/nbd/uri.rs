@@ -1,5 +1,6 @@
 //! NBD URIs, as the NBD project's URI specification writes them:
-//! `nbd://HOST[:PORT][/EXPORT]` and `nbd+unix:///EXPORT?socket=PATH`.
+//! `nbd://HOST[:PORT][/EXPORT]` and `nbd+unix:///EXPORT?socket=PATH`, and the same with
+//! TLS: `nbds://` and `nbds+unix://`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct NbdUri {
     pub endpoint: Endpoint,
     /// The export's name (empty: the server's default export).
     pub export: String,
+    /// Over TLS (`nbds`).
+    pub tls: bool,
 }
 
 impl NbdUri {
@@ -70,16 +73,17 @@ impl NbdUri {
                 }
             }
         }
+        let tls = scheme.starts_with("nbds");
         let endpoint = match scheme {
-            "nbd" => {
+            "nbd" | "nbds" => {
                 if socket.is_some() {
                     return Err(format!(
-                        "{text:?}: socket= goes with nbd+unix:///EXPORT?socket=PATH, not nbd://"
+                        "{text:?}: socket= goes with nbd+unix:///EXPORT?socket=PATH, not {scheme}://"
                     ));
                 }
                 tcp_endpoint(text, authority)?
             }
-            "nbd+unix" => {
+            "nbd+unix" | "nbds+unix" => {
                 if !authority.is_empty() {
                     return Err(format!(
                         "{text:?}: an nbd+unix URI has no host: write \
@@ -96,28 +100,33 @@ impl NbdUri {
                     }
                 }
             }
-            "nbds" | "nbds+unix" => {
-                return Err(format!(
-                    "{text:?}: NBD over TLS ({scheme}://) is not supported; use nbd:// on a \
-                     trusted network or nbd+unix:// on this host"
-                ));
-            }
             other => {
                 return Err(format!(
-                    "{text:?}: unknown scheme {other:?}; use nbd:// or nbd+unix://"
+                    "{text:?}: unknown scheme {other:?}; use nbd://, nbd+unix://, nbds:// or \
+                     nbds+unix://"
                 ));
             }
         };
-        Ok(NbdUri { endpoint, export })
+        Ok(NbdUri {
+            endpoint,
+            export,
+            tls,
+        })
     }
 }
 
 impl fmt::Display for NbdUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.tls { "s" } else { "" };
         match &self.endpoint {
-            Endpoint::Tcp { .. } => write!(f, "nbd://{}/{}", self.endpoint, self.export),
+            Endpoint::Tcp { .. } => write!(f, "nbd{s}://{}/{}", self.endpoint, self.export),
             Endpoint::Unix(path) => {
-                write!(f, "nbd+unix:///{}?socket={}", self.export, path.display())
+                write!(
+                    f,
+                    "nbd{s}+unix:///{}?socket={}",
+                    self.export,
+                    path.display()
+                )
             }
         }
     }
@@ -186,6 +195,7 @@ mod tests {
                 port,
             },
             export: export.into(),
+            tls: false,
         }
     }
 
@@ -214,6 +224,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_forms() {
+        let uri = NbdUri::parse("nbds://server.example:10810/disk").unwrap();
+        assert_eq!(
+            uri,
+            NbdUri {
+                tls: true,
+                ..tcp("server.example", 10810, "disk")
+            }
+        );
+        assert_eq!(uri.to_string(), "nbds://server.example:10810/disk");
+        let uri = NbdUri::parse("nbds+unix:///d?socket=/run/s").unwrap();
+        assert!(uri.tls);
+        assert_eq!(uri.endpoint, Endpoint::Unix("/run/s".into()));
+        assert_eq!(uri.to_string(), "nbds+unix:///d?socket=/run/s");
+    }
+
+    #[test]
     fn unix_forms() {
         let uri = NbdUri::parse("nbd+unix:///disk?socket=/run/nbd.sock").unwrap();
         assert_eq!(uri.endpoint, Endpoint::Unix("/run/nbd.sock".into()));
@@ -236,7 +263,6 @@ mod tests {
             ("nbd+unix://host/disk?socket=/s", "no host"),
             ("nbd://host/x?socket=/s", "nbd+unix"),
             ("nbd+unix:///x?socket=/s&tls=1", "unknown query"),
-            ("nbds://host/x", "TLS"),
             ("http://host/x", "unknown scheme"),
             ("nbd://host/%zz", "two hex digits"),
         ] {
