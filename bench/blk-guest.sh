@@ -11,6 +11,8 @@
 #   nbd-unix        vduse-blk with `backend: nbd` over qemu-nbd's export of the same file,
 #                   on a Unix socket (when NBD=1 and the build has the NBD backend)
 #   nbd-tcp         the same over TCP on the guest's loopback
+#   kernel-nbd      the kernel's own NBD client (nbd.ko, /dev/nbd0) on qemu-nbd's export of
+#                   the same file (`qemu-nbd --connect`): the peer of nbd-unix
 #
 # Both servers get 1 queue of 256 entries and attach through virtio_vdpa (-> /dev/vdX).
 #
@@ -311,6 +313,19 @@ if [ "$NBD" = 1 ]; then
     echo "qemu-nbd $(qemu-nbd --version | head -n1)" >>$R/env
     nbd_target nbd-unix vnbdu0 "nbd+unix:///?socket=/tmp/nbd.sock" --socket=/tmp/nbd.sock
     nbd_target nbd-tcp vnbdt0 "nbd://127.0.0.1:10809" --bind=127.0.0.1 --port=10809
+    # The kernel's NBD client on the same server: qemu-nbd --connect hands a socket to
+    # nbd.ko and serves the other end.
+    if ! modprobe nbd nbds_max=1 2>/tmp/nbd.err; then
+        failed kernel-nbd "modprobe nbd failed: $(cat /tmp/nbd.err)"
+    elif ! mkdir -p /var/lock || ! qemu-nbd --connect=/dev/nbd0 --format=raw /tmp/disk.img 2>$R/kernel-nbd.err ||
+        ! wait_for 10 sh -c '[ "$(cat /sys/block/nbd0/size)" -gt 0 ]'; then
+        failed kernel-nbd "qemu-nbd --connect failed: $(last_words kernel-nbd)"
+    else
+        if run_jobs kernel-nbd /dev/nbd0 ""; then ok kernel-nbd; else failed kernel-nbd "a fio job failed (see fio/kernel-nbd.*)"; fi
+        qemu-nbd --disconnect /dev/nbd0 >/dev/null 2>>$R/kernel-nbd.err ||
+            failed kernel-nbd "qemu-nbd --disconnect failed"
+    fi
+    wait_for 10 rmmod nbd 2>/dev/null
 fi
 rm -f /tmp/disk.img
 

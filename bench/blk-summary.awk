@@ -255,22 +255,23 @@ END {
 
     if (has("nbd-unix", jobs[1]) || has("nbd-tcp", jobs[1])) {
         print ""
-        print "vduse-blk over NBD: qemu-nbd exports the same file; IOPS and MiB/s, and the ratio to"
-        print "vduse-blk serving the file itself (the first table)"
+        print "vduse-blk over NBD: qemu-nbd exports the same file to vduse-blk (on a Unix socket, and"
+        print "on TCP over the loopback) and to the kernel's NBD client (/dev/nbd0); IOPS and MiB/s;"
+        print "vs kernel = nbd-unix / kernel-nbd; vs file = nbd-unix / vduse-blk serving the file itself"
         disturbed = 0
-        printf "%-18s %9s %8s   %9s %8s %6s   %9s %8s %6s\n", "", "file", "", "nbd-unix", "", "", "nbd-tcp", "", ""
-        printf "%-18s %9s %8s   %9s %8s %6s   %9s %8s %6s\n", "job", "IOPS", "MiB/s", "IOPS", "MiB/s", "ratio", "IOPS", "MiB/s", "ratio"
+        printf "%-18s %9s %8s   %9s %8s %7s %7s   %9s %8s\n", "", "kernel-nbd", "", "nbd-unix", "", "vs", "vs", "nbd-tcp", ""
+        printf "%-18s %9s %8s   %9s %8s %7s %7s   %9s %8s\n", "job", "IOPS", "MiB/s", "IOPS", "MiB/s", "kernel", "file", "IOPS", "MiB/s"
         for (j = 1; j <= njobs; j++) {
             job = jobs[j]
             a = fio("vduse-blk", job, "iops")
+            k = fio("kernel-nbd", job, "iops")
             u = fio("nbd-unix", job, "iops")
             t = fio("nbd-tcp", job, "iops")
-            printf "%-18s %9s%s%8s   %9s%s%8s %6s   %9s%s%8s %6s\n", job,
-                num(a, "%.0f"), mark("vduse-blk", job), num(mib(fio("vduse-blk", job, "bw_bytes")), "%.1f"),
+            printf "%-18s %9s%s%8s   %9s%s%8s %7s %7s   %9s%s%8s\n", job,
+                num(k, "%.0f"), mark("kernel-nbd", job), num(mib(fio("kernel-nbd", job, "bw_bytes")), "%.1f"),
                 num(u, "%.0f"), mark("nbd-unix", job), num(mib(fio("nbd-unix", job, "bw_bytes")), "%.1f"),
-                num(ratio(u, a), "%.2f"),
-                num(t, "%.0f"), mark("nbd-tcp", job), num(mib(fio("nbd-tcp", job, "bw_bytes")), "%.1f"),
-                num(ratio(t, a), "%.2f")
+                num(ratio(u, k), "%.2fx"), num(ratio(u, a), "%.2f"),
+                num(t, "%.0f"), mark("nbd-tcp", job), num(mib(fio("nbd-tcp", job, "bw_bytes")), "%.1f")
         }
         if (disturbed)
             print "* other processes used over 10% of the host's CPUs during this job: disturbed"
@@ -285,12 +286,12 @@ END {
     for (j = 1; j <= njobs; j++) {
         job = jobs[j]
         first = 1
-        for (t = 1; t <= 7; t++) {
-            target = (t == 1) ? "vduse-blk" : (t == 2) ? "qsd" : (t == 3) ? "brd" : (t == 4) ? "vduse-blk-none" : (t == 5) ? "vduse-blk-none-sync" : (t == 6) ? "nbd-unix" : "nbd-tcp"
+        for (t = 1; t <= 8; t++) {
+            target = (t == 1) ? "vduse-blk" : (t == 2) ? "qsd" : (t == 3) ? "brd" : (t == 4) ? "vduse-blk-none" : (t == 5) ? "vduse-blk-none-sync" : (t == 6) ? "nbd-unix" : (t == 7) ? "nbd-tcp" : "kernel-nbd"
             if (!has(target, job))
                 continue
             k = target SUBSEP job
-            cp = (target == "brd") ? "" : cpu_pct(target, job)
+            cp = (target == "brd" || target == "kernel-nbd") ? "" : cpu_pct(target, job)
             io = fio(target, job, "iops")
             per = (cp == "" || io == "" || io + 0 == 0) ? "" : cp * 10000 / io
             tp = (topticks[k] ~ /^[0-9]+$/ && wall[k] > 0) ? topticks[k] / wall[k] : ""

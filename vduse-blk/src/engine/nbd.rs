@@ -209,15 +209,19 @@ impl Pending {
         };
         let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner()).take();
         let len = memory.map_or(0, |memory| answer(&memory, self.status_addr, completion));
-        self.finished
-            .used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Used {
+        let first = {
+            let mut used = self.finished.used.lock().unwrap_or_else(|e| e.into_inner());
+            used.push(Used {
                 head: self.head,
                 len,
             });
-        self.finished.notifier.notify();
+            used.len() == 1
+        };
+        // The worker clears the eventfd before it takes the list: a list that was not
+        // empty has a wake-up pending already, so only the first completion writes it.
+        if first {
+            self.finished.notifier.notify();
+        }
     }
 }
 
@@ -227,6 +231,8 @@ pub struct NbdEngine {
     client: Arc<Client>,
     finished: Arc<Finished>,
     in_flight: usize,
+    /// Commands started since the last `submit`: they go out in one `sendmsg`.
+    batch: Vec<(Command, crate::nbd::client::Finish)>,
 }
 
 impl std::fmt::Debug for NbdEngine {
@@ -252,6 +258,7 @@ impl NbdEngine {
                 notifier: Notifier::new()?,
             }),
             in_flight: 0,
+            batch: Vec::new(),
         }))
     }
 }
@@ -294,10 +301,14 @@ impl QueueEngine for NbdEngine {
         self.in_flight += 1;
         for command in commands {
             let pending = pending.clone();
-            self.client
-                .submit(command, Box::new(move |ok| pending.answered(ok)));
+            self.batch
+                .push((command, Box::new(move |ok| pending.answered(ok))));
         }
         None
+    }
+
+    fn submit(&mut self) {
+        self.client.submit_all(std::mem::take(&mut self.batch));
     }
 
     fn completion_fd(&self) -> BorrowedFd<'_> {
@@ -313,5 +324,13 @@ impl QueueEngine for NbdEngine {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+}
+
+impl Drop for NbdEngine {
+    fn drop(&mut self) {
+        // Never the case with the runtime (it submits after every batch), but a request
+        // started must never be dropped unanswered.
+        self.client.submit_all(std::mem::take(&mut self.batch));
     }
 }

@@ -312,31 +312,51 @@ impl Shared {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `request` on the current connection unless it went there already.
-    fn send(&self, request: &Outstanding) {
+    /// Sends `requests` on the current connection, in one `sendmsg` where they fit, but
+    /// those that went there already.
+    fn send(&self, requests: &[Arc<Outstanding>]) {
         let mut writer = self.writer();
         let Some(writer) = writer.as_mut() else {
             return;
         };
-        if request.sent_on.load(Ordering::Relaxed) == writer.connection || request.is_finished() {
+        let to_send: Vec<&Outstanding> = requests
+            .iter()
+            .map(|request| &**request)
+            .filter(|request| {
+                request.sent_on.load(Ordering::Relaxed) != writer.connection
+                    && !request.is_finished()
+            })
+            .collect();
+        if to_send.is_empty() {
             return;
         }
-        request.sent_on.store(writer.connection, Ordering::Relaxed);
-        let command = &request.command;
-        let header = protocol::request(
-            command.command,
-            command.flags,
-            request.cookie,
-            command.offset,
-            command.len,
-        );
-        let mut iovecs = vec![libc::iovec {
-            iov_base: header.as_ptr().cast_mut().cast(),
-            iov_len: header.len(),
-        }];
-        if command.command == command::WRITE {
-            if let Some(data) = &command.data {
-                iovecs.extend_from_slice(&data.0);
+        // Every header first, so that the iovecs can point into a vector that no longer
+        // moves.
+        let headers: Vec<[u8; protocol::REQUEST_SIZE]> = to_send
+            .iter()
+            .map(|request| {
+                let command = &request.command;
+                request.sent_on.store(writer.connection, Ordering::Relaxed);
+                protocol::request(
+                    command.command,
+                    command.flags,
+                    request.cookie,
+                    command.offset,
+                    command.len,
+                )
+            })
+            .collect();
+        let mut iovecs = Vec::with_capacity(to_send.len() * 2);
+        for (request, header) in to_send.iter().zip(&headers) {
+            iovecs.push(libc::iovec {
+                iov_base: header.as_ptr().cast_mut().cast(),
+                iov_len: header.len(),
+            });
+            let command = &request.command;
+            if command.command == command::WRITE {
+                if let Some(data) = &command.data {
+                    iovecs.extend_from_slice(&data.0);
+                }
             }
         }
         if let Err(error) = send_all(&writer.stream, iovecs) {
@@ -748,18 +768,37 @@ impl Client {
 
     /// Sends `command`; `finish` is called once it is answered or has failed.
     pub(crate) fn submit(&self, command: Command, finish: Finish) {
-        let cookie = self.shared.next_cookie.fetch_add(1, Ordering::Relaxed);
-        let request = Arc::new(Outstanding {
-            cookie,
-            command,
-            arrival: Instant::now(),
-            sent_on: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
-            finish: Mutex::new(Some(finish)),
-        });
-        // In the table before it is on the wire: the reply can never come first.
-        self.shared.outstanding().insert(cookie, request.clone());
-        self.shared.send(&request);
+        self.submit_all(vec![(command, finish)]);
+    }
+
+    /// Sends `requests` together (one `sendmsg` for a batch); each `finish` is called once
+    /// its command is answered or has failed.
+    pub(crate) fn submit_all(&self, requests: Vec<(Command, Finish)>) {
+        if requests.is_empty() {
+            return;
+        }
+        let arrival = Instant::now();
+        let requests: Vec<Arc<Outstanding>> = requests
+            .into_iter()
+            .map(|(command, finish)| {
+                Arc::new(Outstanding {
+                    cookie: self.shared.next_cookie.fetch_add(1, Ordering::Relaxed),
+                    command,
+                    arrival,
+                    sent_on: AtomicU64::new(0),
+                    failed: AtomicBool::new(false),
+                    finish: Mutex::new(Some(finish)),
+                })
+            })
+            .collect();
+        // In the table before they are on the wire: a reply can never come first.
+        {
+            let mut outstanding = self.shared.outstanding();
+            for request in &requests {
+                outstanding.insert(request.cookie, request.clone());
+            }
+        }
+        self.shared.send(&requests);
     }
 
     /// Requests not answered yet.
@@ -858,9 +897,7 @@ fn supervise(shared: &Arc<Shared>, first: Stream) {
         // What the last connection left unanswered goes again, oldest first.
         let mut waiting: Vec<Arc<Outstanding>> = shared.outstanding().values().cloned().collect();
         waiting.sort_by_key(|request| request.cookie);
-        for request in &waiting {
-            shared.send(request);
-        }
+        shared.send(&waiting);
         if let Some(lost) = lost_at.take() {
             log::warn!(
                 "{}: reconnected after {:.1} s; {} request(s) sent again",
