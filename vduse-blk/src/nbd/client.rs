@@ -799,6 +799,11 @@ impl Client {
             }
         }
         self.shared.send(&requests);
+        // Without a connection the supervisor may be pausing for longer than these have
+        // (nbd-timeout under its backoff): wake it to count their deadline in.
+        if self.shared.writer().is_none() {
+            self.shared.wake.1.notify_all();
+        }
     }
 
     /// Requests not answered yet.
