@@ -6,6 +6,10 @@
 //! `Backend::handle` (one at a time) or through a queue's engine (`start`, `submit`, wait
 //! on the completion eventfd, `reap`), which keeps many in flight.
 
+#[path = "common/bytes.rs"]
+mod bytes;
+use bytes::same;
+
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -192,20 +196,6 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
     }
     bytes.truncate(len);
     bytes
-}
-
-/// Asserts two byte strings are equal, naming the first difference rather than printing
-/// megabytes.
-#[track_caller]
-fn same(actual: &[u8], wanted: &[u8]) {
-    assert_eq!(actual.len(), wanted.len(), "lengths differ");
-    if let Some(at) = actual.iter().zip(wanted).position(|(a, w)| a != w) {
-        panic!(
-            "bytes differ from offset {at}: {:02x?} instead of {:02x?}",
-            &actual[at..(at + 16).min(actual.len())],
-            &wanted[at..(at + 16).min(wanted.len())]
-        );
-    }
 }
 
 /// A virtio-blk request: `len` bytes of data in guest memory at `buf`.

@@ -9,6 +9,10 @@
 //! backend and its engine, and `=nbd-tls`, the same over TLS (certificates made by
 //! `openssl`).
 
+#[path = "common/bytes.rs"]
+mod bytes;
+use bytes::same;
+
 // Shared with nbd_tls.rs, which uses all of it.
 #[allow(dead_code)]
 #[path = "common/tls_certs.rs"]
@@ -350,20 +354,6 @@ fn writable(addr: u64, len: u32) -> RawDescriptor {
 
 fn expected(offset: u64, len: usize) -> Vec<u8> {
     (offset..offset + len as u64).map(pattern).collect()
-}
-
-/// Asserts two byte strings are equal, naming the first difference rather than printing
-/// megabytes.
-#[track_caller]
-fn same(actual: &[u8], wanted: &[u8]) {
-    assert_eq!(actual.len(), wanted.len(), "lengths differ");
-    if let Some(at) = actual.iter().zip(wanted).position(|(a, w)| a != w) {
-        panic!(
-            "bytes differ from offset {at}: {:02x?} instead of {:02x?}",
-            &actual[at..(at + 16).min(actual.len())],
-            &wanted[at..(at + 16).min(wanted.len())]
-        );
-    }
 }
 
 #[test]
