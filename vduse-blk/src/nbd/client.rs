@@ -85,7 +85,14 @@ impl Stream {
         })
     }
 
-    fn shutdown(&self) {
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(stream) => stream.set_nonblocking(true),
+            Stream::Unix(stream) => stream.set_nonblocking(true),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(stream) => stream.shutdown(Shutdown::Both),
             Stream::Unix(stream) => stream.shutdown(Shutdown::Both),
@@ -102,6 +109,15 @@ impl Stream {
                 stream.set_read_timeout(read)?;
                 stream.set_write_timeout(write)
             }
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(stream) => stream.as_fd(),
+            Stream::Unix(stream) => stream.as_fd(),
         }
     }
 }
@@ -313,11 +329,11 @@ impl Shared {
     }
 
     /// Sends `requests` on the current connection, in one `sendmsg` where they fit, but
-    /// those that went there already.
-    fn send(&self, requests: &[Arc<Outstanding>]) {
+    /// those that went there already. Returns false when there is no connection.
+    fn send(&self, requests: &[Arc<Outstanding>]) -> bool {
         let mut writer = self.writer();
         let Some(writer) = writer.as_mut() else {
-            return;
+            return false;
         };
         let to_send: Vec<&Outstanding> = requests
             .iter()
@@ -328,7 +344,7 @@ impl Shared {
             })
             .collect();
         if to_send.is_empty() {
-            return;
+            return true;
         }
         // Every header first, so that the iovecs can point into a vector that no longer
         // moves.
@@ -365,6 +381,7 @@ impl Shared {
             log::debug!("{}: send failed: {error}", self.label);
             writer.stream.shutdown();
         }
+        true
     }
 
     /// Finishes and forgets request `cookie`.
@@ -798,10 +815,9 @@ impl Client {
                 outstanding.insert(request.cookie, request.clone());
             }
         }
-        self.shared.send(&requests);
         // Without a connection the supervisor may be pausing for longer than these have
         // (nbd-timeout under its backoff): wake it to count their deadline in.
-        if self.shared.writer().is_none() {
+        if !self.shared.send(&requests) {
             self.shared.wake.1.notify_all();
         }
     }

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,7 +159,7 @@ impl Tls {
 
 /// Carries plaintext between `local` and the TLS session on `net` until either ends.
 fn tunnel(mut session: ClientConnection, mut net: Stream, mut local: UnixStream) -> io::Result<()> {
-    set_nonblocking(&net)?;
+    net.set_nonblocking()?;
     local.set_nonblocking(true)?;
     session.set_buffer_limit(Some(TUNNEL_BUFFER));
     let mut to_local: Vec<u8> = Vec::new();
@@ -249,25 +248,6 @@ fn tunnel(mut session: ClientConnection, mut net: Stream, mut local: UnixStream)
         }
     };
     let _ = local.shutdown(std::net::Shutdown::Both);
-    let _ = match &net {
-        Stream::Tcp(stream) => stream.shutdown(std::net::Shutdown::Both),
-        Stream::Unix(stream) => stream.shutdown(std::net::Shutdown::Both),
-    };
+    net.shutdown();
     result
-}
-
-fn set_nonblocking(stream: &Stream) -> io::Result<()> {
-    match stream {
-        Stream::Tcp(stream) => stream.set_nonblocking(true),
-        Stream::Unix(stream) => stream.set_nonblocking(true),
-    }
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
-        }
-    }
 }
