@@ -110,7 +110,7 @@ capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_blk ext4 loop; do modp
 # --- 2. The device, from the YAML file and a flag.
 phase 2 device
 spawn disk0 vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
-capture disk0-up wait_for 30 disk_by_serial vduse-blk-disk0
+capture disk0-up wait_for 60 disk_by_serial vduse-blk-disk0
 D=$(disk_by_serial vduse-blk-disk0)
 sysfs_of "$D" | result disk0.sysfs
 
@@ -181,12 +181,12 @@ phase 7 read-only
 sha256sum </tmp/disk0.img | result ro.before.sha
 # Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
 spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/ro0
-wait_for 10 test -S /run/notify.sock
+wait_for 60 test -S /run/notify.sock
 export NOTIFY_SOCKET=/run/notify.sock
 spawn ro0 vduse-blk --config /etc/vduse/blk/ro.yaml
 unset NOTIFY_SOCKET
 reap notify
-capture ro0-up wait_for 30 disk_by_serial vduse-blk-ro0
+capture ro0-up wait_for 60 disk_by_serial vduse-blk-ro0
 R=$(disk_by_serial vduse-blk-ro0)
 sysfs_of "$R" | result ro0.sysfs
 capture ro-write dd if=/tmp/rand of=/dev/$R bs=4k count=16 oflag=direct
@@ -205,7 +205,7 @@ capture vhost-missing vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --c
 modprobe vhost_vdpa
 # READY=1 says the server is done setting up, binding included.
 spawn vh0-notify notify-listen /run/vh0.sock
-wait_for 10 test -S /run/vh0.sock
+wait_for 60 test -S /run/vh0.sock
 export NOTIFY_SOCKET=/run/vh0.sock
 spawn vh0 vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --create --attach vhost --serial vduse-blk-vh0
 unset NOTIFY_SOCKET
@@ -222,7 +222,7 @@ phase 9 no io_uring
 echo 2 >/proc/sys/kernel/io_uring_disabled
 spawn nouring vduse-blk --name nouring --backing /tmp/nouring.img --size 16M --create \
     --io-engine io-uring --serial vduse-blk-nouring
-capture nouring-up wait_for 30 disk_by_serial vduse-blk-nouring
+capture nouring-up wait_for 60 disk_by_serial vduse-blk-nouring
 N=$(disk_by_serial vduse-blk-nouring)
 capture nouring-write dd if=/tmp/rand of=/dev/$N bs=1M count=8 oflag=direct
 capture nouring-read dd if=/dev/$N of=/tmp/nouring.back bs=1M count=8 iflag=direct

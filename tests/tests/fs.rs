@@ -91,14 +91,14 @@ cat >/etc/vduse/fs/fs0.yaml <<'EOF'
 {FS0_YAML}EOF
 capture check-config vduse-fs --config /etc/vduse/fs/fs0.yaml --check-config
 spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/fs0
-wait_for 10 test -S /run/notify.sock
+wait_for 60 test -S /run/notify.sock
 export NOTIFY_SOCKET=/run/notify.sock
 spawn fs0 unshare -m sh -c 'mount -t tmpfs outside /srv/outside &&
     echo {SECRET} >/srv/outside/secret && cat /srv/outside/secret >/results/secret.server-view &&
     exec vduse-fs --config /etc/vduse/fs/fs0.yaml --announce-submounts --xattr'
 unset NOTIFY_SOCKET
 capture fs0-ready reap notify
-capture fs0-tag wait_for 20 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx share0'
+capture fs0-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx share0'
 capture mount mount -t virtiofs share0 /mnt/v
 ls /srv/outside | result secret.guest-view
 
@@ -182,7 +182,7 @@ phase 8 read-only
 # File handles instead of descriptors; they exclude the namespace, so here the read-only
 # export is enforced by the server alone (not by a read-only bind mount).
 spawn fs1 vduse-fs --name fs1 --tag ro1 --shared-dir /srv/export --read-only --inode-file-handles prefer
-capture fs1-tag wait_for 20 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx ro1'
+capture fs1-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx ro1'
 capture ro-mount mount -t virtiofs ro1 /mnt/ro
 ls -l /srv/export | result ro.before
 capture ro-create touch /mnt/ro/new

@@ -252,7 +252,7 @@ exec_start vduse-fs fs0 | result fs.exec
 for unit in blk:vduse-blk:disk0:/sys/bus/vdpa/devices/disk0 net:vduse-net-null:null0:/sys/bus/vdpa/devices/null0 fs:vduse-fs:fs0:/sys/bus/vdpa/devices/fs0; do
     name=${unit%%:*}; rest=${unit#*:}; tool=${rest%%:*}; rest=${rest#*:}; inst=${rest%%:*}; check=${rest#*:}
     spawn $name-ready notify-listen /run/$name.sock --check "$check"
-    wait_for 10 test -S /run/$name.sock
+    wait_for 60 test -S /run/$name.sock
     cmd=$(exec_start $tool $inst)
     NOTIFY_SOCKET=/run/$name.sock spawn $name sh -c "exec $cmd"
     capture $name-ready reap $name-ready
@@ -262,7 +262,7 @@ for d in /sys/block/vd*; do
 done
 cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
 # The virtiofs driver registers the tag once it has probed the device.
-wait_for 20 sh -c 'cat /sys/bus/vdpa/devices/fs0/virtio*/tag 2>/dev/null | grep -qx fs0'
+wait_for 60 sh -c 'cat /sys/bus/vdpa/devices/fs0/virtio*/tag 2>/dev/null | grep -qx fs0'
 capture fs-mount mount -t virtiofs fs0 /mnt
 cat /mnt/hello | result fs0.hello
 echo from-the-guest >/mnt/written

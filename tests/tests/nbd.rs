@@ -83,7 +83,7 @@ RAW_URI='nbd+unix:///disk?socket=/run/nbd/raw.sock'
 capture no-server vduse-blk --name nbd0 --nbd-uri "$RAW_URI"
 RAW_NBD="qemu-nbd --persistent --shared=4 --format=raw --discard=unmap --export-name=disk --socket=/run/nbd/raw.sock /tmp/raw.img"
 spawn qnbd-raw $RAW_NBD
-capture raw-socket wait_for 10 test -S /run/nbd/raw.sock
+capture raw-socket wait_for 60 test -S /run/nbd/raw.sock || why qnbd-raw
 capture no-export vduse-blk --name nbd0 --nbd-uri 'nbd+unix:///other?socket=/run/nbd/raw.sock'
 capture raw-check vduse-blk --name nbd0 --nbd-uri "$RAW_URI" --check-config
 ls /dev/vduse | result errors.vduse
@@ -91,7 +91,7 @@ ls /dev/vduse | result errors.vduse
 # --- 2. Raw image, Unix socket, two queues.
 phase 2 raw
 spawn nbd0 vduse-blk --name nbd0 --nbd-uri "$RAW_URI" --num-queues 2 --serial vduse-nbd0
-capture nbd0-up wait_for 30 disk_by_serial vduse-nbd0
+capture nbd0-up wait_for 60 disk_by_serial vduse-nbd0
 D=$(disk_by_serial vduse-nbd0)
 for f in size ro serial; do echo "$f=$(cat /sys/block/$D/$f)"; done | result nbd0.sysfs
 echo "mq=$(ls /sys/block/$D/mq | wc -l)" >>/results/nbd0.sysfs
@@ -126,9 +126,9 @@ phase 5 qcow2
 capture qcow2-create qemu-img create -q -f qcow2 /tmp/disk.qcow2 {IMAGE_MIB}M
 Q_NBD="qemu-nbd --persistent --shared=4 --format=qcow2 --discard=unmap --bind=127.0.0.1 --port=10809 /tmp/disk.qcow2"
 spawn qnbd-q $Q_NBD
-capture q-listen wait_for 10 sh -c 'grep -q ":2A39 " /proc/net/tcp'
+capture q-listen wait_for 60 sh -c 'grep -q ":2A39 " /proc/net/tcp' || why qnbd-q
 spawn nbd1 vduse-blk --name nbd1 --nbd-uri nbd://127.0.0.1 --nbd-timeout {TIMEOUT_S} --serial vduse-nbd1
-capture nbd1-up wait_for 30 disk_by_serial vduse-nbd1
+capture nbd1-up wait_for 60 disk_by_serial vduse-nbd1
 Q=$(disk_by_serial vduse-nbd1)
 echo "size=$(cat /sys/block/$Q/size)" | result nbd1.sysfs
 fs_write qcow2 $Q
@@ -138,7 +138,7 @@ start=$(uptime_ms)
 capture q-down-read dd if=/dev/$Q of=/dev/null bs=4k count=1 skip=100 iflag=direct
 echo $(( $(uptime_ms) - start )) | result q-down-read.ms
 spawn qnbd-q2 $Q_NBD
-capture q-back-read wait_for 20 dd if=/dev/$Q of=/dev/null bs=4k count=1 skip=200 iflag=direct
+capture q-back-read wait_for 60 dd if=/dev/$Q of=/dev/null bs=4k count=1 skip=200 iflag=direct
 capture q-back-fs sh -c "mount -t ext4 -o ro /dev/$Q /mnt/qcow2 && cd /mnt/qcow2 && sha256sum $FILES"
 umount /mnt/qcow2
 
@@ -157,11 +157,11 @@ truncate -s 32M /tmp/tls.img
 spawn qnbd-tls qemu-nbd --persistent --format=raw \
     --object tls-creds-x509,id=tls0,endpoint=server,verify-peer=off,dir=/etc/nbd-tls/server \
     --tls-creds=tls0 --bind=127.0.0.1 --port=10810 /tmp/tls.img
-capture tls-listen wait_for 10 sh -c 'grep -q ":2A3A " /proc/net/tcp'
+capture tls-listen wait_for 60 sh -c 'grep -q ":2A3A " /proc/net/tcp' || why qnbd-tls
 capture tls-plain vduse-blk --name nbd2 --nbd-uri nbd://127.0.0.1:10810 --check-config
 spawn nbd2 vduse-blk --name nbd2 --nbd-uri nbds://127.0.0.1:10810 \
     --nbd-tls-ca /etc/nbd-tls/ca-cert.pem --serial vduse-nbd2
-capture nbd2-up wait_for 30 disk_by_serial vduse-nbd2
+capture nbd2-up wait_for 60 disk_by_serial vduse-nbd2
 T=$(disk_by_serial vduse-nbd2)
 dd if=/dev/urandom of=/tmp/tls.data bs=1M count=8 2>/dev/null
 sha256sum </tmp/tls.data | result tls.data.sha

@@ -82,7 +82,7 @@ pktgen() {{
 # "signal" line on stdout.
 counters() {{
     kill -USR1 "$(cat /run/vduse-test/"$1".pid)"
-    wait_for 10 sh -c "[ \$(grep -c '\"event\":\"signal\"' /results/$1.out) -ge $2 ]"
+    wait_for 60 sh -c "[ \$(grep -c '\"event\":\"signal\"' /results/$1.out) -ge $2 ]"
 }}
 
 # --- 1. Errors.
@@ -103,17 +103,17 @@ echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6
 phase 2 drop
 # Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
 spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/net0
-wait_for 10 test -S /run/notify.sock
+wait_for 60 test -S /run/notify.sock
 export NOTIFY_SOCKET=/run/notify.sock
 spawn net0 vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000
 unset NOTIFY_SOCKET
 capture net0-ready reap notify
-capture net0-up wait_for 30 iface_of net0
+capture net0-up wait_for 60 iface_of net0
 I=$(iface_of net0)
 cat /sys/class/net/$I/address | result net0.mac
 cat /sys/class/net/$I/mtu | result net0.mtu
 capture net0-link ip link set "$I" up
-capture net0-carrier wait_for 10 carrier_is "$I" 1
+capture net0-carrier wait_for 60 carrier_is "$I" 1
 stat_of "$I" tx_packets | result drop.tx_packets.before
 stat_of "$I" tx_bytes | result drop.tx_bytes.before
 capture drop-pktgen pktgen "$I" {DROP_FRAMES} {DROP_FRAME_SIZE} {NET0_MAC} 0
@@ -124,9 +124,9 @@ capture drop-counters counters net0 1
 # --- 3. Link down and up.
 phase 3 link
 kill -USR2 "$(cat /run/vduse-test/net0.pid)"
-capture link-down wait_for 10 carrier_is "$I" 0
+capture link-down wait_for 60 carrier_is "$I" 0
 kill -USR2 "$(cat /run/vduse-test/net0.pid)"
-capture link-up wait_for 10 carrier_is "$I" 1
+capture link-up wait_for 60 carrier_is "$I" 1
 
 # --- 4. SIGTERM.
 phase 4 SIGTERM
@@ -139,11 +139,11 @@ capture net0-after-vdpa vdpa dev show
 phase 5 echo
 spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000 --stats-interval 1 \
     --bounce-size 8M
-capture echo0-up wait_for 30 iface_of echo0
+capture echo0-up wait_for 60 iface_of echo0
 cat /sys/class/vduse/echo0/bounce_size | result echo0.bounce_size
 E=$(iface_of echo0)
 capture echo0-link ip link set "$E" up
-capture echo0-carrier wait_for 10 carrier_is "$E" 1
+capture echo0-carrier wait_for 60 carrier_is "$E" 1
 stat_of "$E" rx_packets | result echo.rx_packets.before
 n=0
 for job in {ECHO_JOBS}; do
@@ -151,7 +151,7 @@ for job in {ECHO_JOBS}; do
     n=$((n + 1))
     capture echo-pktgen-$size pktgen "$E" {ECHO_FRAMES} $size {ECHO_MAC} ${{job#*:}}
     want=$(($(cat /results/echo.rx_packets.before) + n * {ECHO_FRAMES}))
-    wait_for 5 sh -c "[ \$(cat /sys/class/net/$E/statistics/rx_packets) -ge $want ]" ||
+    wait_for 15 sh -c "[ \$(cat /sys/class/net/$E/statistics/rx_packets) -ge $want ]" ||
         echo "vduse-net-test: $size-byte frames: not all came back"
     stat_of "$E" rx_packets | result echo.rx_packets.$size
     stat_of "$E" rx_bytes | result echo.rx_bytes.$size

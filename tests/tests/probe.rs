@@ -81,7 +81,7 @@ chmod 0600 /dev/vduse/control
 for sig in INT TERM HUP; do
     VDUSE_PROBE_HOLD_MS=20000 vduse-probe --json >/dev/null 2>/results/int-$sig.err &
     pid=$!
-    wait_for 20 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
+    wait_for 60 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
     ls /dev/vduse | result int-$sig.during
     kill -$sig $pid
     wait $pid
@@ -105,7 +105,7 @@ ls /sys/class/vduse | result random.class
 # SIGKILL cannot be caught: the next probe removes what the killed one left.
 VDUSE_PROBE_HOLD_MS=20000 vduse-probe >/dev/null 2>&1 &
 pid=$!
-wait_for 20 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
+wait_for 60 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
 kill -KILL $pid
 wait $pid
 ls /dev/vduse | result killed.during
@@ -114,7 +114,7 @@ ls /dev/vduse | result killed.after
 
 # Existing devices: one served, one attached and served by nobody, one not attached.
 spawn served vduse-testdev create served --attach --hold
-capture served-ready wait_for 20 grep -q READY /results/served.out
+capture served-ready wait_for 60 grep -q READY /results/served.out
 capture create-ghost vduse-testdev create ghost
 echo 2 >/sys/class/vduse/ghost/msg_timeout
 capture attach-ghost vduse-testdev attach ghost

@@ -51,8 +51,8 @@ umount /mnt/vda
 # The server creates the device and attaches it itself; the kernel's virtio-blk binds.
 export RUST_LOG=debug
 spawn server vduse-ramblk --name {NAME} --size-mib {SIZE_MIB}
-capture ready wait_for 30 grep -q READY /results/server.out
-capture vda wait_for 30 test -b /dev/vda
+capture ready wait_for 60 grep -q READY /results/server.out
+capture vda wait_for 60 test -b /dev/vda
 cat /sys/block/vda/size | result size
 cat /sys/block/vda/serial | result serial
 capture probe vduse-probe --json --no-create
@@ -77,9 +77,9 @@ done | result server.fds
 
 # Re-initialisation: detach (the driver resets the device), attach (DRIVER_OK again).
 capture del vdpa dev del {NAME}
-capture gone wait_for 10 sh -c '! test -b /dev/vda'
+capture gone wait_for 60 sh -c '! test -b /dev/vda'
 capture add vdpa dev add name {NAME} mgmtdev vduse
-capture vda-again wait_for 30 test -b /dev/vda
+capture vda-again wait_for 60 test -b /dev/vda
 capture read-again dd if=/dev/vda of=/tmp/back2 bs=1M count=4 iflag=direct
 md5sum </tmp/back2 | result back-again.md5
 

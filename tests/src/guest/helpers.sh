@@ -54,6 +54,17 @@ reap() {
     return "$rc"
 }
 
+# why NAME: print what a spawned command is doing (state, kernel wait channel, open
+# files) to the console; for a wait that timed out.
+why() {
+    local pid
+    pid=$(cat "/run/vduse-test/$1.pid")
+    echo "vduse-tests: why $1 (pid $pid): $(grep '^State' "/proc/$pid/status" 2>/dev/null || echo gone)" \
+        "wchan=$(cat "/proc/$pid/wchan" 2>/dev/null)"
+    ls -l "/proc/$pid/fd" 2>/dev/null
+    return 1
+}
+
 # wait_for SECONDS CMD [ARGS...]: retry CMD every 0.1 s until it succeeds; fail after
 # SECONDS. E.g. `wait_for 10 test -b /dev/vda`.
 wait_for() {
