@@ -126,23 +126,63 @@ thread_ticks() {
 }
 ticks_of() { sed 's/^.*) //' "$1"/stat | awk '{ print $12 + $13 }'; }
 
+# stall_report TARGET JOB DEV PID: what the block layer, the server's threads and the
+# kernel show while a job makes no progress, into stall/TARGET.JOB.txt.
+stall_report() {
+    local disk=${3#/dev/} f h
+    mkdir -p $R/stall
+    {
+        echo "== $1 $2 on $3, server pid ${4:--}, at $(uptime_s) s"
+        echo "== /sys/block/$disk/inflight: $(cat /sys/block/"$disk"/inflight 2>/dev/null)"
+        echo "== /sys/block/$disk/stat: $(cat /sys/block/"$disk"/stat 2>/dev/null)"
+        grep -q debugfs /proc/mounts || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+        for h in /sys/kernel/debug/block/"$disk"/hctx*; do
+            for f in state busy dispatch dispatch_busy flags tags; do
+                [ -r "$h/$f" ] && echo "== ${h##*/}/$f" && cat "$h/$f"
+            done
+        done 2>/dev/null
+        [ -r /sys/kernel/debug/block/"$disk"/state ] && echo "== state" &&
+            cat /sys/kernel/debug/block/"$disk"/state
+        if [ -n "$4" ]; then
+            for t in /proc/"$4"/task/*; do
+                echo "== thread ${t##*/} $(cat "$t/comm") $(awk '{ print $3 }' "$t/stat")" \
+                    "wchan=$(cat "$t/wchan" 2>/dev/null) ticks=$(ticks_of "$t")"
+                cat "$t/stack" 2>/dev/null
+            done
+        fi
+        echo "== fio"
+        for p in $(pgrep -x fio); do
+            echo "-- fio $p $(awk '{ print $3 }' /proc/"$p"/stat) wchan=$(cat /proc/"$p"/wchan)"
+            cat /proc/"$p"/stack 2>/dev/null
+        done
+        echo "== dmesg"
+        dmesg | tail -n 40
+    } >"$R/stall/$1.$2.txt" 2>&1
+    log "$1: $2 made no progress for 60 s after its end; see stall/$1.$2.txt"
+}
+
 # run_job TARGET DEV PID NAME RW BS IODEPTH: one fio job on DEV; PID is the server's
 # (empty for brd), whose memory is sampled in the middle of the measured time.
 run_job() {
     local target=$1 dev=$2 pid=$3 name=$4 rw=$5 bs=$6 depth=$7
-    local t0 c0 g0 t1 c1 g1 rc sampler
+    local t0 c0 g0 t1 c1 g1 rc sampler watchdog
     log "$target: $name on $dev"
     thread_ticks "$pid" >/tmp/threads.before
     t0=$(uptime_s); c0=$(ticks "$pid"); g0=$(guest_ticks)
     rm -f /tmp/mem.sample
     (sleep $((RAMP + RUNTIME / 2)) && memory "$pid" >/tmp/mem.sample) &
     sampler=$!
+    # A job still running a minute after its end is stuck: record why before the
+    # timeout below kills it.
+    (sleep $((RAMP + RUNTIME + 60)) && stall_report "$target" "$name" "$dev" "$pid") &
+    watchdog=$!
     timeout $((RAMP + RUNTIME + 120)) fio --name="$name" --filename="$dev" \
         --ioengine=libaio --direct=1 --rw="$rw" --bs="$bs" --iodepth="$depth" \
         --numjobs=1 --lat_percentiles=1 --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
         --output-format=json --output="$R/fio/$target.$name.json" \
         </dev/null 2>"$R/fio/$target.$name.err"
     rc=$?
+    kill $watchdog 2>/dev/null
     [ $rc = 0 ] || kill $sampler 2>/dev/null
     wait $sampler
     [ -s /tmp/mem.sample ] || echo "- - - - - -" >/tmp/mem.sample
