@@ -13,7 +13,10 @@
 #   irq-on-cpu1            the default queue size, with the device's interrupt callbacks
 #                          moved to vCPU 1 (irq_cb_affinity), away from pktgen
 #   napi-tx-0              the default, with virtio_net loaded with napi_tx=0 (the guest
-#                          frees sent frames as it sends; no transmit interrupts)
+#                          frees sent frames as it sends; a transmit interrupt only when
+#                          the ring is full)
+#   profiled               the default again, under `perf record -a` (cpu-clock): the
+#                          busiest symbols follow, by thread
 # and, for the default run, the kernel's own counts over 4 s of it (kprobes read by
 # `perf stat`): frames sent (start_xmit), kicks (virtqueue_notify), transmit interrupts
 # served (virtnet_poll_tx) and queue restarts after a stop (__netif_schedule).
@@ -36,9 +39,12 @@ send() {
     done
     echo start >/proc/net/pktgen/pgctrl &
     starter=$!
-    if [ -n "$3" ]; then
+    if [ "$3" = count ]; then
         sleep 1
         perf stat -a -e 'kprobes:*' -- sleep 4
+    elif [ "$3" = profile ]; then
+        sleep 1
+        perf record -q -a -F 499 -e cpu-clock -o /tmp/perf.data -- sleep 4
     else
         sleep 5
     fi
@@ -77,3 +83,8 @@ if device irq-on-cpu1; then
 fi
 modprobe -r virtio_net && modprobe virtio_net napi_tx=0
 device napi-tx-0 && send napi-tx-0 "$I" && stop srv
+modprobe -r virtio_net && modprobe virtio_net
+echo 0 >/proc/sys/kernel/kptr_restrict
+device profiled && send profiled "$I" profile && stop srv
+perf report -i /tmp/perf.data --stdio --no-children --sort comm,sym 2>/dev/null |
+    grep -v '^#' | grep . | head -n 25
