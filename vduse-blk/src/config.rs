@@ -490,13 +490,17 @@ impl Config {
             }
             if bytes % u64::from(logical_block_size) != 0 {
                 let lower = bytes - bytes % u64::from(logical_block_size);
+                // Near u64::MAX there is no next multiple.
+                let higher = lower
+                    .checked_add(u64::from(logical_block_size))
+                    .map(|higher| format!(" or {higher}"))
+                    .unwrap_or_default();
                 return Err(invalid(
                     "size",
                     size_flag,
                     format!(
                         "{bytes} bytes is not a multiple of the logical block size \
-                         ({logical_block_size}): use {lower} or {}",
-                        lower + u64::from(logical_block_size)
+                         ({logical_block_size}): use {lower}{higher}"
                     ),
                 ));
             }
