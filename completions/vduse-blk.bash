@@ -23,7 +23,7 @@ _vduse__blk() {
 
     case "${cmd}" in
         vduse__blk)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --backend --backing --nbd-uri --nbd-timeout --nbd-connections --nbd-tls-ca --nbd-tls-cert --nbd-tls-key --nbd-tls-hostname --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --backend --backing --nbd-uri --nbd-timeout --nbd-connections --nbd-tls-ca --nbd-tls-cert --nbd-tls-key --nbd-tls-hostname --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --user --group --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +142,14 @@ _vduse__blk() {
                     return 0
                     ;;
                 --busy-poll-us)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

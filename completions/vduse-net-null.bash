@@ -23,7 +23,7 @@ _vduse__net__null() {
 
     case "${cmd}" in
         vduse__net__null)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --mode --mac --mtu --link --queue-size --offloads --stats-interval --attach --keep-device --bounce-size --busy-poll-us --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --mode --mac --mtu --link --queue-size --offloads --stats-interval --attach --keep-device --bounce-size --busy-poll-us --user --group --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -86,6 +86,14 @@ _vduse__net__null() {
                     return 0
                     ;;
                 --busy-poll-us)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg};
+pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
 
 use crate::config::{self, ByteSize, Settings};
 
@@ -141,6 +141,10 @@ pub struct Cli {
     /// --attach, --keep-device, --bounce-size, --busy-poll-us.
     #[command(flatten)]
     pub device: DeviceArgs,
+
+    /// --user, --group.
+    #[command(flatten)]
+    pub run_as: RunAsArgs,
 }
 
 /// `--backend` values.
@@ -215,6 +219,8 @@ impl Cli {
             keep_device: self.device.keep_device,
             bounce_size: self.device.bounce_size,
             busy_poll_us: self.device.busy_poll_us,
+            user: self.run_as.user.clone(),
+            group: self.run_as.group.clone(),
         }
     }
 }
@@ -257,6 +263,8 @@ mod tests {
             "--keep-device",
             "--bounce-size=16M",
             "--busy-poll-us=25",
+            "--user=nobody",
+            "--group=root",
         ])
         .unwrap();
         assert_eq!(
@@ -288,6 +296,8 @@ mod tests {
                 keep_device: Some(true),
                 bounce_size: Some(ByteSize(16 << 20)),
                 busy_poll_us: Some(25),
+                user: Some("nobody".into()),
+                group: Some("root".into()),
             }
         );
         let cli = parse(&[

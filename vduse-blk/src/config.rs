@@ -27,7 +27,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 28] = [
     "name",
     "backend",
     "backing",
@@ -54,6 +54,8 @@ pub const KEYS: [&str; 26] = [
     "keep-device",
     "bounce-size",
     "busy-poll-us",
+    "user",
+    "group",
 ];
 
 /// Defaults of the keys that have one.
@@ -211,6 +213,10 @@ pub struct Settings {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping.
     pub busy_poll_us: Option<u32>,
+    /// User to serve as once the device is attached.
+    pub user: Option<String>,
+    /// Group to serve as once the device is attached.
+    pub group: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -285,6 +291,12 @@ pub struct Config {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
     pub busy_poll_us: u32,
+    /// User to serve as once the device is attached (a name or a uid); `None`: stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group to serve as with `user`; `None`: the user's primary group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Config {
@@ -578,6 +590,7 @@ impl Config {
 
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
+        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
 
         let nbd = backend == BackendKind::Nbd;
         Ok(Config {
@@ -610,6 +623,8 @@ impl Config {
             keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
             bounce_size,
             busy_poll_us,
+            user,
+            group,
         })
     }
 
@@ -724,6 +739,8 @@ mod tests {
                 keep_device: false,
                 bounce_size: None,
                 busy_poll_us: 0,
+                user: None,
+                group: None,
             }
         );
     }
@@ -1075,6 +1092,8 @@ mod tests {
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),
             busy_poll_us: Some(0),
+            user: Some("nobody".into()),
+            group: Some("root".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

@@ -185,10 +185,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     options.preferred_bounce_size = Some(config::defaults::BOUNCE_SIZE);
+    let run_as = config
+        .user
+        .as_deref()
+        .map(|user| vduse::privileges::resolve(user, config.group.as_deref()))
+        .transpose()
+        .map_err(|(key, problem)| anyhow::anyhow!("{}: {problem}", key.name()))?;
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
+    let server = server.serve_as(run_as.as_ref())?;
     match server_nbd_connections {
         Some(connections) => log::info!(
             "serving NBD export {} as VDUSE block device {} ({connections} connection{})",

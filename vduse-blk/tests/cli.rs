@@ -71,9 +71,16 @@ fn the_example_configuration_is_valid_and_realistic() {
         all.bounce_size,
         Some(ByteSize(vduse_blk::config::defaults::BOUNCE_SIZE.into()))
     );
+    // Except user and group, which have no default: not set, the server stays who it is.
+    assert_eq!(
+        (all.user.as_deref(), all.group.as_deref()),
+        (Some("nobody"), Some("nogroup"))
+    );
     assert_eq!(
         Config {
             bounce_size: None,
+            user: None,
+            group: None,
             ..all
         },
         config

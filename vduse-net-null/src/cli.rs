@@ -2,7 +2,7 @@
 //! a [`Settings`] layer laid over the configuration file.
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg};
+pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
 
 use crate::config::{self, MacAddress, Settings};
 
@@ -84,6 +84,10 @@ pub struct Cli {
     /// --attach, --keep-device, --bounce-size, --busy-poll-us.
     #[command(flatten)]
     pub device: DeviceArgs,
+
+    /// --user, --group.
+    #[command(flatten)]
+    pub run_as: RunAsArgs,
 }
 
 /// `--mode` values.
@@ -126,6 +130,8 @@ impl Cli {
             keep_device: self.device.keep_device,
             bounce_size: self.device.bounce_size,
             busy_poll_us: self.device.busy_poll_us,
+            user: self.run_as.user.clone(),
+            group: self.run_as.group.clone(),
         }
     }
 }
@@ -159,6 +165,8 @@ mod tests {
             "--keep-device",
             "--bounce-size=4M",
             "--busy-poll-us=25",
+            "--user=nobody",
+            "--group=root",
         ])
         .unwrap();
         assert_eq!(
@@ -176,6 +184,8 @@ mod tests {
                 keep_device: Some(true),
                 bounce_size: Some(config::ByteSize(4 << 20)),
                 busy_poll_us: Some(25),
+                user: Some("nobody".into()),
+                group: Some("root".into()),
             }
         );
     }

@@ -20,7 +20,7 @@ pub type ConfigFile = vduse::config::ConfigFile<Settings>;
 pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 4096);
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 14] = [
     "name",
     "mode",
     "mac",
@@ -33,6 +33,8 @@ pub const KEYS: [&str; 12] = [
     "keep-device",
     "bounce-size",
     "busy-poll-us",
+    "user",
+    "group",
 ];
 
 /// Defaults of the keys that have one.
@@ -86,10 +88,21 @@ impl Serialize for MacAddress {
 
 impl<'de> Deserialize<'de> for MacAddress {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map(MacAddress)
-            .map_err(serde::de::Error::custom)
+        // Parsed inside a visitor: an error made there gets the key and the line from
+        // serde_yaml, one made after `String::deserialize` returns gets neither.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MacAddress;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a MAC address such as 02:00:00:00:00:01")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MacAddress, E> {
+                text.parse().map(MacAddress).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -129,6 +142,10 @@ pub struct Settings {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping.
     pub busy_poll_us: Option<u32>,
+    /// User to serve as once the device is attached.
+    pub user: Option<String>,
+    /// Group to serve as once the device is attached.
+    pub group: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -160,6 +177,12 @@ pub struct Config {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
     pub busy_poll_us: u32,
+    /// User to serve as once the device is attached (a name or a uid); `None`: stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group to serve as with `user`; `None`: the user's primary group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Config {
@@ -213,6 +236,7 @@ impl Config {
 
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
+        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
 
         Ok(Config {
             name,
@@ -230,6 +254,8 @@ impl Config {
             keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
             bounce_size,
             busy_poll_us,
+            user,
+            group,
         })
     }
 
@@ -381,6 +407,8 @@ mod tests {
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),
             busy_poll_us: Some(0),
+            user: Some("nobody".into()),
+            group: Some("root".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

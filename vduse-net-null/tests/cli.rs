@@ -57,6 +57,10 @@ fn the_example_configuration_is_valid_and_every_commented_key_too() {
     let all = ConfigFile::parse(Path::new("all.yaml"), uncommented).unwrap();
     let all = Config::resolve(Some(&all), &Settings::default()).unwrap();
     assert_eq!(all.bounce_size.map(|size| size.0), Some(16 << 20));
+    assert_eq!(
+        (all.user.as_deref(), all.group.as_deref()),
+        (Some("nobody"), Some("nogroup"))
+    );
     // Every key of the format appears in the example.
     for key in vduse_net_null::config::KEYS {
         assert!(

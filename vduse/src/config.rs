@@ -116,6 +116,19 @@ pub mod cli {
         pub busy_poll_us: Option<u32>,
     }
 
+    /// `--user` and `--group`, for the servers that can drop their privileges.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+    pub struct RunAsArgs {
+        /// Once the device is attached, serve as this user (a name or a uid), keeping no
+        /// capability but CAP_NET_ADMIN in the main thread (to detach at exit). Needs root.
+        #[arg(long, value_name = "USER")]
+        pub user: Option<String>,
+
+        /// The group to serve as with --user [default: the user's primary group].
+        #[arg(long, value_name = "GROUP", requires = "user")]
+        pub group: Option<String>,
+    }
+
     /// `--log-level` values.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
     pub enum LogLevelArg {
@@ -470,6 +483,34 @@ impl<'a, S: Default> Layers<'a, S> {
         check_busy_poll_us(micros)
             .map_err(|problem| self.invalid("busy-poll-us", from_flag, problem))?;
         Ok(micros)
+    }
+
+    /// The `user` and `group` keys: the user (and group) to serve as once the device is
+    /// attached, each checked against the host's user database.
+    pub fn run_as(
+        &self,
+        user: impl Fn(&S) -> &Option<String>,
+        group: impl Fn(&S) -> &Option<String>,
+    ) -> Result<(Option<String>, Option<String>), ConfigError> {
+        let (user, user_flag) = self.pick(user);
+        let (group, group_flag) = self.pick(group);
+        match &user {
+            None if group.is_some() => Err(self.invalid(
+                "group",
+                group_flag,
+                "needs `user` too: the server switches group and user together".to_owned(),
+            )),
+            None => Ok((None, None)),
+            Some(name) => match crate::privileges::resolve(name, group.as_deref()) {
+                Ok(_) => Ok((user, group)),
+                Err((crate::privileges::Key::User, problem)) => {
+                    Err(self.invalid("user", user_flag, problem))
+                }
+                Err((crate::privileges::Key::Group, problem)) => {
+                    Err(self.invalid("group", group_flag, problem))
+                }
+            },
+        }
     }
 
     /// The error for a bad value of `key`, naming where it came from: the flag, or the

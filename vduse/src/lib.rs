@@ -7,6 +7,7 @@
 //! - [`DeviceConfig`]: what a device is created with, checked against the kernel's rules.
 //! - [`host`]: the module, existing devices and their users, as sysfs and procfs show them.
 //! - [`vdpa`]: the vdpa bus over generic netlink.
+//! - [`privileges`]: serving as an unprivileged user once the device is attached.
 //! - [`backend`] and [`runtime`]: what a device type implements, and the runtime that
 //!   serves it (requests, IOTLB, virtqueue workers, vdpa attachment).
 //!
@@ -24,6 +25,7 @@ pub mod exit;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
+pub mod privileges;
 pub mod runtime;
 pub mod uapi;
 pub mod vdpa;

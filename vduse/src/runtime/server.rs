@@ -197,6 +197,23 @@ impl Server {
         Ok(server)
     }
 
+    /// Goes on as `run_as` (see [`crate::privileges`]), if given: every thread switches
+    /// user and group, and only this thread keeps CAP_NET_ADMIN, to detach the device at
+    /// shutdown. If the switch fails, the device is removed and the error returned.
+    pub fn serve_as(self, run_as: Option<&crate::privileges::RunAs>) -> Result<Server> {
+        let Some(run_as) = run_as else {
+            return Ok(self);
+        };
+        if let Err(error) = crate::privileges::drop_to(run_as) {
+            if let Err(shutdown) = self.shutdown() {
+                log::error!("{shutdown}");
+            }
+            return Err(error);
+        }
+        log::info!("device {}: serving as user {run_as}", self.name);
+        Ok(self)
+    }
+
     /// The device name.
     pub fn name(&self) -> &str {
         &self.name
