@@ -41,7 +41,7 @@ vhost\t'Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs)
 none\t'Leave it off the bus'"
 complete -c vduse-blk -l keep-device -d 'Leave the VDUSE device in place when stopping' -r -f -a "true\t''
 false\t''"
-complete -c vduse-blk -l bounce-size -d 'Size of the kernel\'s bounce buffer for the device, 1M to 1G, Linux 6.6 or later [default: 8M for vduse-blk where the kernel allows it, else the kernel\'s 64M]' -r
+complete -c vduse-blk -l bounce-size -d 'Size of the kernel\'s bounce buffer for the device, 1M to 1G [default: the kernel\'s, 64M]' -r
 complete -c vduse-blk -l busy-poll-us -d 'Microseconds each queue\'s worker keeps watching its emptied ring before it sleeps, 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile [default: 0, off]' -r
 complete -c vduse-blk -l user -d 'Once the device is attached, serve as this user (a name or a uid), keeping no capability but CAP_NET_ADMIN in the main thread (to detach at exit). Needs root' -r
 complete -c vduse-blk -l group -d 'The group to serve as with --user [default: the user\'s primary group]' -r

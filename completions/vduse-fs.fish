@@ -36,7 +36,7 @@ vhost\t'Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs)
 none\t'Leave it off the bus'"
 complete -c vduse-fs -l keep-device -d 'Leave the VDUSE device in place when stopping' -r -f -a "true\t''
 false\t''"
-complete -c vduse-fs -l bounce-size -d 'Size of the kernel\'s bounce buffer for the device, 1M to 1G, Linux 6.6 or later [default: 8M for vduse-blk where the kernel allows it, else the kernel\'s 64M]' -r
+complete -c vduse-fs -l bounce-size -d 'Size of the kernel\'s bounce buffer for the device, 1M to 1G [default: the kernel\'s, 64M]' -r
 complete -c vduse-fs -l busy-poll-us -d 'Microseconds each queue\'s worker keeps watching its emptied ring before it sleeps, 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile [default: 0, off]' -r
 complete -c vduse-fs -l check-config -d 'Check the configuration and exit: 0 valid, 78 not (or the status of another problem found, e.g. 69 for a server that cannot be reached)'
 complete -c vduse-fs -l print-config -d 'Print the effective configuration as YAML and exit'

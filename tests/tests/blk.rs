@@ -9,8 +9,7 @@
 //! 2. The device, configured by a YAML file the script writes plus a flag override
 //!    (`--num-queues 2` over the file's 1), with a backing file the server creates on the
 //!    guest's tmpfs: sysfs shows its size, read-only flag, logical and physical block
-//!    sizes, serial and number of queues; the VDUSE bounce buffer is vduse-blk's default
-//!    8 MiB (the read-only server of 7 sets 16M and gets it).
+//!    sizes, serial and number of queues.
 //! 3. fio writes with crc32c verification from two jobs pinned to the two vCPUs, which
 //!    blk-mq maps to one queue each, and reads it all back: exit 0, no errors in its JSON.
 //! 4. Discarding a range punches a hole in the backing file (its allocated blocks drop by
@@ -55,7 +54,6 @@ name: ro0
 backing: /tmp/disk0.img
 read-only: true
 serial: vduse-blk-ro0
-bounce-size: 16M
 ";
 
 // The layout of disk0 before mkfs: fio writes the first 32 MiB, the discarded range is
@@ -115,7 +113,6 @@ spawn disk0 vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
 capture disk0-up wait_for 60 disk_by_serial vduse-blk-disk0
 D=$(disk_by_serial vduse-blk-disk0)
 sysfs_of "$D" | result disk0.sysfs
-cat /sys/class/vduse/disk0/bounce_size | result disk0.bounce_size
 
 # Error paths while it runs: the same configuration again, a missing backing.
 capture dup vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
@@ -192,7 +189,6 @@ reap notify
 capture ro0-up wait_for 60 disk_by_serial vduse-blk-ro0
 R=$(disk_by_serial vduse-blk-ro0)
 sysfs_of "$R" | result ro0.sysfs
-cat /sys/class/vduse/ro0/bounce_size | result ro0.bounce_size
 capture ro-write dd if=/tmp/rand of=/dev/$R bs=4k count=16 oflag=direct
 capture ro-discard blkdiscard -f -o 0 -l 1048576 /dev/$R
 capture ro-mount mount -t ext4 -o ro /dev/$R /mnt/disk0
@@ -373,8 +369,6 @@ fn check(series: &str) {
         "disk0 in sysfs (left: seen, right: configured)\n{}",
         servers(&run)
     );
-    // No bounce-size: vduse-blk's 8 MiB rather than the kernel's 64 MiB.
-    assert_eq!(run.number("disk0.bounce_size"), 8 << 20);
 
     // The same name again, and a missing backing, while disk0 runs.
     run.assert_rc_says("dup", 78, "already exists");
@@ -499,7 +493,6 @@ fn check(series: &str) {
         "ro0 in sysfs\n{}",
         servers(&run)
     );
-    assert_eq!(run.number("ro0.bounce_size"), 16 << 20, "bounce-size: 16M");
     // The kernel refuses the write itself (EPERM): the disk is read-only.
     exits_failing(&run, "ro-write", "Operation not permitted");
     fails(&run, "ro-discard");

@@ -79,11 +79,6 @@ pub mod defaults {
     pub const ATTACH: Attach = Attach::Virtio;
     /// `nbd-timeout`, in seconds.
     pub const NBD_TIMEOUT: u32 = 60;
-    /// `bounce-size` when it is not set, on kernels that let it be set (6.6 and later):
-    /// 8 MiB rather than the kernel's 64 MiB. The kernel keeps every page of the buffer
-    /// once used, for as long as the device exists; 8 MiB still holds eight 1 MiB
-    /// requests in flight, and a request that finds it full waits for one to finish.
-    pub const BOUNCE_SIZE: u32 = 8 << 20;
 }
 
 /// Longest `nbd-timeout`, in seconds (a day).
@@ -285,8 +280,7 @@ pub struct Config {
     pub attach: Attach,
     /// Leave the VDUSE device in place when the server stops.
     pub keep_device: bool,
-    /// Size of the kernel's bounce buffer for the device; `None`: [`defaults::BOUNCE_SIZE`]
-    /// where the kernel lets it be set, else the kernel's own default.
+    /// Size of the kernel's bounce buffer for the device; `None`: the kernel's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
@@ -926,8 +920,8 @@ mod tests {
             (
                 "bounce-size: 512K\n",
                 "disk.yaml: bounce-size: 512K is not a bounce buffer size the kernel takes: \
-                 use whole 4K pages from 1M to 1G, e.g. 16M (or leave it out for the \
-                 default) at line 3 column 14",
+                 use whole 4K pages from 1M to 1G, e.g. 16M (leave it out for the kernel's \
+                 64M) at line 3 column 14",
             ),
             (
                 "logical-block-size: 1000\n",

@@ -176,7 +176,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
-    let mut options = vduse::config::server_options(
+    let options = vduse::config::server_options(
         &config.name,
         config.attach,
         config.keep_device,
@@ -184,7 +184,6 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.busy_poll_us,
     )
     .map_err(anyhow::Error::msg)?;
-    options.preferred_bounce_size = Some(config::defaults::BOUNCE_SIZE);
     let run_as = config
         .user
         .as_deref()

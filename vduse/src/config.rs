@@ -104,8 +104,8 @@ pub mod cli {
         #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
         pub keep_device: Option<bool>,
 
-        /// Size of the kernel's bounce buffer for the device, 1M to 1G, Linux 6.6 or later
-        /// [default: 8M for vduse-blk where the kernel allows it, else the kernel's 64M].
+        /// Size of the kernel's bounce buffer for the device, 1M to 1G [default: the
+        /// kernel's, 64M].
         #[arg(long, value_name = "SIZE")]
         pub bounce_size: Option<ByteSize>,
 
@@ -192,7 +192,7 @@ pub fn check_bounce_size(size: ByteSize) -> Result<u32, String> {
     if !(min..=max).contains(&size.0) || size.0 % 4096 != 0 {
         return Err(format!(
             "{size} is not a bounce buffer size the kernel takes: use whole 4K pages from \
-             {} to {}, e.g. 16M (or leave it out for the default)",
+             {} to {}, e.g. 16M (leave it out for the kernel's 64M)",
             ByteSize(min),
             ByteSize(max)
         ));

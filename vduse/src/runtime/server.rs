@@ -49,9 +49,6 @@ pub struct ServerOptions {
     /// set before the device is attached); `None` keeps the kernel's default, 64 MiB.
     /// The kernel keeps each page of it once used, so it is the device's memory cost.
     pub bounce_size: Option<u32>,
-    /// The bounce buffer size to set when `bounce_size` is `None` and the kernel lets it be
-    /// set (Linux 6.6 and later); older kernels keep their default without an error.
-    pub preferred_bounce_size: Option<u32>,
     /// How long each queue's worker keeps watching its emptied available ring before it
     /// sleeps until the next kick (vhost-net's `busyloop_timeout`): saves the driver's
     /// kick and a wake-up when requests come close together, and keeps a CPU busy
@@ -71,7 +68,6 @@ impl ServerOptions {
             vduse_features: (1 << VDUSE_F_QUEUE_READY) | (1 << VDUSE_F_SUSPEND),
             api_version: None,
             bounce_size: None,
-            preferred_bounce_size: None,
             busy_poll: Duration::ZERO,
         }
     }
@@ -157,15 +153,6 @@ impl Server {
         }
         if let Some(bytes) = options.bounce_size {
             set_bounce_size(&name, bytes)?;
-        } else if let Some(bytes) = options.preferred_bounce_size {
-            if bounce_size_path(&name).exists() {
-                set_bounce_size(&name, bytes)?;
-            } else {
-                log::debug!(
-                    "device {name}: this kernel's VDUSE cannot size the bounce buffer; \
-                     it keeps the kernel's default"
-                );
-            }
         }
         server.device = Some(device.clone());
         server.requests = Some(spawn_requests(
@@ -341,17 +328,12 @@ fn spawn_requests(
     Ok(RequestThread { control, thread })
 }
 
-/// The device's sysfs `bounce_size` (Linux 6.6 and later).
-fn bounce_size_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(crate::host::SYS_CLASS_VDUSE)
-        .join(name)
-        .join("bounce_size")
-}
-
 /// Writes the device's sysfs `bounce_size`, which the kernel accepts only before the
 /// device is first attached.
 fn set_bounce_size(name: &str, bytes: u32) -> Result<()> {
-    let path = bounce_size_path(name);
+    let path = std::path::Path::new(crate::host::SYS_CLASS_VDUSE)
+        .join(name)
+        .join("bounce_size");
     let op = || {
         format!(
             "setting the bounce buffer size to {bytes} bytes ({})",
