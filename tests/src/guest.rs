@@ -681,6 +681,36 @@ impl GuestRun {
         );
     }
 
+    /// Asserts what result `threads` (from `threads_of`) shows of a server switched to
+    /// `uid`/`gid`: every thread has those ids (all four of each), the main thread keeps
+    /// CAP_NET_ADMIN alone, the others no capability. io_uring's workers (`iou-*`) are left
+    /// out: the kernel starts them with the credentials of their time and reaps them idle.
+    #[track_caller]
+    pub fn assert_serves_as(&self, threads: &str, uid: u32, gid: u32) {
+        const CAP_NET_ADMIN: &str = "0000000000001000";
+        let text = self.text(threads);
+        let mut seen_main = false;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_tid, comm, uids, gids, cap_eff, main] = fields[..] else {
+                panic!("{threads}: unexpected line {line:?}\n{text}");
+            };
+            if comm.starts_with("iou-") {
+                continue;
+            }
+            assert_eq!(uids, format!("{uid},{uid},{uid},{uid}"), "{line}\n{text}");
+            assert_eq!(gids, format!("{gid},{gid},{gid},{gid}"), "{line}\n{text}");
+            let want = if main == "main" {
+                seen_main = true;
+                CAP_NET_ADMIN
+            } else {
+                "0000000000000000"
+            };
+            assert_eq!(cap_eff, want, "effective capabilities: {line}\n{text}");
+        }
+        assert!(seen_main, "{threads}: no main thread\n{text}");
+    }
+
     /// Asserts that `capture NAME ...` exited with 0.
     #[track_caller]
     pub fn assert_success(&self, name: &str) {

@@ -9,7 +9,8 @@
 //! 2. The device, configured by a YAML file the script writes plus a flag override
 //!    (`--num-queues 2` over the file's 1), with a backing file the server creates on the
 //!    guest's tmpfs: sysfs shows its size, read-only flag, logical and physical block
-//!    sizes, serial and number of queues.
+//!    sizes, serial and number of queues; its bounce buffer is the kernel's 64 MiB (the
+//!    read-only server of 7 sets `bounce-size: 16M` and gets it).
 //! 3. fio writes with crc32c verification from two jobs pinned to the two vCPUs, which
 //!    blk-mq maps to one queue each, and reads it all back: exit 0, no errors in its JSON.
 //! 4. Discarding a range punches a hole in the backing file (its allocated blocks drop by
@@ -25,6 +26,9 @@
 //!    vhost_vdpa serves the device (even with virtio_vdpa loaded) and no disk appears.
 //! 9. With io_uring disabled by sysctl (`kernel.io_uring_disabled=2`), `io-engine:
 //!    io-uring` falls back to the thread pool, says so, and the disk round-trips data.
+//! 10. `--user tester`: an unknown user exits 78 naming the key; once attached, every
+//!    thread has tester's ids, only the main thread a capability (CAP_NET_ADMIN); the disk
+//!    round-trips data, and SIGTERM still detaches and destroys the device.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +58,7 @@ name: ro0
 backing: /tmp/disk0.img
 read-only: true
 serial: vduse-blk-ro0
+bounce-size: 16M
 ";
 
 // The layout of disk0 before mkfs: fio writes the first 32 MiB, the discarded range is
@@ -113,6 +118,7 @@ spawn disk0 vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
 capture disk0-up wait_for 60 disk_by_serial vduse-blk-disk0
 D=$(disk_by_serial vduse-blk-disk0)
 sysfs_of "$D" | result disk0.sysfs
+cat /sys/class/vduse/disk0/bounce_size | result disk0.bounce_size
 
 # Error paths while it runs: the same configuration again, a missing backing.
 capture dup vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
@@ -189,6 +195,7 @@ reap notify
 capture ro0-up wait_for 60 disk_by_serial vduse-blk-ro0
 R=$(disk_by_serial vduse-blk-ro0)
 sysfs_of "$R" | result ro0.sysfs
+cat /sys/class/vduse/ro0/bounce_size | result ro0.bounce_size
 capture ro-write dd if=/tmp/rand of=/dev/$R bs=4k count=16 oflag=direct
 capture ro-discard blkdiscard -f -o 0 -l 1048576 /dev/$R
 capture ro-mount mount -t ext4 -o ro /dev/$R /mnt/disk0
@@ -230,6 +237,24 @@ sha256sum </tmp/nouring.back | result nouring.sha
 stop nouring
 echo 0 >/proc/sys/kernel/io_uring_disabled
 ls /dev/vduse | result nouring.after.vduse
+
+# --- 10. Served as tester once attached.
+phase 10 user
+capture user-unknown vduse-blk --name asuser --backing /tmp/asuser.img --size 16M --create \
+    --user nosuchuser --check-config
+spawn asuser vduse-blk --name asuser --backing /tmp/asuser.img --size 16M --create \
+    --user tester --serial vduse-blk-asuser
+capture asuser-up wait_for 60 disk_by_serial vduse-blk-asuser
+A=$(disk_by_serial vduse-blk-asuser)
+capture asuser-switched wait_for 60 grep -q "serving as user tester" /results/asuser.err
+threads_of asuser | result asuser.threads
+capture asuser-write dd if=/tmp/rand of=/dev/$A bs=1M count=8 oflag=direct
+echo 3 >/proc/sys/vm/drop_caches
+capture asuser-read dd if=/dev/$A of=/tmp/asuser.back bs=1M count=8 iflag=direct
+sha256sum </tmp/asuser.back | result asuser.sha
+stop asuser
+ls /dev/vduse | result asuser.after.vduse
+capture asuser-after-vdpa vdpa dev show
 phase end
 "#
     )
@@ -369,6 +394,8 @@ fn check(series: &str) {
         "disk0 in sysfs (left: seen, right: configured)\n{}",
         servers(&run)
     );
+    // No bounce-size: the kernel's 64 MiB.
+    assert_eq!(run.number("disk0.bounce_size"), 64 << 20);
 
     // The same name again, and a missing backing, while disk0 runs.
     run.assert_rc_says("dup", 78, "already exists");
@@ -493,6 +520,7 @@ fn check(series: &str) {
         "ro0 in sysfs\n{}",
         servers(&run)
     );
+    assert_eq!(run.number("ro0.bounce_size"), 16 << 20, "bounce-size: 16M");
     // The kernel refuses the write itself (EPERM): the disk is read-only.
     exits_failing(&run, "ro-write", "Operation not permitted");
     fails(&run, "ro-discard");
@@ -540,6 +568,22 @@ fn check(series: &str) {
     same(&run, "discard.data.sha", "nouring.sha");
     assert_eq!(run.rc("nouring"), 0, "nouring exit code\n{log}");
     assert_eq!(run.words("nouring.after.vduse"), ["control"]);
+
+    // 10. As tester (uid and gid 1000): an unknown user is a configuration error naming
+    // the key; every thread switched, the disk works, and SIGTERM still detaches and
+    // destroys the device (CAP_NET_ADMIN kept for that, the control node opened before).
+    assert_eq!(run.rc("user-unknown"), 78, "{}", run.report("user-unknown"));
+    assert!(
+        run.err("user-unknown").contains("user: no user \"nosuchuser\""),
+        "{}",
+        run.report("user-unknown")
+    );
+    for step in ["asuser-up", "asuser-switched", "asuser-write", "asuser-read"] {
+        run.assert_ok_with(step, &["asuser"]);
+    }
+    run.assert_serves_as("asuser.threads", 1000, 1000);
+    same(&run, "discard.data.sha", "asuser.sha");
+    run.assert_stopped_cleanly("asuser", &["asuser"]);
 
     assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
 }

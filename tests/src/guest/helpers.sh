@@ -54,6 +54,21 @@ reap() {
     return "$rc"
 }
 
+# threads_of NAME: one line per thread of spawned command NAME: TID COMM UIDS GIDS CAPEFF
+# MAIN, with UIDS and GIDS as real,effective,saved,filesystem ids (/proc/PID/task/TID/status)
+# and MAIN "main" for the process's first thread, "-" for the others.
+threads_of() {
+    local pid t
+    pid=$(cat "/run/vduse-test/$1.pid")
+    for t in /proc/"$pid"/task/*; do
+        awk -v tid="${t##*/}" -v pid="$pid" -v comm="$(tr ' ' _ <"$t"/comm)" '
+            /^Uid:/ { u = $2 "," $3 "," $4 "," $5 }
+            /^Gid:/ { g = $2 "," $3 "," $4 "," $5 }
+            /^CapEff:/ { c = $2 }
+            END { print tid, comm, u, g, c, (tid == pid ? "main" : "-") }' "$t"/status
+    done
+}
+
 # why NAME: print what a spawned command is doing (state, kernel wait channel, open
 # files) to the console; for a wait that timed out.
 why() {
