@@ -574,11 +574,17 @@ fn check(series: &str) {
     // destroys the device (CAP_NET_ADMIN kept for that, the control node opened before).
     assert_eq!(run.rc("user-unknown"), 78, "{}", run.report("user-unknown"));
     assert!(
-        run.err("user-unknown").contains("user: no user \"nosuchuser\""),
+        run.err("user-unknown")
+            .contains("user: no user \"nosuchuser\""),
         "{}",
         run.report("user-unknown")
     );
-    for step in ["asuser-up", "asuser-switched", "asuser-write", "asuser-read"] {
+    for step in [
+        "asuser-up",
+        "asuser-switched",
+        "asuser-write",
+        "asuser-read",
+    ] {
         run.assert_ok_with(step, &["asuser"]);
     }
     run.assert_serves_as("asuser.threads", 1000, 1000);
