@@ -1,0 +1,95 @@
+# shellcheck shell=dash
+# A soak test behind BENCHMARKS.md ("8 MiB by default"): vduse-blk with a small VDUSE
+# bounce buffer under three concurrent fio jobs (1M sequential writes at depth 4, 4k
+# random writes at depth 16, mixed 4k-512k random I/O at depth 8) in 8 s rounds for
+# DURATION seconds. A round still running 60 s after its end is a stall: the block
+# layer's state, the server's and fio's kernel stacks and dmesg are printed, then fio is
+# killed. Runs in a guest booted by tests/vm-run:
+#
+#   tests/vm-run --release --kernel 7.3 --memory 2048 --cpus 2 --host fio --host ip \
+#       --modules vduse,virtio_vdpa,virtio_blk --file bench/blk-soak-guest.sh:/x.sh \
+#       --results /tmp/soak --timeout 1600 -- env DURATION=1320 BOUNCE=8M sh /x.sh
+#
+# Output: /results/soak.txt (one line per round, "STALL" sections, "SOAK-END rounds=N
+# stalls=M" last).
+exec >/results/soak.txt 2>&1
+# spawn, stop; and the installed programs win over busybox applets.
+# shellcheck source=/dev/null
+. /lib/vduse-test/helpers.sh
+BOUNCE=${BOUNCE:-8M}
+DURATION=${DURATION:-900}
+for m in vduse virtio_vdpa virtio_blk; do modprobe $m || exit 1; done
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+mkdir -p /srv && mount -t tmpfs -o size=700M none /srv
+truncate -s 512M /srv/disk.img
+spawn srv vduse-blk --name soak0 --backing /srv/disk.img --bounce-size "$BOUNCE" --serial soak0
+dev=
+tries=0
+while [ -z "$dev" ] && [ $tries -lt 200 ]; do
+    dev=$(ls /sys/bus/vdpa/devices/soak0/virtio*/block/ 2>/dev/null)
+    tries=$((tries + 1))
+    sleep 0.3
+done
+[ -n "$dev" ] || { echo "SOAK-END no disk appeared"; exit 1; }
+echo "device $dev, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
+pid=$(cat /run/vduse-test/srv.pid)
+
+# report ROUND: what the block layer, the server and fio show while a round is stuck.
+report() {
+    echo "=== STALL in round $1 at $(cut -d' ' -f1 /proc/uptime) s"
+    echo "inflight: $(cat /sys/block/"$dev"/inflight)"
+    for h in /sys/kernel/debug/block/"$dev"/hctx*; do
+        for f in state busy dispatch dispatch_busy flags; do
+            echo "-- ${h##*/}/$f"
+            cat "$h/$f"
+        done
+    done
+    for t in /proc/"$pid"/task/*; do
+        echo "-- thread ${t##*/} $(cat "$t"/comm) $(awk '{ print $3 }' "$t"/stat) wchan=$(cat "$t"/wchan)"
+        cat "$t"/stack
+    done
+    for p in $(pgrep -x fio); do
+        echo "-- fio $p $(awk '{ print $3 }' /proc/"$p"/stat) wchan=$(cat /proc/"$p"/wchan)"
+        cat /proc/"$p"/stack
+    done
+    dmesg | tail -n 20
+}
+
+# job NAME FIO-ARGS...: one 8 s fio job on the disk, terse output in /tmp/NAME.out.
+job() {
+    local name=$1
+    shift
+    fio --name="$name" --filename=/dev/"$dev" --ioengine=libaio --direct=1 --time_based \
+        --runtime=8 --output-format=terse "$@" >/tmp/"$name".out 2>&1
+}
+
+end=$(($(cut -d. -f1 /proc/uptime) + DURATION))
+round=0
+stalls=0
+while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
+    round=$((round + 1))
+    job w --rw=write --bs=1M --iodepth=4 &
+    a=$!
+    job r --rw=randwrite --bs=4k --iodepth=16 --offset=256M &
+    b=$!
+    job m --rw=randrw --bsrange=4k-512k --iodepth=8 --offset=384M &
+    c=$!
+    n=0
+    while kill -0 $a 2>/dev/null || kill -0 $b 2>/dev/null || kill -0 $c 2>/dev/null; do
+        sleep 1
+        n=$((n + 1))
+        [ $n = 60 ] && report $round && stalls=$((stalls + 1))
+        [ $n = 90 ] && kill -9 $a $b $c
+        if [ $n = 120 ]; then
+            # fio waits in the kernel for I/O that never completes: no point going on.
+            echo "SOAK-END rounds=$round stalls=$stalls stuck: fio cannot be killed"
+            exit 1
+        fi
+    done
+    wait $a $b $c
+    # Terse v3 fields: 48 is the write bandwidth in KiB/s, 49 the write IOPS.
+    echo "round $round: 1M writes $(cut -d';' -f48 /tmp/w.out) KiB/s," \
+        "4k writes $(cut -d';' -f49 /tmp/r.out) IOPS, errors $(cut -d';' -f5 /tmp/w.out)/$(cut -d';' -f5 /tmp/r.out)/$(cut -d';' -f5 /tmp/m.out)"
+done
+stop srv
+echo "SOAK-END rounds=$round stalls=$stalls server-exit=$(cat /results/srv.rc)"
