@@ -943,6 +943,16 @@ mod tests {
             ),
             ("size: 0\n", "size: the disk cannot be empty"),
             (
+                "group: root\n",
+                "disk.yaml: group: needs `user` too: the server switches group and user \
+                 together at line 3 column 8",
+            ),
+            (
+                "user: no-such-user-here\n",
+                "user: no user \"no-such-user-here\" on this host",
+            ),
+            ("user: root\n", "user: \"root\" is root"),
+            (
                 "num-queues: 0\n",
                 "num-queues: 0 is out of range: use 1 to 64 queues at line 3",
             ),
