@@ -19,6 +19,9 @@ _vduse__probe() {
             vduse__probe,get)
                 cmd="vduse__probe__subcmd__get"
                 ;;
+            vduse__probe,remove)
+                cmd="vduse__probe__subcmd__remove"
+                ;;
             *)
                 ;;
         esac
@@ -26,7 +29,7 @@ _vduse__probe() {
 
     case "${cmd}" in
         vduse__probe)
-            opts="-q -h -V --format --json --require --quiet --no-create --help --version get"
+            opts="-q -h -V --format --json --require --quiet --no-create --help --version get remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -49,6 +52,20 @@ _vduse__probe() {
             ;;
         vduse__subcmd__probe__subcmd__get)
             opts="-h --help available usable kernel-release module api-version features feature-names device-types vdpa-bus drivers devices orphaned-devices"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vduse__subcmd__probe__subcmd__remove)
+            opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

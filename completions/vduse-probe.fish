@@ -34,4 +34,6 @@ complete -c vduse-probe -n "__fish_vduse_probe_needs_command" -l no-create -d 'D
 complete -c vduse-probe -n "__fish_vduse_probe_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vduse-probe -n "__fish_vduse_probe_needs_command" -s V -l version -d 'Print version'
 complete -c vduse-probe -n "__fish_vduse_probe_needs_command" -f -a "get" -d 'Print a single value, e.g. `vduse-probe get api-version` prints `1`'
+complete -c vduse-probe -n "__fish_vduse_probe_needs_command" -f -a "remove" -d 'Detach and destroy a device no process serves (an orphan, or one kept with keep-device); a served one is refused. Needs root'
 complete -c vduse-probe -n "__fish_vduse_probe_using_subcommand get" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vduse-probe -n "__fish_vduse_probe_using_subcommand remove" -s h -l help -d 'Print help'

@@ -1,6 +1,7 @@
 //! `vduse-probe` on the real kernels of the matrix: its JSON, env output and exit codes
 //! must equal what the kernel facts say, as root and as an unprivileged user; an interrupted
-//! probe leaves no device behind; existing devices are reported with who serves them.
+//! probe leaves no device behind; existing devices are reported with who serves them, and
+//! `vduse-probe remove` removes the orphaned and unattached ones but refuses a served one.
 //!
 //! One boot per kernel runs every scenario; the assertions read the results back.
 
@@ -124,10 +125,16 @@ capture devices-env vduse-probe --format env
 capture devices-human vduse-probe
 capture devices-get vduse-probe get orphaned-devices
 capture devices-user {AS_NOBODY} vduse-probe --json
+# vduse-probe remove: a served device, a name no device has and an unprivileged caller
+# are refused; the orphan is detached and destroyed, the unattached one destroyed.
+capture remove-refused vduse-probe remove served
+capture remove-none vduse-probe remove nosuch
+capture remove-user {AS_NOBODY} vduse-probe remove spare
 stop served
 capture remove-served vduse-testdev remove served
-capture remove-ghost vduse-testdev remove ghost
-capture remove-spare vduse-testdev remove spare
+capture remove-ghost vduse-probe remove ghost
+capture remove-spare vduse-probe remove spare
+capture after-remove-vdpa vdpa dev show
 ls /dev/vduse | result final
 "#
     )
@@ -159,6 +166,7 @@ capture modprobe modprobe vduse
         .binary("vduse-probe")
         .binary("vduse-testdev")
         .host_program("setpriv")
+        .host_program("vdpa")
         .timeout(Duration::from_secs(300))
         .script(&script)
         .run();
@@ -476,9 +484,36 @@ fn check_vduse_kernel(series: &str) {
     let user_devices = run.json("devices-user");
     assert_eq!(device(&user_devices, "ghost")["orphaned"], Value::Null);
     assert_eq!(device(&user_devices, "served")["driver"], "vhost_vdpa");
-    for step in ["remove-served", "remove-ghost", "remove-spare"] {
+    run.assert_rc("remove-refused", 1);
+    assert!(
+        run.err("remove-refused")
+            .contains("served is served by process")
+            && run.err("remove-refused").contains("(vduse-testdev)"),
+        "{}",
+        run.report("remove-refused")
+    );
+    run.assert_rc("remove-none", 1);
+    assert!(
+        run.err("remove-none")
+            .contains("there is no VDUSE device named nosuch"),
+        "{}",
+        run.report("remove-none")
+    );
+    run.assert_rc("remove-user", 77);
+    for step in [
+        "remove-served",
+        "remove-ghost",
+        "remove-spare",
+        "after-remove-vdpa",
+    ] {
         run.assert_success(step);
     }
+    assert_eq!(
+        run.out("remove-ghost"),
+        "ghost: detached it from the vdpa bus, destroyed it\n"
+    );
+    assert_eq!(run.out("remove-spare"), "spare: destroyed it\n");
+    assert_eq!(run.out("after-remove-vdpa").trim(), "");
     only_control(&run, "final");
 }
 

@@ -81,6 +81,12 @@ pub enum Command {
         #[arg(value_enum)]
         key: Key,
     },
+    /// Detach and destroy a device no process serves (an orphan, or one kept with
+    /// keep-device); a served one is refused. Needs root.
+    Remove {
+        /// The device's name (as in /dev/vduse/NAME).
+        name: String,
+    },
 }
 
 /// Output formats.

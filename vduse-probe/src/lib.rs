@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod host;
+pub mod remove;
 pub mod render;
 pub mod report;
 pub mod require;
@@ -82,6 +83,20 @@ pub fn run(cli: &Cli, host: &dyn Host, options: &ProbeOptions, interrupt: &Inter
             return Exit::Usage.into();
         }
     };
+    if let Some(Command::Remove { name }) = &cli.command {
+        return match remove::remove(name) {
+            Ok(done) => {
+                if !cli.quiet {
+                    print(&format!("{done}\n"));
+                }
+                Exit::Ok.into()
+            }
+            Err(refused) => {
+                eprintln!("vduse-probe: error: {}", refused.message);
+                refused.exit.into()
+            }
+        };
+    }
     let report = match report::collect(host, options, interrupt) {
         Ok(report) => report,
         Err(Interrupted(signal)) => {

@@ -486,8 +486,8 @@ fn devices(host: &dyn Host, bus: &VdpaBusReport, notes: &mut Vec<String>) -> Vec
             if orphaned == Some(true) {
                 notes.push(format!(
                     "device {name} is attached to the vdpa bus but no process serves it: I/O to \
-                     it hangs; restart its server to take it over, or detach it (`vdpa dev del \
-                     {name}`) once no I/O is pending",
+                     it hangs; remove it with `vduse-probe remove {name}` once nothing waits on \
+                     it (servers cannot take a device over yet)",
                     name = device.name
                 ));
             }

@@ -38,8 +38,9 @@ pub struct ServerOptions {
     /// The vdpa bus driver that must serve the attached device (`virtio_vdpa`,
     /// `vhost_vdpa`); `None` leaves it to whichever driver the kernel binds.
     pub driver: Option<String>,
-    /// On shutdown, leave the device in place (attached, if it was) for a later server to
-    /// take over, instead of detaching and destroying it.
+    /// On shutdown, leave the device in place (attached, if it was) instead of detaching
+    /// and destroying it; `vduse-probe remove` removes it later (no server takes a device
+    /// over yet).
     pub keep_device: bool,
     /// The VDUSE features wanted; negotiated down to what the kernel has.
     pub vduse_features: u64,
