@@ -287,6 +287,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.keep_device,
         config.bounce_size,
         config.busy_poll_us,
+        (None, None),
     )
     .map_err(anyhow::Error::msg)?;
     let server = Server::start(

@@ -157,19 +157,13 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.keep_device,
         config.bounce_size,
         config.busy_poll_us,
+        (config.user.as_deref(), config.group.as_deref()),
     )
     .map_err(anyhow::Error::msg)?;
-    let run_as = config
-        .user
-        .as_deref()
-        .map(|user| vduse::privileges::resolve(user, config.group.as_deref()))
-        .transpose()
-        .map_err(|(key, problem)| anyhow::anyhow!("{}: {problem}", key.name()))?;
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,
-    )?
-    .serve_as(run_as.as_ref())?;
+    )?;
     log::info!(
         "serving VDUSE network device {} ({} mode, MAC {}, MTU {}, link {})",
         config.name,

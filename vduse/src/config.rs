@@ -161,14 +161,16 @@ pub mod cli {
 }
 
 /// What every server's configuration says about its device's life, as the runtime's
-/// [`ServerOptions`](crate::runtime::ServerOptions): `attach`, `keep-device`, `bounce-size`
-/// and `busy-poll-us`, checked (the error names the key).
+/// [`ServerOptions`](crate::runtime::ServerOptions): `attach`, `keep-device`, `bounce-size`,
+/// `busy-poll-us` and, for the servers that have them, `user` and `group`, checked (the
+/// error names the key).
 pub fn server_options(
     name: &str,
     attach: Attach,
     keep_device: bool,
     bounce_size: Option<ByteSize>,
     busy_poll_us: u32,
+    (user, group): (Option<&str>, Option<&str>),
 ) -> Result<crate::runtime::ServerOptions, String> {
     let mut options = crate::runtime::ServerOptions::new(name);
     options.attach = attach.attaches();
@@ -180,6 +182,10 @@ pub fn server_options(
         .map_err(|problem| format!("bounce-size: {problem}"))?;
     options.busy_poll =
         check_busy_poll_us(busy_poll_us).map_err(|problem| format!("busy-poll-us: {problem}"))?;
+    options.run_as = user
+        .map(|user| crate::privileges::resolve(user, group))
+        .transpose()
+        .map_err(|(key, problem)| format!("{}: {problem}", key.name()))?;
     Ok(options)
 }
 
@@ -664,18 +670,40 @@ mod tests {
 
     #[test]
     fn server_options_carry_the_common_keys() {
-        let options =
-            server_options("d", Attach::Vhost, true, Some(ByteSize(16 << 20)), 50).unwrap();
+        let options = server_options(
+            "d",
+            Attach::Vhost,
+            true,
+            Some(ByteSize(16 << 20)),
+            50,
+            (None, None),
+        )
+        .unwrap();
         assert!(options.attach && options.keep_device);
         assert_eq!(options.driver.as_deref(), Some("vhost_vdpa"));
         assert_eq!(options.bounce_size, Some(16 << 20));
         assert_eq!(options.busy_poll, std::time::Duration::from_micros(50));
-        let detached = server_options("d", Attach::None, false, None, 0).unwrap();
+        let detached = server_options("d", Attach::None, false, None, 0, (None, None)).unwrap();
         assert!(!detached.attach && detached.driver.is_none());
         assert!(
-            server_options("d", Attach::None, false, Some(ByteSize(1)), 0)
+            server_options("d", Attach::None, false, Some(ByteSize(1)), 0, (None, None))
                 .unwrap_err()
                 .starts_with("bounce-size: ")
+        );
+        let as_nobody =
+            server_options("d", Attach::None, false, None, 0, (Some("nobody"), None)).unwrap();
+        assert_eq!(as_nobody.run_as.map(|r| r.user), Some("nobody".to_owned()));
+        assert!(
+            server_options(
+                "d",
+                Attach::None,
+                false,
+                None,
+                0,
+                (Some("nobody"), Some("no-such"))
+            )
+            .unwrap_err()
+            .starts_with("group: no group \"no-such\"")
         );
     }
 

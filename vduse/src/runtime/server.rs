@@ -55,6 +55,9 @@ pub struct ServerOptions {
     /// kick and a wake-up when requests come close together, and keeps a CPU busy
     /// meanwhile. Zero (the default) sleeps at once.
     pub busy_poll: Duration,
+    /// The user and group to serve as once the device is attached (see
+    /// [`crate::privileges`]); `None` stays as started.
+    pub run_as: Option<crate::privileges::RunAs>,
 }
 
 impl ServerOptions {
@@ -70,6 +73,7 @@ impl ServerOptions {
             api_version: None,
             bounce_size: None,
             busy_poll: Duration::ZERO,
+            run_as: None,
         }
     }
 }
@@ -119,8 +123,8 @@ pub struct Server {
 impl Server {
     /// Creates the device (`DeviceConfig` from the backend; one virtqueue group and address
     /// space with API version 1), opens its node, sets up every queue, starts the request
-    /// thread, then attaches the device to the vdpa bus if asked. On failure, everything
-    /// created so far is undone.
+    /// thread, then attaches the device to the vdpa bus if asked, and goes on as
+    /// `run_as` if given. On failure, everything created so far is undone.
     pub fn start(backend: Arc<dyn Backend>, options: ServerOptions) -> Result<Server> {
         let name = options.name.clone();
         let num_queues = backend.num_queues();
@@ -177,6 +181,7 @@ impl Server {
             }
         }
         server.keep_device = options.keep_device;
+        let server = server.serve_as(options.run_as.as_ref())?;
         log::info!(
             "device {name}: served (API version {}, VDUSE features {vduse_features:#x}{})",
             server.api_version,
@@ -188,7 +193,7 @@ impl Server {
     /// Goes on as `run_as` (see [`crate::privileges`]), if given: every thread switches
     /// user and group, and only this thread keeps CAP_NET_ADMIN, to detach the device at
     /// shutdown. If the switch fails, the device is removed and the error returned.
-    pub fn serve_as(self, run_as: Option<&crate::privileges::RunAs>) -> Result<Server> {
+    fn serve_as(self, run_as: Option<&crate::privileges::RunAs>) -> Result<Server> {
         let Some(run_as) = run_as else {
             return Ok(self);
         };
