@@ -8,8 +8,7 @@ mod config_props;
 
 use std::path::Path;
 
-use config_props::{FILE, Loader, check_key_error, check_text, file_with, line, value};
-use proptest::prelude::*;
+use config_props::{FILE, Loader};
 use vduse::config::ConfigError;
 use vduse_fs::Config;
 use vduse_fs::config::{ConfigFile, KEYS, Settings};
@@ -29,26 +28,4 @@ fn loader() -> Loader {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-
-    #[test]
-    fn any_value_of_any_key_is_accepted_or_named(
-        key in proptest::sample::select(&KEYS[..]),
-        value in value(),
-    ) {
-        let loader = loader();
-        let (text, at) = file_with(&loader, key, &value);
-        check_key_error(&loader, key, at, &text);
-    }
-
-    #[test]
-    fn arbitrary_text_never_panics(lines in proptest::collection::vec(line(&KEYS), 0..8)) {
-        check_text(&loader(), &lines.join("\n"));
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        check_text(&loader(), &String::from_utf8_lossy(&bytes));
-    }
-}
+config_props::config_properties!(loader, KEYS);

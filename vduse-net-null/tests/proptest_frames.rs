@@ -8,27 +8,24 @@
 //! dropped for want of buffers, or an error); no byte of guest memory outside the offered
 //! receive buffers changes, and no used length exceeds its buffer.
 
+#[path = "../../vduse/tests/common/chain_props.rs"]
+mod chain_props;
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
+use chain_props::{Desc, Edge, Location, QUEUE_SIZE, Shape, desc, edge, shape, within};
 use proptest::prelude::*;
-use vduse::backend::{Backend, Memory, Used};
+use vduse::backend::{Backend, Used};
 use vduse_net_null::net::{self, Header, Mac, RX_QUEUE, TX_QUEUE};
 use vduse_net_null::{Mode, NetBackend, NetOptions};
 use virtio_bindings::virtio_net::*;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{RawDescriptor, split::Descriptor};
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress};
 
-const QUEUE_SIZE: u16 = 16;
-/// Two regions with a hole between them.
-const REGION_A: (u64, usize) = (0, 0x20_0000);
-const REGION_B: (u64, usize) = (0x28_0000, 0x2_0000);
-const HOLE: u64 = 0x24_0000;
+/// Two regions (start, size) with a hole between them.
+const REGIONS: [(u64, usize); 2] = [(0, 0x20_0000), (0x28_0000, 0x2_0000)];
 /// The receive queue's rings are at 0, the transmit queue's here.
 const TX_RING: u64 = 0x8000;
 /// Where an indirect table of a transmit chain goes.
@@ -38,62 +35,30 @@ const TX_DATA: u64 = 0x1_0000;
 /// Receive buffers.
 const RX_DATA: u64 = 0x10_0000;
 
-/// Runs `f` on another thread and fails if it takes longer than `limit`: a chain that
-/// made the device loop would otherwise hang the test instead of failing it.
-fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) => thread.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().unwrap_err())
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("no answer within {limit:?}: a hang"),
-    }
-}
-
 /// Where a descriptor points.
 #[derive(Debug, Clone, Copy)]
 enum Place {
     TxData(u64),
     RxData(u64),
     RegionB(u64),
-    Hole,
-    /// `n` bytes before the end of region A (a buffer may run into the hole).
-    EndOfA(u64),
-    /// `n` bytes before the end of memory.
-    EndOfB(u64),
-    /// `n` bytes before the top of the address space (a buffer may wrap).
-    Top(u64),
-    Anywhere(u64),
+    Edge(Edge),
 }
 
-impl Place {
+impl Location for Place {
     fn addr(self) -> u64 {
         match self {
             Place::TxData(offset) => TX_DATA + offset,
             Place::RxData(offset) => RX_DATA + offset,
-            Place::RegionB(offset) => REGION_B.0 + offset,
-            Place::Hole => HOLE,
-            Place::EndOfA(n) => REGION_A.0 + REGION_A.1 as u64 - n,
-            Place::EndOfB(n) => REGION_B.0 + REGION_B.1 as u64 - n,
-            Place::Top(n) => u64::MAX - n,
-            Place::Anywhere(addr) => addr,
+            Place::RegionB(offset) => REGIONS[1].0 + offset,
+            Place::Edge(edge) => edge.addr(&REGIONS),
         }
     }
 }
 
 fn odd_place() -> impl Strategy<Value = Place> {
     prop_oneof![
-        (0u64..0x1_0000).prop_map(Place::RegionB),
-        Just(Place::Hole),
-        (1u64..3000).prop_map(Place::EndOfA),
-        (1u64..3000).prop_map(Place::EndOfB),
-        (0u64..3000).prop_map(Place::Top),
-        any::<u64>().prop_map(Place::Anywhere),
+        1 => (0u64..0x1_0000).prop_map(Place::RegionB),
+        5 => edge(3000).prop_map(Place::Edge),
     ]
 }
 
@@ -129,89 +94,9 @@ fn rx_len() -> impl Strategy<Value = u32> {
     ]
 }
 
-/// One descriptor as the driver wrote it.
-#[derive(Debug, Clone)]
-struct Desc {
-    place: Place,
-    len: u32,
-    write: bool,
-    /// NEXT and its target, used as given in chains with raw links.
-    next: Option<u16>,
-    indirect: bool,
-}
-
-fn tx_desc() -> impl Strategy<Value = Desc> {
-    (
-        tx_place(),
-        tx_len(),
-        proptest::bool::weighted(0.05),
-        proptest::option::of(0u16..QUEUE_SIZE + 4),
-        proptest::bool::weighted(0.03),
-    )
-        .prop_map(|(place, len, write, next, indirect)| Desc {
-            place,
-            len,
-            write,
-            next,
-            indirect,
-        })
-}
-
-fn rx_desc() -> impl Strategy<Value = Desc> {
-    (rx_place(), rx_len(), proptest::bool::weighted(0.97)).prop_map(|(place, len, write)| Desc {
-        place,
-        len,
-        write,
-        next: None,
-        indirect: false,
-    })
-}
-
-/// How a transmit chain's descriptors are linked.
-#[derive(Debug, Clone, Copy)]
-enum Shape {
-    /// Each to the next, the last without NEXT.
-    Linear,
-    /// NEXT and its target as generated: loops, links out of the table, early ends.
-    Raw,
-    /// One INDIRECT descriptor whose table holds the descriptors linked in order; its
-    /// length is off by `skew` bytes.
-    Indirect { skew: i32 },
-}
-
-fn shape() -> impl Strategy<Value = Shape> {
-    prop_oneof![
-        4 => Just(Shape::Linear),
-        2 => Just(Shape::Raw),
-        1 => Just(Shape::Indirect { skew: 0 }),
-        1 => (-20i32..20).prop_map(|skew| Shape::Indirect { skew }),
-    ]
-}
-
-fn flags_of(desc: &Desc) -> u32 {
-    let mut flags = if desc.write { VRING_DESC_F_WRITE } else { 0 };
-    if desc.indirect {
-        flags |= VRING_DESC_F_INDIRECT;
-    }
-    flags
-}
-
-fn raw(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, flags as u16, next))
-}
-
-/// Table entries for `descs` from index `first`, each linked to the one after it.
-fn linked(descs: &[Desc], first: u16) -> Vec<RawDescriptor> {
-    descs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let last = i + 1 == descs.len();
-            let flags = flags_of(d) | if last { 0 } else { VRING_DESC_F_NEXT };
-            let next = if last { 0 } else { first + i as u16 + 1 };
-            raw(d.place.addr(), d.len, flags, next)
-        })
-        .collect()
+fn rx_desc() -> impl Strategy<Value = Desc<Place>> {
+    (rx_place(), rx_len(), proptest::bool::weighted(0.97))
+        .prop_map(|(place, len, write)| Desc::plain(place, len, write))
 }
 
 /// A virtio-net header: mostly plausible, sometimes anything.
@@ -269,39 +154,13 @@ fn negotiated() -> impl Strategy<Value = u64> {
     })
 }
 
-/// Every byte of guest memory, region after region.
-fn snapshot(memory: &Memory) -> Vec<u8> {
-    let mut bytes = vec![0u8; REGION_A.1 + REGION_B.1];
-    let (a, b) = bytes.split_at_mut(REGION_A.1);
-    memory.read_slice(a, GuestAddress(REGION_A.0)).unwrap();
-    memory.read_slice(b, GuestAddress(REGION_B.0)).unwrap();
-    bytes
-}
-
-fn address_of(index: usize) -> u64 {
-    if index < REGION_A.1 {
-        REGION_A.0 + index as u64
-    } else {
-        REGION_B.0 + (index - REGION_A.1) as u64
-    }
-}
-
-/// A queue at `at` with an empty available ring.
-fn fresh_queue(memory: &Memory, at: u64) -> MockSplitQueue<'_, Memory> {
-    let queue = MockSplitQueue::create(memory, GuestAddress(at), QUEUE_SIZE);
-    memory
-        .write_obj(0u16, queue.avail_addr().unchecked_add(2))
-        .unwrap();
-    queue
-}
-
 /// One run: receive buffers offered, then transmit chains sent one by one.
 #[derive(Debug, Clone)]
 struct Run {
     mode: Mode,
     negotiated: u64,
-    rx_chains: Vec<Vec<Desc>>,
-    tx_chains: Vec<(Header, Vec<Desc>, Shape)>,
+    rx_chains: Vec<Vec<Desc<Place>>>,
+    tx_chains: Vec<(Header, Vec<Desc<Place>>, Shape)>,
 }
 
 fn run_strategy() -> impl Strategy<Value = Run> {
@@ -312,7 +171,15 @@ fn run_strategy() -> impl Strategy<Value = Run> {
         proptest::collection::vec(
             (
                 header(),
-                proptest::collection::vec(tx_desc(), 1..=4),
+                proptest::collection::vec(
+                    desc(
+                        tx_place(),
+                        tx_len(),
+                        proptest::bool::weighted(0.05),
+                        proptest::bool::weighted(0.03),
+                    ),
+                    1..=4,
+                ),
                 shape(),
             ),
             1..=6,
@@ -343,35 +210,23 @@ fn check(case: Run) {
         .unwrap(),
     );
     backend.activate(case.negotiated);
-    let memory = Arc::new(
-        Memory::from_ranges(&[
-            (GuestAddress(REGION_A.0), REGION_A.1),
-            (GuestAddress(REGION_B.0), REGION_B.1),
-        ])
-        .unwrap(),
-    );
+    let memory = Arc::new(chain_props::memory(&REGIONS));
     let payload: Vec<u8> = (0..0x2_0000u32).map(|i| (i * 7 + 3) as u8).collect();
     memory.write_slice(&payload, GuestAddress(TX_DATA)).unwrap();
     let mut rx = backend.clone().engine(RX_QUEUE, QUEUE_SIZE).unwrap();
     let mut tx = backend.clone().engine(TX_QUEUE, QUEUE_SIZE).unwrap();
 
     // Offer the receive buffers; note each held one's writable bytes.
-    let rx_queue = fresh_queue(&memory, 0);
     let mut table = Vec::new();
     for chain in &case.rx_chains {
-        table.extend(linked(chain, table.len() as u16));
+        table.extend(chain_props::linked(chain, table.len() as u16));
     }
-    rx_queue.add_desc_chains(&table, 0).unwrap();
-    let mut ring: Queue = rx_queue.create_queue().unwrap();
+    let mut ring = chain_props::queue(&memory, 0, &table);
     let mut held: HashMap<u16, Vec<(u64, u64)>> = HashMap::new();
     let mut malformed_rx = 0;
     while let Some(chain) = ring.pop_descriptor_chain(memory.clone()) {
         let head = chain.head_index();
-        let writable: Vec<(u64, u64)> = chain
-            .clone()
-            .filter(|d| d.is_write_only() && d.len() > 0)
-            .map(|d| (d.addr().0, u64::from(d.len())))
-            .collect();
+        let writable = chain_props::writable(chain.clone());
         match rx.start(memory.clone(), chain) {
             Some(len) => {
                 assert_eq!(len, 0, "a malformed receive chain reports data");
@@ -386,66 +241,30 @@ fn check(case: Run) {
     let stats = backend.stats();
     assert_eq!(stats.rx.errors, malformed_rx);
 
-    let inside = |addr: u64| {
-        held.values()
-            .flatten()
-            .any(|&(start, len)| addr >= start && addr - start < len)
-    };
+    let inside = |addr: u64| chain_props::covers(held.values().flatten(), addr);
     let mut received: Vec<Used> = Vec::new();
     for (header, descs, shape) in &case.tx_chains {
         memory
             .write_slice(&header.to_bytes(), GuestAddress(TX_DATA))
             .unwrap();
-        let queue = fresh_queue(&memory, TX_RING);
-        let table = match shape {
-            Shape::Linear => linked(descs, 0),
-            Shape::Raw => descs
-                .iter()
-                .map(|d| {
-                    let next = d.next.unwrap_or(0);
-                    let flags = flags_of(d)
-                        | if d.next.is_some() {
-                            VRING_DESC_F_NEXT
-                        } else {
-                            0
-                        };
-                    raw(d.place.addr(), d.len, flags, next)
-                })
-                .collect(),
-            Shape::Indirect { skew } => {
-                let entries = linked(descs, 0);
-                for (i, entry) in entries.iter().enumerate() {
-                    memory
-                        .write_obj(*entry, GuestAddress(INDIRECT_AT + 16 * i as u64))
-                        .unwrap();
-                }
-                let len = (16 * entries.len() as i64 + i64::from(*skew)).max(0) as u32;
-                vec![raw(INDIRECT_AT, len, VRING_DESC_F_INDIRECT, 0)]
-            }
-        };
-        queue.add_desc_chains(&table, 0).unwrap();
-        let mut ring: Queue = queue.create_queue().unwrap();
+        let table = chain_props::table(&memory, descs, *shape, INDIRECT_AT);
+        let mut ring = chain_props::queue(&memory, TX_RING, &table);
         let chain = ring.pop_descriptor_chain(memory.clone()).unwrap();
-        let before = snapshot(&memory);
+        let before = chain_props::snapshot(&memory, &REGIONS);
         assert_eq!(
             tx.start(memory.clone(), chain),
             Some(0),
             "transmit chains use nothing"
         );
         tx.submit();
-        let after = snapshot(&memory);
-        for (chunk, (old, new)) in before.chunks(4096).zip(after.chunks(4096)).enumerate() {
-            if old == new {
-                continue;
-            }
-            for (i, (o, n)) in old.iter().zip(new).enumerate() {
-                let addr = address_of(chunk * 4096 + i);
-                assert!(
-                    o == n || inside(addr),
-                    "byte {addr:#x} changed outside the receive buffers"
-                );
-            }
-        }
+        let after = chain_props::snapshot(&memory, &REGIONS);
+        chain_props::assert_unchanged_outside(
+            &before,
+            &after,
+            &REGIONS,
+            inside,
+            "the receive buffers",
+        );
         rx.reap(&mut received);
     }
 

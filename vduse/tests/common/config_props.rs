@@ -223,3 +223,39 @@ pub fn check_text(loader: &Loader, text: &str) {
         }
     }
 }
+
+/// The property tests every loader has, as `#[test]` functions where it is invoked:
+/// `config_properties!(loader, KEYS)`, with `loader` a `fn() -> Loader` and `KEYS` the
+/// loader's keys. The including file declares this module as `config_props` at its root.
+macro_rules! config_properties {
+    ($loader:path, $keys:path) => {
+        ::proptest::proptest! {
+            #![proptest_config(::proptest::prelude::ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_value_of_any_key_is_accepted_or_named(
+                key in ::proptest::sample::select(&$keys[..]),
+                value in $crate::config_props::value(),
+            ) {
+                let loader = $loader();
+                let (text, at) = $crate::config_props::file_with(&loader, key, &value);
+                $crate::config_props::check_key_error(&loader, key, at, &text);
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(
+                lines in ::proptest::collection::vec($crate::config_props::line(&$keys), 0..8),
+            ) {
+                $crate::config_props::check_text(&$loader(), &lines.join("\n"));
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                bytes in ::proptest::collection::vec(::proptest::prelude::any::<u8>(), 0..200),
+            ) {
+                $crate::config_props::check_text(&$loader(), &String::from_utf8_lossy(&bytes));
+            }
+        }
+    };
+}
+pub(crate) use config_properties;
