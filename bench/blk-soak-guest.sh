@@ -10,9 +10,11 @@
 #       --modules vduse,virtio_vdpa,virtio_blk --file bench/blk-soak-guest.sh:/x.sh \
 #       --results /tmp/soak --timeout 1600 -- env DURATION=1320 BOUNCE=8M sh /x.sh
 #
-# Output: /results/soak.txt (one line per round, "STALL" sections, "SOAK-END rounds=N
-# stalls=M" last).
-exec >/results/soak.txt 2>&1
+# Output: /results/soak.txt and the console (one line per round, "STALL" sections,
+# "SOAK-END ..." last). The console has it even when the guest cannot finish: a stall
+# can leave I/O that never completes, and then the harness's timeout ends the boot.
+exec >/dev/console 2>&1
+say() { echo "$*" | tee -a /results/soak.txt; }
 # spawn, stop; and the installed programs win over busybox applets.
 # shellcheck source=/dev/null
 . /lib/vduse-test/helpers.sh
@@ -30,8 +32,8 @@ while [ -z "$dev" ] && [ $tries -lt 200 ]; do
     tries=$((tries + 1))
     sleep 0.3
 done
-[ -n "$dev" ] || { echo "SOAK-END no disk appeared"; exit 1; }
-echo "device $dev, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
+[ -n "$dev" ] || { say "SOAK-END no disk appeared"; exit 1; }
+say "device $dev, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
 pid=$(cat /run/vduse-test/srv.pid)
 
 # report ROUND: what the block layer, the server and fio show while a round is stuck.
@@ -78,18 +80,20 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
     while kill -0 $a 2>/dev/null || kill -0 $b 2>/dev/null || kill -0 $c 2>/dev/null; do
         sleep 1
         n=$((n + 1))
-        [ $n = 60 ] && report $round && stalls=$((stalls + 1))
+        [ $n = 60 ] && report $round 2>&1 | tee -a /results/soak.txt && stalls=$((stalls + 1))
         [ $n = 90 ] && kill -9 $a $b $c
         if [ $n = 120 ]; then
             # fio waits in the kernel for I/O that never completes: no point going on.
-            echo "SOAK-END rounds=$round stalls=$stalls stuck: fio cannot be killed"
+            say "SOAK-END rounds=$round stalls=$stalls stuck: fio cannot be killed"
             exit 1
         fi
     done
     wait $a $b $c
     # Terse v3 fields: 48 is the write bandwidth in KiB/s, 49 the write IOPS.
-    echo "round $round: 1M writes $(cut -d';' -f48 /tmp/w.out) KiB/s," \
+    say "round $round: 1M writes $(cut -d';' -f48 /tmp/w.out) KiB/s," \
         "4k writes $(cut -d';' -f49 /tmp/r.out) IOPS, errors $(cut -d';' -f5 /tmp/w.out)/$(cut -d';' -f5 /tmp/r.out)/$(cut -d';' -f5 /tmp/m.out)"
 done
-stop srv
-echo "SOAK-END rounds=$round stalls=$stalls server-exit=$(cat /results/srv.rc)"
+# A stuck request would keep the server's SIGTERM waiting forever: bounded here.
+kill -TERM "$pid"
+wait_for 60 sh -c "! kill -0 $pid 2>/dev/null" || say "the server did not stop within 60 s"
+say "SOAK-END rounds=$round stalls=$stalls"
