@@ -27,8 +27,8 @@
 //! 9. With io_uring disabled by sysctl (`kernel.io_uring_disabled=2`), `io-engine:
 //!    io-uring` falls back to the thread pool, says so, and the disk round-trips data.
 //! 10. `--user tester`: an unknown user exits 78 naming the key; once attached, every
-//!    thread has tester's ids, only the main thread a capability (CAP_NET_ADMIN); the disk
-//!    round-trips data, and SIGTERM still detaches and destroys the device.
+//!     thread has tester's ids, only the main thread a capability (CAP_NET_ADMIN); the disk
+//!     round-trips data, and SIGTERM still detaches and destroys the device.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
