@@ -17,8 +17,10 @@ Requirements (--require, repeatable; all must hold):
   driver=NAME             virtio_vdpa or vhost_vdpa is loaded
 
 Exit status:
-  0   VDUSE is available and usable (with --require: every requirement holds)
-  1   a requirement does not hold (stderr names each one)
+  0   VDUSE is available and usable (with --require: every requirement holds;
+      with remove: the device was removed)
+  1   a requirement does not hold (stderr names each one); remove: no such device,
+      or a process serves it
   64  usage error, e.g. a malformed requirement
   69  VDUSE is not available (module not loaded, or no VDUSE in this kernel)
   70  internal error
@@ -30,7 +32,8 @@ Examples:
   vduse-probe --json | jq .device_types
   eval \"$(vduse-probe --format env)\"; echo \"$VDUSE_API_VERSION\"
   vduse-probe get api-version
-  vduse-probe -q --require api-version>=1 --require device=fs && echo ready";
+  vduse-probe -q --require api-version>=1 --require device=fs && echo ready
+  vduse-probe remove disk0          # an orphan: detach and destroy it";
 
 /// Report whether and how VDUSE works on this host.
 ///
