@@ -57,8 +57,9 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, (Key, String)> 
     let (uid, primary_gid) = match lookup_user(user) {
         Some(found) => found,
         None => match user.parse::<u32>() {
-            // A bare number need not be in the database; its group must then be given.
-            Ok(uid) => (uid, None),
+            // A bare number need not be in the database; if it is not, its group must be
+            // given.
+            Ok(uid) => (uid, lookup_uid(uid)),
             Err(_) => {
                 return Err((
                     Key::User,
@@ -164,6 +165,25 @@ fn lookup_user(name: &str) -> Option<(u32, Option<u32>)> {
     (rc == 0 && !found.is_null()).then_some((entry.pw_uid, Some(entry.pw_gid)))
 }
 
+/// The primary group of the user with id `uid`, if the database has that user.
+fn lookup_uid(uid: u32) -> Option<u32> {
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: as in `lookup_user`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some(entry.pw_gid)
+}
+
 fn lookup_group(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;
     let mut buffer = vec![0 as libc::c_char; 16 * 1024];
@@ -194,6 +214,9 @@ mod tests {
         assert_ne!(nobody.uid, 0);
         let by_number = resolve(&nobody.uid.to_string(), Some(&nobody.gid.to_string())).unwrap();
         assert_eq!((by_number.uid, by_number.gid), (nobody.uid, nobody.gid));
+        // A uid the database has brings its primary group along.
+        let uid_only = resolve(&nobody.uid.to_string(), None).unwrap();
+        assert_eq!(uid_only.gid, nobody.gid);
         let root_group = resolve("nobody", Some("root")).unwrap();
         assert_eq!(root_group.gid, 0);
     }
