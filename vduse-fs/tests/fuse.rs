@@ -6,15 +6,17 @@
 //! Every test exports `export/` of a fresh temporary directory, next to a file
 //! `outside-secret` that no request may reach.
 
+mod common;
+
 use std::cell::Cell;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
+use common::{IN_HEADER_LEN, OUT_HEADER_LEN, message, pieces, readable, writable};
 use fuse_backend_rs::abi::fuse_abi::{
-    AttrOut, CreateIn, EntryOut, FsOptions, GetattrIn, InHeader, InitIn, InitIn2, InitOut, Kstatfs,
-    MkdirIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, RenameIn, SetattrIn, WriteIn,
-    WriteOut,
+    AttrOut, CreateIn, EntryOut, FsOptions, GetattrIn, InitIn, InitIn2, InitOut, Kstatfs, MkdirIn,
+    Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, RenameIn, SetattrIn, WriteIn, WriteOut,
 };
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
@@ -22,7 +24,7 @@ use tempfile::TempDir;
 use vduse::backend::Memory;
 use vduse_fs::backend::{FsServer, serve_request};
 use vduse_fs::fs::ExportFs;
-use virtio_queue::desc::{RawDescriptor, split::Descriptor};
+use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 
@@ -33,41 +35,9 @@ const REQUEST_AT: u64 = 0x10_0000;
 /// Where replies land (device-writable), and how much room they get.
 const REPLY_AT: u64 = 0x20_0000;
 const REPLY_ROOM: u32 = 0x10_0000;
-/// `VRING_DESC_F_WRITE`; `build_desc_chain` sets `VRING_DESC_F_NEXT` itself.
-const DESC_F_WRITE: u16 = 2;
 
-const IN_HEADER_LEN: usize = 40;
-const OUT_HEADER_LEN: usize = 16;
 const HELLO: &[u8] = b"hello from the host\n";
 const SECRET: &[u8] = b"outside the export: never served\n";
-
-fn readable(addr: u64, len: u32) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, 0, 0))
-}
-
-fn writable(addr: u64, len: u32) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, DESC_F_WRITE, 0))
-}
-
-/// `len` bytes from `start` cut into descriptors at the offsets `cuts` (those inside).
-fn pieces(
-    start: u64,
-    len: usize,
-    cuts: &[usize],
-    make: fn(u64, u32) -> RawDescriptor,
-) -> Vec<RawDescriptor> {
-    let mut bounds: Vec<usize> = cuts
-        .iter()
-        .copied()
-        .filter(|&cut| cut > 0 && cut < len)
-        .collect();
-    bounds.insert(0, 0);
-    bounds.push(len);
-    bounds
-        .windows(2)
-        .map(|w| make(start + w[0] as u64, (w[1] - w[0]) as u32))
-        .collect()
-}
 
 /// `arg`'s bytes followed by each of `names`, NUL-terminated.
 fn args<T: ByteValued>(arg: T, names: &[&str]) -> Vec<u8> {
@@ -84,24 +54,6 @@ fn name_list(names: &[&str]) -> Vec<u8> {
         body.push(0);
     }
     body
-}
-
-/// A FUSE request: the 40-byte `fuse_in_header` (whose `len` counts `body`) and `body`.
-fn message(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-    let header = InHeader {
-        len: (IN_HEADER_LEN + body.len()) as u32,
-        opcode,
-        unique,
-        nodeid,
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        pid: std::process::id(),
-        padding: 0, // total_extlen (u16) and padding (u16)
-    };
-    assert_eq!(header.as_slice().len(), IN_HEADER_LEN);
-    let mut bytes = header.as_slice().to_vec();
-    bytes.extend_from_slice(body);
-    bytes
 }
 
 /// A reply as read back from guest memory.

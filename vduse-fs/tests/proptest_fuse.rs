@@ -8,14 +8,17 @@
 //! one, is the reply's own `len` and the reply answers the request's `unique`; nothing
 //! outside the reply buffers changes; and the server still answers a good request.
 
-use fuse_backend_rs::abi::fuse_abi::{FsOptions, GetattrIn, InHeader, InitIn, Opcode, OutHeader};
+use fuse_backend_rs::abi::fuse_abi::{FsOptions, GetattrIn, InitIn, Opcode, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use proptest::prelude::*;
+
+mod common;
+
+use common::{IN_HEADER_LEN, OUT_HEADER_LEN, message, pieces, readable, writable};
 use vduse::backend::Memory;
 use vduse_fs::backend::{FsServer, serve_request};
 use vduse_fs::fs::ExportFs;
-use virtio_queue::desc::{RawDescriptor, split::Descriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 
@@ -23,26 +26,6 @@ const MEMORY_SIZE: usize = 1 << 20;
 const QUEUE_SIZE: u16 = 16;
 const REQUEST_AT: u64 = 0x1_0000;
 const REPLY_AT: u64 = 0x8_0000;
-const IN_HEADER_LEN: usize = 40;
-const OUT_HEADER_LEN: usize = 16;
-/// `VRING_DESC_F_WRITE`.
-const DESC_F_WRITE: u16 = 2;
-
-fn message(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-    let header = InHeader {
-        len: (IN_HEADER_LEN + body.len()) as u32,
-        opcode,
-        unique,
-        nodeid,
-        uid: 0,
-        gid: 0,
-        pid: 1,
-        padding: 0,
-    };
-    let mut bytes = header.as_slice().to_vec();
-    bytes.extend_from_slice(body);
-    bytes
-}
 
 struct Export {
     _dir: tempfile::TempDir,
@@ -87,36 +70,11 @@ impl Export {
         self.memory
             .write_slice(request, GuestAddress(REQUEST_AT))
             .unwrap();
-        let mut bounds: Vec<usize> = cuts
-            .iter()
-            .copied()
-            .filter(|&cut| cut > 0 && cut < request.len())
-            .collect();
-        bounds.sort_unstable();
-        bounds.dedup();
-        bounds.insert(0, 0);
-        bounds.push(request.len());
-        let mut descriptors: Vec<RawDescriptor> = bounds
-            .windows(2)
-            .filter(|w| w[1] > w[0])
-            .map(|w| {
-                let len = (w[1] - w[0]) as u32;
-                RawDescriptor::from(Descriptor::new(REQUEST_AT + w[0] as u64, len, 0, 0))
-            })
-            .collect();
+        let mut descriptors = pieces(REQUEST_AT, request.len(), cuts, readable);
         let mut at = REPLY_AT;
         for &size in reply_sizes {
-            descriptors.push(RawDescriptor::from(Descriptor::new(
-                at,
-                size,
-                DESC_F_WRITE,
-                0,
-            )));
+            descriptors.push(writable(at, size));
             at += u64::from(size);
-        }
-        if descriptors.is_empty() {
-            // A chain has at least one descriptor: an empty request is one empty buffer.
-            descriptors.push(RawDescriptor::from(Descriptor::new(REQUEST_AT, 0, 0, 0)));
         }
         let queue = MockSplitQueue::create(&self.memory, GuestAddress(0), QUEUE_SIZE);
         self.memory
