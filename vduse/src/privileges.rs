@@ -145,62 +145,53 @@ pub fn drop_to(run_as: &RunAs) -> crate::Result<()> {
     Ok(())
 }
 
+/// An entry of the user or group database: plain C data, valid all-zero.
+trait DbEntry {}
+impl DbEntry for libc::passwd {}
+impl DbEntry for libc::group {}
+
+/// Runs one of libc's reentrant database lookups (`getpwnam_r` and the like) with a
+/// zeroed entry and a buffer for its strings; returns the entry if one was found.
+fn lookup<T: DbEntry>(
+    call: impl FnOnce(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+) -> Option<T> {
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `T` is `passwd` or `group` (`DbEntry`), for which all-zero is valid (null
+    // pointers, zero ids).
+    let mut entry: T = unsafe { std::mem::zeroed() };
+    let mut found: *mut T = std::ptr::null_mut();
+    let rc = call(&mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
+    // The entry's strings point into `buffer`, which goes now: only its ids are used.
+    (rc == 0 && !found.is_null()).then_some(entry)
+}
+
+/// The user named `name`: its uid and primary group.
 fn lookup_user(name: &str) -> Option<(u32, Option<u32>)> {
     let name = CString::new(name).ok()?;
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: the pointers are valid for the call, the buffer's length is given, and the
-    // entry's strings (unused) point into the buffer.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (rc == 0 && !found.is_null()).then_some((entry.pw_uid, Some(entry.pw_gid)))
+    // SAFETY: every pointer is valid for the call and the buffer's length is its own.
+    let entry = lookup(|entry, buffer, len, found| unsafe {
+        libc::getpwnam_r(name.as_ptr(), entry, buffer, len, found)
+    })?;
+    Some((entry.pw_uid, Some(entry.pw_gid)))
 }
 
 /// The primary group of the user with id `uid`, if the database has that user.
 fn lookup_uid(uid: u32) -> Option<u32> {
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: as in `lookup_user`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (rc == 0 && !found.is_null()).then_some(entry.pw_gid)
+    let entry = lookup(|entry, buffer, len, found| unsafe {
+        libc::getpwuid_r(uid, entry, buffer, len, found)
+    })?;
+    Some(entry.pw_gid)
 }
 
+/// The id of the group named `name`.
 fn lookup_group(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: all-zero is a valid `group` (null pointers, zero id).
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as in `lookup_user`.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (rc == 0 && !found.is_null()).then_some(entry.gr_gid)
+    let entry = lookup(|entry, buffer, len, found| unsafe {
+        libc::getgrnam_r(name.as_ptr(), entry, buffer, len, found)
+    })?;
+    Some(entry.gr_gid)
 }
 
 #[cfg(test)]
