@@ -3,12 +3,14 @@
 # bounce buffer under three concurrent fio jobs (1M sequential writes at depth 4, 4k
 # random writes at depth 16, mixed 4k-512k random I/O at depth 8) in 8 s rounds for
 # DURATION seconds. A round still running 60 s after its end is a stall: the block
-# layer's state, the server's and fio's kernel stacks and dmesg are printed, then fio is
-# killed. Runs in a guest booted by tests/vm-run:
+# layer's state, each queue's ring state as the server sees it (SIGUSR1), the server's
+# and fio's kernel stacks and dmesg are printed, then fio is killed and the soak ends,
+# so that the guest finishes and /results is kept. Runs in a guest booted by tests/vm-run:
 #
 #   tests/vm-run --release --kernel 7.3 --memory 2048 --cpus 2 --host fio --host ip \
 #       --modules vduse,virtio_vdpa,virtio_blk --file bench/blk-soak-guest.sh:/x.sh \
-#       --results /tmp/soak --timeout 1600 -- env DURATION=1320 BOUNCE=8M sh /x.sh
+#       --results /tmp/soak --timeout 1600 --console -- env DURATION=1320 BOUNCE=8M \
+#       sh /x.sh 2>/tmp/soak.console
 #
 # Output: /results/soak.txt and the console (one line per round, "STALL" sections,
 # "SOAK-END ..." last). The console has it even when the guest cannot finish: a stall
@@ -40,6 +42,11 @@ pid=$(cat /run/vduse-test/srv.pid)
 report() {
     echo "=== STALL in round $1 at $(cut -d' ' -f1 /proc/uptime) s"
     echo "inflight: $(cat /sys/block/"$dev"/inflight)"
+    # The server logs its rings to its stderr (srv.err) on SIGUSR1.
+    kill -USR1 "$pid"
+    sleep 2
+    echo "-- the server's ring state"
+    grep -E "status|queue [0-9]+:" /results/srv.err | tail -n 8
     for h in /sys/kernel/debug/block/"$dev"/hctx*; do
         for f in state busy dispatch dispatch_busy flags; do
             echo "-- ${h##*/}/$f"
@@ -81,7 +88,7 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
         sleep 1
         n=$((n + 1))
         [ $n = 60 ] && report $round 2>&1 | tee -a /results/soak.txt && stalls=$((stalls + 1))
-        [ $n = 90 ] && kill -9 $a $b $c
+        [ $n = 61 ] && kill -9 $a $b $c
         if [ $n = 120 ]; then
             # fio waits in the kernel for I/O that never completes: no point going on.
             say "SOAK-END rounds=$round stalls=$stalls stuck: fio cannot be killed"
@@ -89,6 +96,10 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
         fi
     done
     wait $a $b $c
+    if [ $stalls -gt 0 ]; then
+        say "SOAK-END rounds=$round stalls=$stalls (ended at the first stall, fio killed)"
+        exit 1
+    fi
     # Terse v3 fields: 48 is the write bandwidth in KiB/s, 49 the write IOPS.
     say "round $round: 1M writes $(cut -d';' -f48 /tmp/w.out) KiB/s," \
         "4k writes $(cut -d';' -f49 /tmp/r.out) IOPS, errors $(cut -d';' -f5 /tmp/w.out)/$(cut -d';' -f5 /tmp/r.out)/$(cut -d';' -f5 /tmp/m.out)"

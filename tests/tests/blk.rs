@@ -13,6 +13,7 @@
 //!    read-only server of 7 sets `bounce-size: 16M` and gets it).
 //! 3. fio writes with crc32c verification from two jobs pinned to the two vCPUs, which
 //!    blk-mq maps to one queue each, and reads it all back: exit 0, no errors in its JSON.
+//!    Then SIGUSR1 makes the server log the ring state of both queues.
 //! 4. Discarding a range punches a hole in the backing file (its allocated blocks drop by
 //!    exactly that much) and the range reads back as zeros.
 //! 5. ext4: made and written through the device, then, after SIGTERM ended the server,
@@ -136,6 +137,9 @@ capture fio fio --filename=/dev/$D --direct=1 --ioengine=libaio --iodepth=8 \
 for q in /sys/block/$D/mq/*; do
     echo "${{q##*/}} $(cat "$q/cpu_list")"
 done | result fio.cpu_lists
+# SIGUSR1: the server logs each queue's ring state and goes on serving.
+kill -USR1 "$(cat /run/vduse-test/disk0.pid)"
+capture ring-state wait_for 10 sh -c '[ "$(grep -c "avail ring: idx" /results/disk0.err)" -ge {DISK0_QUEUES} ]'
 
 # --- 4. Discard: data in, then a hole.
 phase 4 discard
@@ -442,6 +446,8 @@ fn check(series: &str) {
         ["0", "1"],
         "CPUs of the hardware queues (queue, cpu_list):\n{cpu_lists}"
     );
+    // SIGUSR1 logged both queues' rings (and the server served on: the later phases).
+    ok(&run, "ring-state");
 
     // 4. Discard: the data was there, the range reads zeros, the file has a hole.
     for step in ["discard-fill", "discard-reread", "discard", "discard-read"] {

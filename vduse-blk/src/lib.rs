@@ -172,8 +172,13 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     let io_engine = backend.io_engine();
     let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+    let log_state = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGUSR1, &log_state),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(flag))
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
     let options = vduse::config::server_options(
@@ -204,6 +209,6 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         ),
     }
     notify_ready();
-    server.run_until(&stop)?;
+    server.run_until(&stop, &log_state)?;
     Ok(())
 }

@@ -277,8 +277,13 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.queue_size,
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+    let log_state = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGUSR1, &log_state),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(flag))
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
     let options = vduse::config::server_options(
@@ -313,6 +318,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     );
     notify_ready();
     while !stop.load(Ordering::Acquire) && server.is_serving() {
+        if log_state.swap(false, Ordering::AcqRel) {
+            server.log_state();
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let shutdown = server.shutdown();

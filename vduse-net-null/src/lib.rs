@@ -194,6 +194,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         std::thread::sleep(TICK);
         if signals.dump.swap(false, Ordering::AcqRel) {
             report("signal");
+            server.log_state();
         }
         if !interval.is_zero() && Instant::now() >= next_report {
             report("interval");

@@ -182,7 +182,9 @@ fn run() -> Result<(), String> {
     );
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     notify_ready();
-    server.run_until(&stop).map_err(|e| e.to_string())?;
+    server
+        .run_until(&stop, &AtomicBool::new(false))
+        .map_err(|e| e.to_string())?;
     println!("STOPPED");
     Ok(())
 }

@@ -238,6 +238,27 @@ impl Dispatcher {
         self.memory.clear();
     }
 
+    /// Logs the device's status and asks every worker to log its rings (SIGUSR1).
+    pub fn log_state(&self) {
+        log::warn!(
+            "device {}: status {:#x}{}, {} answer(s) waiting for workers",
+            self.config.name,
+            self.status,
+            if self.suspended { ", suspended" } else { "" },
+            self.pending.len()
+        );
+        for (index, slot) in self.queues.iter().enumerate() {
+            match &slot.worker {
+                Some(worker) => worker.request_state_log(),
+                None => log::warn!(
+                    "device {}: queue {index} has no worker (stopped at {:?})",
+                    self.config.name,
+                    slot.stopped_at
+                ),
+            }
+        }
+    }
+
     /// Whether any worker is running or stopping.
     #[cfg(test)]
     pub fn running_queues(&self) -> Vec<usize> {
@@ -430,6 +451,8 @@ pub(crate) struct LoopControl {
     pub wake: Arc<Event>,
     /// Set with a wake-up to end the loop.
     pub shutdown: AtomicBool,
+    /// Set with a wake-up to log the device's and the queues' state.
+    pub log_state: AtomicBool,
 }
 
 /// The request thread's loop. Ends with `Ok` on shutdown, with an error when the device is
@@ -471,6 +494,9 @@ fn serve(
             control.wake.drain();
             if control.shutdown.load(Ordering::Acquire) {
                 return Ok(());
+            }
+            if control.log_state.swap(false, Ordering::AcqRel) {
+                dispatcher.log_state();
             }
             for answer in dispatcher.complete() {
                 answer_request(dev, &answer);

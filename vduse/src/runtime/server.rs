@@ -239,11 +239,25 @@ impl Server {
         device.inject_config_irq()
     }
 
+    /// Logs, at `warn`, the device's status and each queue's ring state as the driver and
+    /// the worker see it (indices, flags, event indices, requests in flight): what to look
+    /// at when I/O on the device stops.
+    pub fn log_state(&self) {
+        if let Some(requests) = &self.requests {
+            requests.control.log_state.store(true, Ordering::Release);
+            requests.control.wake.notify();
+        }
+    }
+
     /// Serves until `stop` becomes true (a signal handler sets it) or the request thread
     /// ends (the device broke), then shuts down. The request thread's error, if any, comes
-    /// first.
-    pub fn run_until(self, stop: &AtomicBool) -> Result<()> {
+    /// first. Each time `log_state` becomes true (SIGUSR1's handler), it is reset and
+    /// [`Server::log_state`] called.
+    pub fn run_until(self, stop: &AtomicBool, log_state: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::Acquire) && self.is_serving() {
+            if log_state.swap(false, Ordering::AcqRel) {
+                self.log_state();
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.shutdown()
@@ -319,6 +333,7 @@ fn spawn_requests(
     let control = Arc::new(LoopControl {
         wake: Arc::new(Event::new("wake")?),
         shutdown: AtomicBool::new(false),
+        log_state: AtomicBool::new(false),
     });
     let dev: Arc<dyn DeviceIo> = device;
     let dispatcher = Dispatcher::new(config, dev.clone(), backend, control.wake.clone());

@@ -29,6 +29,8 @@ struct Shared {
     exited: AtomicBool,
     /// Wakes the thread to see `progress.stopping`.
     stop_event: Event,
+    /// Wakes the thread to log its ring state (see [`QueueWorker::request_state_log`]).
+    log_event: Event,
 }
 
 /// Where a drain is, and whether it should stop.
@@ -69,6 +71,7 @@ impl QueueWorker {
                 next_avail: AtomicU16::new(queue.next_avail()),
             },
             stop_event: Event::new("stop")?,
+            log_event: Event::new("state log")?,
             exited: AtomicBool::new(false),
         });
         let index = context.index;
@@ -91,6 +94,13 @@ impl QueueWorker {
     pub fn request_stop(&self) {
         self.shared.progress.stopping.store(true, Ordering::Release);
         self.shared.stop_event.notify();
+    }
+
+    /// Asks the worker to log its ring state (both rings' indices and flags, what is in
+    /// flight) when it next wakes, which is at once: tells a request the driver never
+    /// made available from one the worker missed.
+    pub fn request_state_log(&self) {
+        self.shared.log_event.notify();
     }
 
     /// Whether the thread has ended (or is ending: joining it does not wait for the
@@ -223,7 +233,8 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
             let completion = engine.completion_fd();
             // Stopping: only the requests in flight are waited for (the stop eventfd stays
             // readable, so it is left out).
-            let mut fds = Vec::with_capacity(3);
+            let mut fds = Vec::with_capacity(4);
+            fds.push(PollFd::new(&shared.log_event, PollFlags::IN));
             if !stopping {
                 fds.push(PollFd::new(&kick, PollFlags::IN));
                 fds.push(PollFd::new(&shared.stop_event, PollFlags::IN));
@@ -238,7 +249,11 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
                     return;
                 }
             }
-            !stopping && fds[0].revents().contains(PollFlags::IN)
+            if fds[0].revents().contains(PollFlags::IN) {
+                shared.log_event.drain();
+                log_state(&queue, context.memory.as_ref(), &engine, context.index);
+            }
+            !stopping && fds[1].revents().contains(PollFlags::IN)
         };
         if kicked {
             // Non-blocking: a spurious wake-up reads EAGAIN.
@@ -548,6 +563,41 @@ fn publish_used(queue: &mut Queue, memory: &Memory, done: &[Used], index: u16) -
             0
         }
     }
+}
+
+/// The ring state as the driver and this worker see it, logged at `warn` so it shows at
+/// the default log level: a driver index ahead of the worker's with the worker asleep is
+/// a missed kick; a used index past `used_event` the driver has not consumed is a missed
+/// interrupt; everything equal with nothing in flight puts a stuck request before the ring.
+fn log_state(queue: &Queue, source: &dyn MemorySource, engine: &Engine, index: u16) {
+    let memory = source.snapshot();
+    let size = u64::from(queue.size());
+    let read = |at: u64| -> String {
+        memory
+            .load::<u16>(GuestAddress(at), Ordering::Acquire)
+            .map_or_else(|_| "unmapped".into(), |v| u16::from_le(v).to_string())
+    };
+    let avail = queue.avail_ring();
+    let used = queue.used_ring();
+    log::warn!(
+        "queue {index}: size {size}; avail ring: idx {}, flags {}, used_event {}; worker: \
+         next avail {}, next used {}, {} in flight{}; used ring: idx {}, flags {}, \
+         avail_event {}",
+        read(avail + 2),
+        read(avail),
+        read(avail + 4 + 2 * size),
+        queue.next_avail(),
+        queue.next_used(),
+        engine.in_flight(),
+        if queue.event_idx_enabled() {
+            ", EVENT_IDX"
+        } else {
+            ""
+        },
+        read(used + 2),
+        read(used),
+        read(used + 4 + 8 * size),
+    );
 }
 
 /// Whether the descriptor table and both rings are in `memory`.
