@@ -27,7 +27,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 29] = [
     "name",
     "backend",
     "backing",
@@ -56,6 +56,7 @@ pub const KEYS: [&str; 28] = [
     "busy-poll-us",
     "user",
     "group",
+    "inflight-log",
 ];
 
 /// Defaults of the keys that have one.
@@ -67,6 +68,11 @@ pub mod defaults {
     pub const IO_ENGINE: IoEngine = IoEngine::Auto;
     /// `logical-block-size`.
     pub const LOGICAL_BLOCK_SIZE: u32 = 512;
+    /// `inflight-log`: under the runtime directory, which lasts until the machine stops,
+    /// as the device does.
+    pub fn inflight_log(name: &str) -> String {
+        format!("/run/vduse/blk/{name}.inflight")
+    }
     /// `num-queues`.
     pub const NUM_QUEUES: u16 = 1;
     /// `queue-size`.
@@ -212,6 +218,8 @@ pub struct Settings {
     pub user: Option<String>,
     /// Group to serve as once the device is attached.
     pub group: Option<String>,
+    /// The in-flight log's path, or `none`.
+    pub inflight_log: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -291,6 +299,9 @@ pub struct Config {
     /// Group to serve as with `user`; `None`: the user's primary group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where the requests in flight are recorded, so that a server started after this one
+    /// was killed takes the device over and runs them again: an absolute path, or `none`.
+    pub inflight_log: String,
 }
 
 impl Config {
@@ -585,6 +596,19 @@ impl Config {
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
         let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
+        let (inflight_log, inflight_log_flag) = layers.pick(|s| &s.inflight_log);
+        let inflight_log = inflight_log.unwrap_or_else(|| defaults::inflight_log(&name));
+        if inflight_log != "none" && !inflight_log.starts_with('/') {
+            return Err(invalid(
+                "inflight-log",
+                inflight_log_flag,
+                format!(
+                    "{inflight_log:?} is not an absolute path: give one (the default is \
+                     {}), or none to keep no log",
+                    defaults::inflight_log(&name)
+                ),
+            ));
+        }
 
         let nbd = backend == BackendKind::Nbd;
         Ok(Config {
@@ -619,7 +643,13 @@ impl Config {
             busy_poll_us,
             user,
             group,
+            inflight_log,
         })
+    }
+
+    /// The in-flight log's path; `None` for `inflight-log: none`.
+    pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
+        (self.inflight_log != "none").then(|| self.inflight_log.clone().into())
     }
 
     /// How to reach the NBD export, for backend `nbd`.
@@ -735,6 +765,7 @@ mod tests {
                 busy_poll_us: 0,
                 user: None,
                 group: None,
+                inflight_log: "/run/vduse/blk/disk0.inflight".into(),
             }
         );
     }
@@ -1098,6 +1129,7 @@ mod tests {
             busy_poll_us: Some(0),
             user: Some("nobody".into()),
             group: Some("root".into()),
+            inflight_log: Some("none".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

@@ -190,6 +190,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         (config.user.as_deref(), config.group.as_deref()),
     )
     .map_err(anyhow::Error::msg)?;
+    let mut options = options;
+    options.inflight_log = config.inflight_log_path();
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,

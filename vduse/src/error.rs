@@ -66,6 +66,28 @@ pub enum Error {
         /// The device name.
         name: String,
     },
+    /// A device with this name exists and another process has its node open.
+    #[error(
+        "a VDUSE device named {name:?} already exists and another process serves it: choose \
+         another name, or stop that server first"
+    )]
+    DeviceServed {
+        /// The device name.
+        name: String,
+    },
+    /// A device with this name exists, left by a server that ended, and this server cannot
+    /// take it over.
+    #[error(
+        "a VDUSE device named {name:?} already exists, left by a server that ended, and \
+         cannot be taken over: {reason}; remove it with `vduse-probe remove {name}` (its \
+         unanswered requests fail) or start a server with the same configuration"
+    )]
+    TakeOverRefused {
+        /// The device name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The configuration breaks one of the kernel's rules.
     #[error("invalid configuration for device {name:?}: {source}")]
     InvalidConfig {

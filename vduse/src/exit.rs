@@ -42,6 +42,8 @@ impl Exit {
         } else {
             match error {
                 crate::Error::NameInUse { .. }
+                | crate::Error::DeviceServed { .. }
+                | crate::Error::TakeOverRefused { .. }
                 | crate::Error::InvalidConfig { .. }
                 | crate::Error::Backend { .. } => Exit::Config,
                 crate::Error::DeviceTypeRejected { .. } => Exit::Unavailable,

@@ -31,6 +31,7 @@
 
 mod device_io;
 mod event;
+pub mod inflight;
 mod iotlb;
 mod requests;
 mod server;

@@ -17,6 +17,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 use super::device_io::DeviceIo;
 use super::event::Event;
+use super::inflight::InflightLog;
 use super::iotlb::IotlbMemory;
 use super::worker::{QueueWorker, WorkerContext, configure_queue};
 use crate::backend::Backend;
@@ -76,6 +77,8 @@ pub(crate) struct DispatcherConfig {
     pub api_version: u64,
     /// How long each queue's worker watches an emptied available ring before sleeping.
     pub busy_poll: std::time::Duration,
+    /// The in-flight log, if the server keeps one.
+    pub log: Option<InflightLog>,
 }
 
 /// The device's state machine, driven by requests.
@@ -351,7 +354,7 @@ impl Dispatcher {
                 // Without VDUSE_F_QUEUE_READY the kernel's flag is all there is; with it,
                 // the kernel set it when we answered SET_VQ_READY.
                 Ok(info) if info.ready != 0 || self.queues[index].ready => {
-                    self.start_worker(index, &info);
+                    self.start_worker(index, &info, false);
                 }
                 Ok(_) => {}
                 Err(error) => log::error!("device {}: {error}", self.config.name),
@@ -377,14 +380,56 @@ impl Dispatcher {
         // drain catches up.
         if self.status & DRIVER_OK != 0 && !self.suspended && slot.worker.is_none() {
             match self.dev.vq_info(index as u32) {
-                Ok(info) => self.start_worker(index, &info),
+                Ok(info) => self.start_worker(index, &info, false),
                 Err(error) => log::error!("device {}: {error}", self.config.name),
             }
         }
         Some(VduseDevResponse::new(request_id, VDUSE_REQ_RESULT_OK))
     }
 
-    fn start_worker(&mut self, index: usize, info: &crate::uapi::VduseVqInfo) {
+    /// Takes over the device from a server that ended (before any request is read): with
+    /// a queue ready, the driver has set `DRIVER_OK`, so every ready queue is served again
+    /// from where its rings and the in-flight log stand. Without one, the driver has not
+    /// got that far, and its requests bring the device up as usual.
+    pub fn take_over(&mut self) {
+        let name = self.config.name.clone();
+        let infos: Vec<_> = (0..self.queues.len())
+            .map(|index| self.dev.vq_info(index as u32))
+            .collect();
+        if !infos.iter().any(|info| info.as_ref().is_ok_and(|i| i.ready != 0)) {
+            log::info!("device {name}: taken over before the driver set it up");
+            return;
+        }
+        self.status = (virtio_bindings::virtio_config::VIRTIO_CONFIG_S_ACKNOWLEDGE
+            | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER
+            | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK) as u8
+            | DRIVER_OK;
+        let features = match self.dev.negotiated_features() {
+            Ok(features) => features,
+            Err(error) => {
+                log::error!("device {name}: {error}");
+                0
+            }
+        };
+        self.event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        self.backend.activate(features);
+        if let Err(error) = self.memory.refresh() {
+            log::error!("device {name}: mapping the IOTLB: {error}");
+        }
+        for (index, info) in infos.into_iter().enumerate() {
+            match info {
+                Ok(info) if info.ready != 0 => {
+                    self.queues[index].ready = true;
+                    self.start_worker(index, &info, true);
+                }
+                Ok(_) => {}
+                Err(error) => log::error!("device {name}: {error}"),
+            }
+        }
+        log::info!("device {name}: taken over with features {features:#x}");
+    }
+
+    fn start_worker(&mut self, index: usize, info: &crate::uapi::VduseVqInfo, take_over: bool) {
         if self.queues[index].worker.is_some() {
             return;
         }
@@ -405,6 +450,8 @@ impl Dispatcher {
                 dev: self.dev.clone(),
                 wake: self.wake.clone(),
                 busy_poll: self.config.busy_poll,
+                log: self.config.log.as_ref().map(|log| log.queue(index as u16)),
+                take_over,
             };
             QueueWorker::start(context, queue, kick)
         });
@@ -433,6 +480,12 @@ impl Dispatcher {
 
     /// `SET_STATUS 0`, once the workers have stopped: back to a just-created device.
     fn reset(&mut self) {
+        // The driver forgets what it had in flight.
+        if let Some(log) = &self.config.log {
+            for index in 0..self.config.num_queues {
+                log.queue(index).clear();
+            }
+        }
         self.memory.clear();
         self.backend.reset();
         self.status = 0;
@@ -591,6 +644,7 @@ mod tests {
             num_queues: fake.num_queues(),
             api_version: 1,
             busy_poll: std::time::Duration::ZERO,
+            log: None,
         };
         (
             Dispatcher::new(config, fake.clone(), backend, wake.clone()),

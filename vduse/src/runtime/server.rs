@@ -9,6 +9,7 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 
 use super::device_io::DeviceIo;
 use super::event::Event;
+use super::inflight::{InflightLog, fingerprint};
 use super::requests::{self, Dispatcher, DispatcherConfig, LoopControl};
 use crate::backend::Backend;
 use crate::control::Control;
@@ -39,9 +40,16 @@ pub struct ServerOptions {
     /// `vhost_vdpa`); `None` leaves it to whichever driver the kernel binds.
     pub driver: Option<String>,
     /// On shutdown, leave the device in place (attached, if it was) instead of detaching
-    /// and destroying it; `vduse-probe remove` removes it later (no server takes a device
-    /// over yet).
+    /// and destroying it, for a later server to take over (see `inflight_log`);
+    /// `vduse-probe remove` removes it otherwise.
     pub keep_device: bool,
+    /// Where to keep the in-flight log (see [`super::inflight`]): which requests each
+    /// queue has taken and not answered, in a file that outlives the server. With it, a
+    /// server started for a device that exists and that no process serves (its server was
+    /// killed, or kept it) takes the device over, if the log was written for the same
+    /// configuration, and runs again what was in flight. `None`: no log, and such a device
+    /// is refused.
+    pub inflight_log: Option<std::path::PathBuf>,
     /// The VDUSE features wanted; negotiated down to what the kernel has.
     pub vduse_features: u64,
     /// The VDUSE API version; `None` for the newest both this crate and the kernel know.
@@ -74,6 +82,7 @@ impl ServerOptions {
             bounce_size: None,
             busy_poll: Duration::ZERO,
             run_as: None,
+            inflight_log: None,
         }
     }
 }
@@ -116,6 +125,8 @@ pub struct Server {
     keep_device: bool,
     /// Kept for `VDUSE_DESTROY_DEV`; `None` once the device is gone (or kept).
     control: Option<Control>,
+    /// Removed with the device.
+    log: Option<InflightLog>,
     device: Option<Arc<DeviceFd>>,
     requests: Option<RequestThread>,
 }
@@ -139,26 +150,60 @@ impl Server {
         let mut config = DeviceConfig::new(&name, backend.device_type(), num_queues.into());
         config.features |= backend.features() | RING_FEATURES;
         config.config = backend.config();
-        control.create_device(&config)?;
+        let offered = fingerprint(&[
+            name.as_bytes(),
+            &(backend.device_type() as u32).to_le_bytes(),
+            &config.features.to_le_bytes(),
+            &config.config,
+            &num_queues.to_le_bytes(),
+            &max_queue_size.to_le_bytes(),
+        ]);
+        let taken_over = match control.create_device(&config) {
+            Ok(()) => None,
+            Err(Error::NameInUse { .. }) if options.inflight_log.is_some() => {
+                let path = options.inflight_log.as_deref().expect("checked");
+                Some(take_over(&name, &config, path, offered, max_queue_size)?)
+            }
+            Err(error) => return Err(error),
+        };
+        let take_over = taken_over.is_some();
 
-        // From here on, dropping `server` removes the device.
+        // From here on, dropping `server` removes the device (and its log).
         let mut server = Server {
             name: name.clone(),
             api_version: control.api_version(),
             vduse_features,
             keep_device: false,
             control: Some(control),
+            log: None,
             device: None,
             requests: None,
         };
-        let device = Arc::new(DeviceFd::open(&name)?);
-        device.set_nonblocking()?;
-        for index in 0..num_queues {
-            device.setup_vq(index.into(), max_queue_size, 0)?;
-        }
-        if let Some(bytes) = options.bounce_size {
-            set_bounce_size(&name, bytes)?;
-        }
+        let device = match taken_over {
+            Some((device, log)) => {
+                server.log = Some(log);
+                device
+            }
+            None => {
+                let device = Arc::new(DeviceFd::open(&name)?);
+                device.set_nonblocking()?;
+                for index in 0..num_queues {
+                    device.setup_vq(index.into(), max_queue_size, 0)?;
+                }
+                if let Some(bytes) = options.bounce_size {
+                    set_bounce_size(&name, bytes)?;
+                }
+                if let Some(path) = &options.inflight_log {
+                    server.log = Some(InflightLog::create(
+                        path,
+                        offered,
+                        num_queues,
+                        max_queue_size,
+                    )?);
+                }
+                device
+            }
+        };
         server.device = Some(device.clone());
         server.requests = Some(spawn_requests(
             &name,
@@ -170,11 +215,14 @@ impl Server {
                 num_queues,
                 api_version: server.api_version,
                 busy_poll: options.busy_poll,
+                log: server.log.clone(),
             },
+            take_over,
         )?);
         // Attach from this thread: the driver's probe runs inside the netlink call and
-        // sends requests, which the request thread answers.
-        if options.attach {
+        // sends requests, which the request thread answers. A device taken over may be
+        // attached already.
+        if options.attach && !(take_over && VdpaBus::open()?.device(&name)?.is_some()) {
             VdpaBus::open()?.add_device(&name, VDUSE_MANAGEMENT_DEVICE)?;
             if let Some(driver) = &options.driver {
                 crate::vdpa::bind_driver(&name, driver)?;
@@ -183,7 +231,8 @@ impl Server {
         server.keep_device = options.keep_device;
         let server = server.serve_as(options.run_as.as_ref())?;
         log::info!(
-            "device {name}: served (API version {}, VDUSE features {vduse_features:#x}{})",
+            "device {name}: {} (API version {}, VDUSE features {vduse_features:#x}{})",
+            if take_over { "taken over" } else { "served" },
             server.api_version,
             if options.attach { ", attached" } else { "" }
         );
@@ -291,7 +340,14 @@ impl Server {
         }
         if let Some(mut control) = self.control.take() {
             if !self.keep_device {
-                note(destroy(&mut control, &self.name));
+                let destroyed = destroy(&mut control, &self.name);
+                // The log goes with the device; a device still there may be taken over.
+                if destroyed.is_ok() {
+                    if let Some(log) = self.log.take() {
+                        note(log.remove());
+                    }
+                }
+                note(destroyed);
             }
         }
         match (served, first_error) {
@@ -324,11 +380,75 @@ fn check_backend(name: &str, num_queues: u16, max_queue_size: u16) -> Result<()>
     })
 }
 
+/// Checks that the existing device `name` can be taken over by a server configured as
+/// `config`: no process has its node open, the in-flight log at `path` was written for the
+/// same configuration (`offered`), and the kernel's device has as many queues, none
+/// larger, and no feature this server does not offer. Returns the opened node and log.
+fn take_over(
+    name: &str,
+    config: &DeviceConfig,
+    path: &std::path::Path,
+    offered: u64,
+    max_queue_size: u16,
+) -> Result<(Arc<DeviceFd>, InflightLog)> {
+    let device = match DeviceFd::open(name) {
+        Ok(device) => Arc::new(device),
+        Err(Error::Kernel {
+            errno: rustix::io::Errno::BUSY,
+            ..
+        }) => {
+            return Err(Error::DeviceServed {
+                name: name.to_owned(),
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    let refuse = |reason: String| Error::TakeOverRefused {
+        name: name.to_owned(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(refuse(format!(
+            "it has no in-flight log at {} (its server kept none, or removed it)",
+            path.display()
+        )));
+    }
+    let num_queues = config.vq_num as u16;
+    let log = InflightLog::open(path, offered, num_queues, max_queue_size)
+        .map_err(|error| refuse(error.to_string()))?;
+    let features = device.negotiated_features()?;
+    if features & !config.features != 0 {
+        return Err(refuse(format!(
+            "its driver uses features {:#x} this server does not offer",
+            features & !config.features
+        )));
+    }
+    for index in 0..num_queues {
+        let info = device
+            .vq_info(index.into())
+            .map_err(|error| refuse(format!("queue {index}: {error}")))?;
+        if info.num > u32::from(max_queue_size) {
+            return Err(refuse(format!(
+                "its queue {index} has {} entries, more than this server's {max_queue_size}",
+                info.num
+            )));
+        }
+    }
+    if device.vq_info(num_queues.into()).is_ok() {
+        return Err(refuse(format!(
+            "it has more than this server's {num_queues} queue(s)"
+        )));
+    }
+    device.set_nonblocking()?;
+    Ok((device, log))
+}
+
 fn spawn_requests(
     name: &str,
     device: Arc<DeviceFd>,
     backend: Arc<dyn Backend>,
     config: DispatcherConfig,
+    take_over: bool,
 ) -> Result<RequestThread> {
     let control = Arc::new(LoopControl {
         wake: Arc::new(Event::new("wake")?),
@@ -341,7 +461,13 @@ fn spawn_requests(
     let thread_name = name.to_owned();
     let thread = std::thread::Builder::new()
         .name("vduse-requests".into())
-        .spawn(move || requests::run(dispatcher, dev, thread_control, &thread_name))
+        .spawn(move || {
+            let mut dispatcher = dispatcher;
+            if take_over {
+                dispatcher.take_over();
+            }
+            requests::run(dispatcher, dev, thread_control, &thread_name)
+        })
         .map_err(|source| Error::Io {
             op: "starting the request thread".into(),
             source,

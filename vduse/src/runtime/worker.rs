@@ -16,6 +16,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::device_io::DeviceIo;
 use super::event::Event;
+use super::inflight::QueueLog;
 use super::iotlb::MemorySource;
 use crate::backend::{Backend, Memory, QueueEngine, Used};
 use crate::error::{Error, Result};
@@ -60,6 +61,11 @@ pub(crate) struct WorkerContext {
     pub wake: Arc<Event>,
     /// How long to watch an emptied available ring before sleeping.
     pub busy_poll: Duration,
+    /// The queue's part of the in-flight log, if the server keeps one.
+    pub log: Option<QueueLog>,
+    /// The queue was served by a server that ended: recover its state from the log and
+    /// the rings instead of starting from the kernel's.
+    pub take_over: bool,
 }
 
 impl QueueWorker {
@@ -149,13 +155,31 @@ impl Drop for WakeOnExit<'_> {
     }
 }
 
-fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
+fn run(mut context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
     let _wake = WakeOnExit {
         shared,
         wake: context.wake.clone(),
     };
     let mut engine = Engine::new(context.backend.clone().engine(context.index, queue.size()))
         .with_busy_poll(context.busy_poll);
+    engine.log = context.log.take();
+    if context.take_over {
+        take_over(
+            &mut queue,
+            context.memory.as_ref(),
+            context.backend.as_ref(),
+            &mut engine,
+            context.index,
+        );
+        shared
+            .progress
+            .next_avail
+            .store(queue.next_avail(), Ordering::Release);
+        // The server before may have filled the used ring and died before interrupting.
+        if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
+            log::warn!("queue {}: {error}", context.index);
+        }
+    }
     log::debug!(
         "queue {}: worker started at avail index {} ({})",
         context.index,
@@ -209,6 +233,9 @@ fn run(context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
             released = true;
             let count = engine.release_unstarted();
             if count > 0 {
+                if let Some(log) = engine.log.as_mut() {
+                    log.given_back(count);
+                }
                 queue.set_next_avail(queue.next_avail().wrapping_sub(count));
                 shared
                     .progress
@@ -277,6 +304,8 @@ pub(crate) struct Engine {
     done: Vec<Used>,
     /// How long to watch an emptied available ring before sleeping (zero: not at all).
     busy_poll: Duration,
+    /// Where the requests taken and not yet answered are recorded, if anywhere.
+    log: Option<QueueLog>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -296,6 +325,7 @@ impl Engine {
             inner,
             done: Vec::new(),
             busy_poll: Duration::ZERO,
+            log: None,
         }
     }
 
@@ -370,7 +400,7 @@ pub(crate) fn drain(
     // Where the used ring stood when the driver last heard from this queue: every drain
     // that adds elements ends by deciding on an interrupt for them.
     let used_before = queue.next_used();
-    let mut count = publish_used(queue, memory.as_ref(), &engine.done, index);
+    let mut count = publish_used(queue, memory.as_ref(), &engine.done, index, engine.log.as_ref());
     engine.done.clear();
     let limit = usize::from(queue.size());
     let mut remapped_for_this_request = false;
@@ -412,6 +442,9 @@ pub(crate) fn drain(
                     .next_avail
                     .store(queue.next_avail(), Ordering::Release);
                 let head = chain.head_index();
+                if let Some(log) = engine.log.as_mut() {
+                    log.started(head);
+                }
                 (head, inner.start(memory.clone(), chain))
             } else {
                 let Some(chain) = queue.pop_descriptor_chain(memory.as_ref()) else {
@@ -429,6 +462,9 @@ pub(crate) fn drain(
                     .next_avail
                     .store(queue.next_avail(), Ordering::Release);
                 let head = chain.head_index();
+                if let Some(log) = engine.log.as_mut() {
+                    log.started(head);
+                }
                 (head, Some(backend.handle(index, memory.as_ref(), chain)))
             };
             remapped_for_this_request = false;
@@ -436,9 +472,16 @@ pub(crate) fn drain(
             let Some(len) = len else {
                 continue;
             };
+            let used = queue.next_used();
+            if let Some(log) = &engine.log {
+                log.publishing(used, used.wrapping_add(1));
+            }
             if let Err(error) = queue.add_used(memory.as_ref(), head, len) {
                 log::warn!("queue {index}: {error}");
                 break 'batches;
+            }
+            if let Some(log) = &engine.log {
+                log.published([head]);
             }
             count += 1;
         }
@@ -521,7 +564,13 @@ fn busy_poll(queue: &Queue, memory: &Memory, limit: Duration, stopping: &AtomicB
 /// Puts `done` in the used ring with one update of the used index, so the driver sees all
 /// of them at once (a network frame spread over several receive buffers must not be seen
 /// in part). Returns how many were put.
-fn publish_used(queue: &mut Queue, memory: &Memory, done: &[Used], index: u16) -> usize {
+fn publish_used(
+    queue: &mut Queue,
+    memory: &Memory,
+    done: &[Used],
+    index: u16,
+    log: Option<&QueueLog>,
+) -> usize {
     let size = queue.size();
     let valid: Vec<Used> = done
         .iter()
@@ -541,6 +590,9 @@ fn publish_used(queue: &mut Queue, memory: &Memory, done: &[Used], index: u16) -
         return 0;
     };
     let start = queue.next_used();
+    if let Some(log) = log {
+        log.publishing(start, start.wrapping_add(valid.len() as u16));
+    }
     for (offset, used) in first.iter().enumerate() {
         let slot = u64::from(start.wrapping_add(offset as u16) % size);
         // struct virtq_used_elem: le32 id, le32 len.
@@ -556,7 +608,12 @@ fn publish_used(queue: &mut Queue, memory: &Memory, done: &[Used], index: u16) -
     // the elements above are visible before it.
     queue.set_next_used(start.wrapping_add(first.len() as u16));
     match queue.add_used(memory, last.head, last.len) {
-        Ok(()) => valid.len(),
+        Ok(()) => {
+            if let Some(log) = log {
+                log.published(valid.iter().map(|used| used.head));
+            }
+            valid.len()
+        }
         Err(error) => {
             log::warn!("queue {index}: {error}");
             queue.set_next_used(start);
@@ -598,6 +655,136 @@ fn log_state(queue: &Queue, source: &dyn MemorySource, engine: &Engine, index: u
         read(used),
         read(used + 4 + 8 * size),
     );
+}
+
+/// Takes over a queue a server that ended was serving: brings its in-flight log in line
+/// with the used ring, goes on from where the rings stand, and runs again the requests
+/// that were in flight, oldest first (their answers go out with the first drain).
+/// Without a log, goes on from the used index, which loses nothing only for a device that
+/// answers in order.
+fn take_over(
+    queue: &mut Queue,
+    source: &dyn MemorySource,
+    backend: &dyn Backend,
+    engine: &mut Engine,
+    index: u16,
+) {
+    let mut memory = source.snapshot();
+    if !rings_mapped(queue, &memory) {
+        source.refresh_after_miss();
+        memory = source.snapshot();
+    }
+    let Ok(used_idx) = queue.used_idx(memory.as_ref(), Ordering::Acquire) else {
+        log::error!("queue {index}: its used ring is not mapped; not taken over");
+        return;
+    };
+    let used_idx = used_idx.0;
+    let size = queue.size();
+    let used_ring = queue.used_ring();
+    let used_head_at = |position: u16| {
+        let at = used_ring + 4 + 8 * u64::from(position % size);
+        memory
+            .load::<u32>(GuestAddress(at), Ordering::Acquire)
+            .ok()
+            .map(|id| u32::from_le(id) as u16)
+    };
+    let recovery = match engine.log.as_mut() {
+        Some(log) => log.recover(used_idx, used_head_at),
+        None => super::inflight::Recovery {
+            next_avail: used_idx,
+            replay: Vec::new(),
+        },
+    };
+    queue.set_next_used(used_idx);
+    queue.set_next_avail(recovery.next_avail);
+    log::info!(
+        "queue {index}: taken over at avail index {}, used index {used_idx}; {} request(s) \
+         in flight run again",
+        recovery.next_avail,
+        recovery.replay.len()
+    );
+    if recovery.replay.is_empty() {
+        return;
+    }
+    let (mut replay, memory) = match replay_queue(queue, &memory, &recovery.replay) {
+        Ok(replay) => replay,
+        Err(problem) => {
+            log::error!("queue {index}: cannot run the requests in flight again: {problem}");
+            return;
+        }
+    };
+    let memory = Arc::new(memory);
+    for _ in 0..recovery.replay.len() {
+        let (head, len) = if let Some(inner) = engine.inner.as_deref_mut() {
+            let Some(chain) = replay.pop_descriptor_chain(memory.clone()) else {
+                break;
+            };
+            let head = chain.head_index();
+            (head, inner.start(memory.clone(), chain))
+        } else {
+            let Some(chain) = replay.pop_descriptor_chain(memory.as_ref()) else {
+                break;
+            };
+            let head = chain.head_index();
+            (head, Some(backend.handle(index, memory.as_ref(), chain)))
+        };
+        if let Some(len) = len {
+            engine.done.push(Used { head, len });
+        }
+    }
+    if let Some(inner) = engine.inner.as_deref_mut() {
+        inner.submit();
+    }
+}
+
+/// A queue whose available ring, in private memory past the end of `memory`, lists
+/// `heads`; its descriptor table is `queue`'s. virtio-queue makes descriptor chains only
+/// from an available ring, and the driver's may hold other heads by now.
+fn replay_queue(
+    queue: &Queue,
+    memory: &Memory,
+    heads: &[u16],
+) -> std::result::Result<(Queue, Memory), String> {
+    let size = queue.size();
+    let avail_len = (6 + 2 * u64::from(size)).next_multiple_of(4096);
+    let used_len = (6 + 8 * u64::from(size)).next_multiple_of(4096);
+    let base = memory
+        .last_addr()
+        .0
+        .checked_add(1)
+        .and_then(|end| end.checked_next_multiple_of(4096))
+        .ok_or("no address is free past the IOTLB")?;
+    let region = vm_memory::GuestRegionMmap::<()>::from_range(
+        GuestAddress(base),
+        (avail_len + used_len) as usize,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let memory = memory
+        .insert_region(Arc::new(region))
+        .map_err(|e| e.to_string())?;
+    let mut ring = Vec::with_capacity(4 + 2 * heads.len());
+    ring.extend_from_slice(&0u16.to_le_bytes());
+    ring.extend_from_slice(&(heads.len() as u16).to_le_bytes());
+    for head in heads {
+        ring.extend_from_slice(&head.to_le_bytes());
+    }
+    memory
+        .write_slice(&ring, GuestAddress(base))
+        .map_err(|e| e.to_string())?;
+    let mut replay = Queue::new(size).map_err(|e| e.to_string())?;
+    replay.try_set_size(size).map_err(|e| e.to_string())?;
+    replay
+        .try_set_desc_table_address(GuestAddress(queue.desc_table()))
+        .map_err(|e| e.to_string())?;
+    replay
+        .try_set_avail_ring_address(GuestAddress(base))
+        .map_err(|e| e.to_string())?;
+    replay
+        .try_set_used_ring_address(GuestAddress(base + avail_len))
+        .map_err(|e| e.to_string())?;
+    replay.set_ready(true);
+    Ok((replay, memory))
 }
 
 /// Whether the descriptor table and both rings are in `memory`.
@@ -908,7 +1095,7 @@ pub(crate) mod tests {
             Used { head: 2, len: 20 },
             Used { head: 7, len: 30 },
         ];
-        assert_eq!(publish_used(&mut queue, &memory, &done, 0), 3);
+        assert_eq!(publish_used(&mut queue, &memory, &done, 0, None), 3);
         assert_eq!(queue.next_used(), 17);
         assert_eq!(mock.used().idx().load(), 17);
         // Slots 14, 15, then 0 (the ring wraps).
@@ -920,7 +1107,7 @@ pub(crate) mod tests {
             })
             .collect();
         assert_eq!(slots, [(5, 10), (2, 20), (7, 30)]);
-        assert_eq!(publish_used(&mut queue, &memory, &[], 0), 0);
+        assert_eq!(publish_used(&mut queue, &memory, &[], 0, None), 0);
         assert_eq!(mock.used().idx().load(), 17);
     }
 
@@ -965,6 +1152,57 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(queue.next_avail(), requests as u16);
+    }
+
+    #[test]
+    fn a_killed_servers_requests_run_again_in_order_and_serving_goes_on() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        // Six one-descriptor chains, heads 0 to 5, each with a byte to write.
+        let chains: Vec<RawDescriptor> = (0..6)
+            .map(|i| descriptor(0x8000 + 0x100 * i as u64, 1, true))
+            .collect();
+        mock.add_desc_chains(&chains, 0).unwrap();
+        let path = std::env::temp_dir().join(format!("vduse-takeover-{}", std::process::id()));
+        let log = crate::runtime::inflight::InflightLog::create(&path, 1, 1, 16).unwrap();
+        // The first server took five, answered 1 and 3, and was killed.
+        {
+            let mut first: Queue = mock.create_queue().unwrap();
+            let mut queue_log = log.queue(0);
+            for head in 0..5 {
+                first.pop_descriptor_chain(memory.as_ref()).unwrap();
+                queue_log.started(head);
+            }
+            let done = [Used { head: 1, len: 1 }, Used { head: 3, len: 1 }];
+            assert_eq!(
+                publish_used(&mut first, &memory, &done, 0, Some(&queue_log)),
+                2
+            );
+        }
+        // The next one runs 0, 2 and 4 again, oldest first, and goes on at 5.
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let backend = Recorder::default();
+        let source = fixed(&memory);
+        let mut engine = Engine::default();
+        engine.log = Some(log.queue(0));
+        take_over(&mut queue, &source, &backend, &mut engine, 0);
+        assert_eq!((queue.next_avail(), queue.next_used()), (5, 2));
+        let heads = |backend: &Recorder| -> Vec<u16> {
+            backend.calls.lock().unwrap().iter().map(|c| c.1).collect()
+        };
+        assert_eq!(heads(&backend), [0, 2, 4]);
+        let outcome = drain(&mut queue, &source, &backend, &mut engine, 0, &Progress::default());
+        assert!(matches!(outcome, Drained::Handled { count: 4, .. }), "{outcome:?}");
+        assert_eq!(heads(&backend), [0, 2, 4, 5]);
+        assert_eq!(mock.used().idx().load(), 6);
+        let used: Vec<u32> = (0..6)
+            .map(|slot| mock.used().ring().ref_at(slot).unwrap().load().id())
+            .collect();
+        assert_eq!(used, [1, 3, 0, 2, 4, 5]);
+        // Nothing is left in flight for a third server.
+        let recovery = log.queue(0).recover(6, |_| None);
+        assert_eq!((recovery.next_avail, recovery.replay.len()), (6, 0));
+        log.remove().unwrap();
     }
 
     #[test]

@@ -1,0 +1,442 @@
+//! The in-flight log: which requests each queue has taken from its available ring and not
+//! yet put in its used ring, kept in a shared file mapping so that it outlives the server.
+//!
+//! A server killed with requests in flight leaves them unanswered, and the driver waits
+//! for them for good. The server started next for the same device reads this log, runs
+//! those requests again (oldest first) and goes on from where the rings stand. Running a
+//! block request twice is harmless: the driver owns its buffers until the answer comes.
+//!
+//! # The protocol, per queue
+//!
+//! - A chain taken from the available ring is marked with the next value of a counter
+//!   before it is served (`started`). Chains are taken in ring order, so a crash can
+//!   only leave the newest unmarked, and the recovery below takes it from the ring again.
+//! - Answers go into the used ring as a batch: the log first records the used-ring range
+//!   the batch fills (`publishing`), then the runtime writes the elements and the used
+//!   index, then the marks are cleared and the range dropped (`published`).
+//! - Recovery: a range still recorded whose end is the ring's used index was published,
+//!   so its heads (read from the used ring) are cleared; otherwise it was not, and its
+//!   requests run again. The next available index is then the used index plus the number
+//!   still marked, as every chain taken is either answered or marked.
+//!
+//! Every store is atomic with release ordering, so a later store is never seen without
+//! the earlier ones: a process killed between two of them leaves the first.
+//!
+//! # The file
+//!
+//! A header (magic, version, queue count and size, a fingerprint of the device's
+//! configuration), then one 64-byte-aligned block per queue: the recorded range, the
+//! counter, and one u64 mark per descriptor head (0: not in flight).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestRegionMmap, MemoryRegionAddress};
+
+use crate::error::{Error, Result};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"VDUSEIFL");
+const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 64;
+
+// Header fields.
+const MAGIC_AT: u64 = 0;
+const VERSION_AT: u64 = 8;
+const NUM_QUEUES_AT: u64 = 12;
+const QUEUE_SIZE_AT: u64 = 14;
+const FINGERPRINT_AT: u64 = 16;
+
+// Queue block fields, from the block's start.
+const RANGE_ACTIVE_AT: u64 = 0;
+const RANGE_START_AT: u64 = 2;
+const RANGE_END_AT: u64 = 4;
+const COUNTER_AT: u64 = 8;
+const MARKS_AT: u64 = 32;
+
+type Region = GuestRegionMmap<()>;
+
+/// A 64-bit FNV-1a hash: a fingerprint of what a server offers, so that a server with
+/// another configuration does not take the device over.
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&(part.len() as u64).to_le_bytes()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The log file of one device, mapped.
+#[derive(Debug, Clone)]
+pub struct InflightLog {
+    path: PathBuf,
+    region: Arc<Region>,
+    num_queues: u16,
+    queue_size: u16,
+}
+
+fn queue_block_len(queue_size: u16) -> u64 {
+    (MARKS_AT + 8 * u64::from(queue_size)).next_multiple_of(64)
+}
+
+fn file_len(num_queues: u16, queue_size: u16) -> u64 {
+    HEADER_LEN + u64::from(num_queues) * queue_block_len(queue_size)
+}
+
+impl InflightLog {
+    /// Creates the log at `path` for a new device (replacing any file there), every queue
+    /// empty.
+    pub fn create(path: &Path, fingerprint: u64, num_queues: u16, queue_size: u16) -> Result<Self> {
+        let op = || format!("creating the in-flight log {}", path.display());
+        let io = |source| Error::Io { op: op(), source };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // A new file, renamed into place: a reader never sees a half-made header.
+        let partial = path.with_extension("new");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(io)?;
+        file.set_len(file_len(num_queues, queue_size)).map_err(io)?;
+        let log = Self::map(path, file, num_queues, queue_size)?;
+        let store = |result: std::result::Result<(), vm_memory::GuestMemoryError>| {
+            result.map_err(|e| io(std::io::Error::other(e.to_string())))
+        };
+        store(log.region.store(MAGIC, MemoryRegionAddress(MAGIC_AT), Ordering::Release))?;
+        store(log.region.store(VERSION, MemoryRegionAddress(VERSION_AT), Ordering::Release))?;
+        store(log.region.store(num_queues, MemoryRegionAddress(NUM_QUEUES_AT), Ordering::Release))?;
+        store(log.region.store(queue_size, MemoryRegionAddress(QUEUE_SIZE_AT), Ordering::Release))?;
+        store(log.region.store(fingerprint, MemoryRegionAddress(FINGERPRINT_AT), Ordering::Release))?;
+        std::fs::rename(&partial, path).map_err(io)?;
+        Ok(log)
+    }
+
+    /// Opens the log a previous server of the device left, checking it was made for the
+    /// same configuration; the error says why it cannot be used.
+    pub fn open(path: &Path, fingerprint: u64, num_queues: u16, queue_size: u16) -> Result<Self> {
+        let problem = |what: String| Error::Io {
+            op: format!("reading the in-flight log {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, what),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| Error::Io {
+                op: format!("opening the in-flight log {}", path.display()),
+                source,
+            })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len != file_len(num_queues, queue_size) {
+            return Err(problem(format!(
+                "it is {len} bytes, not the {} of {num_queues} queue(s) of {queue_size}: it was \
+                 written for another configuration",
+                file_len(num_queues, queue_size)
+            )));
+        }
+        let log = Self::map(path, file, num_queues, queue_size)?;
+        let load64 = |at| log.region.load::<u64>(MemoryRegionAddress(at), Ordering::Acquire).ok();
+        if load64(MAGIC_AT) != Some(MAGIC)
+            || log
+                .region
+                .load::<u32>(MemoryRegionAddress(VERSION_AT), Ordering::Acquire)
+                .ok()
+                != Some(VERSION)
+        {
+            return Err(problem("it is not an in-flight log of this version".into()));
+        }
+        if load64(FINGERPRINT_AT) != Some(fingerprint) {
+            return Err(problem(
+                "it was written by a server with another configuration (device type, features, \
+                 config space, queues)"
+                    .into(),
+            ));
+        }
+        Ok(log)
+    }
+
+    fn map(path: &Path, file: File, num_queues: u16, queue_size: u16) -> Result<Self> {
+        let len = file_len(num_queues, queue_size) as usize;
+        let region = Region::from_range(GuestAddress(0), len, Some(FileOffset::new(file, 0)))
+            .map_err(|e| Error::Io {
+                op: format!("mapping the in-flight log {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            region: Arc::new(region),
+            num_queues,
+            queue_size,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log of queue `index`.
+    pub fn queue(&self, index: u16) -> QueueLog {
+        assert!(index < self.num_queues, "queue {index} is not in the log");
+        let base = HEADER_LEN + u64::from(index) * queue_block_len(self.queue_size);
+        let counter = self
+            .region
+            .load::<u64>(MemoryRegionAddress(base + COUNTER_AT), Ordering::Acquire)
+            .unwrap_or(0);
+        QueueLog {
+            region: self.region.clone(),
+            base,
+            size: self.queue_size,
+            counter,
+        }
+    }
+
+    /// Removes the file (the device is gone).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_file(&self.path).map_err(|source| Error::Io {
+            op: format!("removing the in-flight log {}", self.path.display()),
+            source,
+        })
+    }
+}
+
+/// What a queue's log says after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Where to go on reading the available ring.
+    pub next_avail: u16,
+    /// The heads of the requests to run again, oldest first.
+    pub replay: Vec<u16>,
+}
+
+/// One queue's part of the log, used by its worker only.
+#[derive(Debug)]
+pub struct QueueLog {
+    region: Arc<Region>,
+    base: u64,
+    size: u16,
+    counter: u64,
+}
+
+impl QueueLog {
+    fn store<T: vm_memory::AtomicAccess>(&self, at: u64, value: T) {
+        // In range by construction: the file has every queue's block.
+        let _ = self
+            .region
+            .store(value, MemoryRegionAddress(self.base + at), Ordering::Release);
+    }
+
+    fn load<T: vm_memory::AtomicAccess + Default>(&self, at: u64) -> T {
+        self.region
+            .load(MemoryRegionAddress(self.base + at), Ordering::Acquire)
+            .unwrap_or_default()
+    }
+
+    fn mark_at(head: u16) -> u64 {
+        MARKS_AT + 8 * u64::from(head)
+    }
+
+    /// The chain with this head was taken from the available ring.
+    pub fn started(&mut self, head: u16) {
+        if head >= self.size {
+            return;
+        }
+        self.counter += 1;
+        self.store(COUNTER_AT, self.counter);
+        self.store(Self::mark_at(head), self.counter);
+    }
+
+    /// The used ring is about to get the elements from `start` to `end` (exclusive).
+    pub fn publishing(&self, start: u16, end: u16) {
+        self.store(RANGE_START_AT, start);
+        self.store(RANGE_END_AT, end);
+        self.store(RANGE_ACTIVE_AT, 1u16);
+    }
+
+    /// The used index now covers `heads`: they are no longer in flight.
+    pub fn published(&self, heads: impl IntoIterator<Item = u16>) {
+        for head in heads {
+            if head < self.size {
+                self.store(Self::mark_at(head), 0u64);
+            }
+        }
+        self.store(RANGE_ACTIVE_AT, 0u16);
+    }
+
+    /// The `count` newest chains were given back to the available ring unserved.
+    pub fn given_back(&mut self, count: u16) {
+        let mut marked = self.marked();
+        marked.sort_unstable_by_key(|&(_, counter)| std::cmp::Reverse(counter));
+        for (head, _) in marked.into_iter().take(count.into()) {
+            self.store(Self::mark_at(head), 0u64);
+        }
+    }
+
+    /// Nothing is in flight any more (a reset).
+    pub fn clear(&self) {
+        for head in 0..self.size {
+            self.store(Self::mark_at(head), 0u64);
+        }
+        self.store(RANGE_ACTIVE_AT, 0u16);
+    }
+
+    /// Heads marked in flight, with their marks.
+    fn marked(&self) -> Vec<(u16, u64)> {
+        (0..self.size)
+            .map(|head| (head, self.load::<u64>(Self::mark_at(head))))
+            .filter(|&(_, mark)| mark != 0)
+            .collect()
+    }
+
+    /// What to do after a crash, given the used ring's index and a way to read the head
+    /// of the used element at a position. Brings the log in line with the ring first.
+    pub fn recover(&mut self, used_idx: u16, used_head_at: impl Fn(u16) -> Option<u16>) -> Recovery {
+        if self.load::<u16>(RANGE_ACTIVE_AT) != 0 {
+            let start: u16 = self.load(RANGE_START_AT);
+            let end: u16 = self.load(RANGE_END_AT);
+            if end == used_idx {
+                let mut position = start;
+                while position != end {
+                    if let Some(head) = used_head_at(position) {
+                        if head < self.size {
+                            self.store(Self::mark_at(head), 0u64);
+                        }
+                    }
+                    position = position.wrapping_add(1);
+                }
+            }
+            self.store(RANGE_ACTIVE_AT, 0u16);
+        }
+        let mut marked = self.marked();
+        marked.sort_unstable_by_key(|&(_, counter)| counter);
+        self.counter = self.counter.max(marked.last().map_or(0, |&(_, c)| c));
+        Recovery {
+            next_avail: used_idx.wrapping_add(marked.len() as u16),
+            replay: marked.into_iter().map(|(head, _)| head).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vduse-inflight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn marks_survive_the_mapping_and_recovery_replays_them_oldest_first() {
+        let path = temp_path("replay");
+        let log = InflightLog::create(&path, 7, 2, 8).unwrap();
+        let mut queue = log.queue(1);
+        for head in [5, 2, 7] {
+            queue.started(head);
+        }
+        // 2 was answered.
+        queue.publishing(10, 11);
+        queue.published([2]);
+        drop((queue, log));
+
+        let log = InflightLog::open(&path, 7, 2, 8).unwrap();
+        let mut queue = log.queue(1);
+        let recovery = queue.recover(11, |_| None);
+        assert_eq!(
+            recovery,
+            Recovery {
+                next_avail: 13,
+                replay: vec![5, 7]
+            }
+        );
+        assert!(log.queue(0).marked().is_empty());
+        // The counter goes on from the log's.
+        queue.started(1);
+        assert_eq!(queue.marked(), vec![(1, 4), (5, 1), (7, 3)]);
+        log.remove().unwrap();
+    }
+
+    #[test]
+    fn a_batch_cut_short_after_its_used_index_is_not_run_again() {
+        let path = temp_path("published");
+        let log = InflightLog::create(&path, 1, 1, 16).unwrap();
+        let mut queue = log.queue(0);
+        for head in [3, 4, 9] {
+            queue.started(head);
+        }
+        // Killed after the used index covered 3 and 4, before their marks were cleared.
+        queue.publishing(65535, 1);
+        let used = |position: u16| match position {
+            65535 => Some(3),
+            0 => Some(4),
+            _ => None,
+        };
+        let recovery = log.queue(0).recover(1, used);
+        assert_eq!(
+            recovery,
+            Recovery {
+                next_avail: 2,
+                replay: vec![9]
+            }
+        );
+        log.remove().unwrap();
+    }
+
+    #[test]
+    fn a_batch_cut_short_before_its_used_index_runs_again() {
+        let path = temp_path("unpublished");
+        let log = InflightLog::create(&path, 1, 1, 16).unwrap();
+        let mut queue = log.queue(0);
+        queue.started(3);
+        queue.started(4);
+        queue.publishing(20, 22);
+        let recovery = log.queue(0).recover(20, |_| Some(3));
+        assert_eq!(
+            recovery,
+            Recovery {
+                next_avail: 22,
+                replay: vec![3, 4]
+            }
+        );
+        log.remove().unwrap();
+    }
+
+    #[test]
+    fn given_back_chains_are_the_newest_and_a_reset_clears_all() {
+        let path = temp_path("given-back");
+        let log = InflightLog::create(&path, 1, 1, 8).unwrap();
+        let mut queue = log.queue(0);
+        for head in [6, 1, 4] {
+            queue.started(head);
+        }
+        queue.given_back(2);
+        assert_eq!(queue.marked(), vec![(6, 1)]);
+        queue.clear();
+        assert!(queue.marked().is_empty());
+        log.remove().unwrap();
+    }
+
+    #[test]
+    fn a_log_of_another_configuration_is_refused_with_the_reason() {
+        let path = temp_path("other");
+        InflightLog::create(&path, 1, 1, 8).unwrap();
+        let error = InflightLog::open(&path, 2, 1, 8).unwrap_err().to_string();
+        assert!(error.contains("another configuration"), "{error}");
+        let error = InflightLog::open(&path, 1, 2, 8).unwrap_err().to_string();
+        assert!(error.contains("another configuration"), "{error}");
+        std::fs::write(&path, vec![0u8; file_len(1, 8) as usize]).unwrap();
+        let error = InflightLog::open(&path, 1, 1, 8).unwrap_err().to_string();
+        assert!(error.contains("not an in-flight log"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+    }
+}
