@@ -23,7 +23,7 @@ _vduse__net__null() {
 
     case "${cmd}" in
         vduse__net__null)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --mode --mac --mtu --link --queue-size --offloads --stats-interval --attach --keep-device --bounce-size --busy-poll-us --user --group --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --mode --mac --mtu --link --queue-size --offloads --stats-interval --attach --keep-device --bounce-size --busy-poll-us --user --group --inflight-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,10 @@ _vduse__net__null() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inflight-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

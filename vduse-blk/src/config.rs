@@ -596,19 +596,8 @@ impl Config {
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
         let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
-        let (inflight_log, inflight_log_flag) = layers.pick(|s| &s.inflight_log);
-        let inflight_log = inflight_log.unwrap_or_else(|| defaults::inflight_log(&name));
-        if inflight_log != "none" && !inflight_log.starts_with('/') {
-            return Err(invalid(
-                "inflight-log",
-                inflight_log_flag,
-                format!(
-                    "{inflight_log:?} is not an absolute path: give one (the default is \
-                     {}), or none to keep no log",
-                    defaults::inflight_log(&name)
-                ),
-            ));
-        }
+        let inflight_log =
+            layers.inflight_log(|s| &s.inflight_log, defaults::inflight_log(&name))?;
 
         let nbd = backend == BackendKind::Nbd;
         Ok(Config {
@@ -649,7 +638,7 @@ impl Config {
 
     /// The in-flight log's path; `None` for `inflight-log: none`.
     pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
-        (self.inflight_log != "none").then(|| self.inflight_log.clone().into())
+        vduse::config::inflight_log_path(&self.inflight_log)
     }
 
     /// How to reach the NBD export, for backend `nbd`.
@@ -983,6 +972,11 @@ mod tests {
                 "user: no user \"no-such-user-here\" on this host",
             ),
             ("user: root\n", "user: \"root\" is root"),
+            (
+                "inflight-log: run/disk0.log\n",
+                "disk.yaml: inflight-log: \"run/disk0.log\" is not an absolute path: give one \
+                 (the default is /run/vduse/blk/disk0.inflight), or none to keep no log at line 3",
+            ),
             (
                 "num-queues: 0\n",
                 "num-queues: 0 is out of range: use 1 to 64 queues at line 3",

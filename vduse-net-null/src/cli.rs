@@ -88,6 +88,12 @@ pub struct Cli {
     /// --user, --group.
     #[command(flatten)]
     pub run_as: RunAsArgs,
+
+    /// Where to record the frames and buffers in flight, so that a server started after
+    /// this one was killed takes the device over: an absolute path, or none [default:
+    /// /run/vduse/net/NAME.inflight].
+    #[arg(long, value_name = "PATH")]
+    pub inflight_log: Option<String>,
 }
 
 /// `--mode` values.
@@ -132,6 +138,7 @@ impl Cli {
             busy_poll_us: self.device.busy_poll_us,
             user: self.run_as.user.clone(),
             group: self.run_as.group.clone(),
+            inflight_log: self.inflight_log.clone(),
         }
     }
 }
@@ -167,6 +174,7 @@ mod tests {
             "--busy-poll-us=25",
             "--user=nobody",
             "--group=root",
+            "--inflight-log=none",
         ])
         .unwrap();
         assert_eq!(
@@ -186,6 +194,7 @@ mod tests {
                 busy_poll_us: Some(25),
                 user: Some("nobody".into()),
                 group: Some("root".into()),
+                inflight_log: Some("none".into()),
             }
         );
     }

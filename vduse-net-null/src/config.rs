@@ -20,7 +20,7 @@ pub type ConfigFile = vduse::config::ConfigFile<Settings>;
 pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 4096);
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "name",
     "mode",
     "mac",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 14] = [
     "busy-poll-us",
     "user",
     "group",
+    "inflight-log",
 ];
 
 /// Defaults of the keys that have one.
@@ -146,6 +147,8 @@ pub struct Settings {
     pub user: Option<String>,
     /// Group to serve as once the device is attached.
     pub group: Option<String>,
+    /// The in-flight log's path, or `none`.
+    pub inflight_log: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -183,6 +186,9 @@ pub struct Config {
     /// Group to serve as with `user`; `None`: the user's primary group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where the frames and buffers in flight are recorded, so that a server started after
+    /// this one was killed takes the device over: an absolute path, or `none`.
+    pub inflight_log: String,
 }
 
 impl Config {
@@ -237,6 +243,10 @@ impl Config {
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
         let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
+        let inflight_log = layers.inflight_log(
+            |s| &s.inflight_log,
+            format!("/run/vduse/net/{name}.inflight"),
+        )?;
 
         Ok(Config {
             name,
@@ -256,6 +266,7 @@ impl Config {
             busy_poll_us,
             user,
             group,
+            inflight_log,
         })
     }
 
@@ -409,6 +420,7 @@ mod tests {
             busy_poll_us: Some(0),
             user: Some("nobody".into()),
             group: Some("root".into()),
+            inflight_log: Some("none".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

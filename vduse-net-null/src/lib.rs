@@ -160,6 +160,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         (config.user.as_deref(), config.group.as_deref()),
     )
     .map_err(anyhow::Error::msg)?;
+    let mut options = options;
+    options.inflight_log = vduse::config::inflight_log_path(&config.inflight_log);
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,

@@ -486,8 +486,9 @@ fn devices(host: &dyn Host, bus: &VdpaBusReport, notes: &mut Vec<String>) -> Vec
             if orphaned == Some(true) {
                 notes.push(format!(
                     "device {name} is attached to the vdpa bus but no process serves it: I/O to \
-                     it hangs; remove it with `vduse-probe remove {name}` once nothing waits on \
-                     it (servers cannot take a device over yet)",
+                     it hangs until its server is started again (vduse-blk and vduse-net-null \
+                     take over a device they left), or remove it with \
+                     `vduse-probe remove {name}` (its pending I/O then fails)",
                     name = device.name
                 ));
             }

@@ -189,6 +189,11 @@ pub fn server_options(
     Ok(options)
 }
 
+/// The path an `inflight-log` value names; `None` for `none`.
+pub fn inflight_log_path(value: &str) -> Option<std::path::PathBuf> {
+    (value != "none").then(|| value.into())
+}
+
 /// The sizes the kernel accepts for a device's bounce buffer (`bounce-size`).
 pub const BOUNCE_SIZE_RANGE: (u64, u64) = (1 << 20, 1 << 30);
 
@@ -456,6 +461,27 @@ impl<'a, S: Default> Layers<'a, S> {
                 .map_err(|problem| self.invalid("bounce-size", from_flag, problem))?;
         }
         Ok(size)
+    }
+
+    /// The `inflight-log` key: an absolute path or `none`; when not set, `default`.
+    pub fn inflight_log(
+        &self,
+        key: impl Fn(&S) -> &Option<String>,
+        default: String,
+    ) -> Result<String, ConfigError> {
+        let (path, from_flag) = self.pick(key);
+        let path = path.unwrap_or_else(|| default.clone());
+        if path != "none" && !path.starts_with('/') {
+            return Err(self.invalid(
+                "inflight-log",
+                from_flag,
+                format!(
+                    "{path:?} is not an absolute path: give one (the default is {default}), or \
+                     none to keep no log"
+                ),
+            ));
+        }
+        Ok(path)
     }
 
     /// The `queue-size` key (`default` when not set): a power of two in `range`; the

@@ -110,11 +110,29 @@ impl InflightLog {
         let store = |result: std::result::Result<(), vm_memory::GuestMemoryError>| {
             result.map_err(|e| io(std::io::Error::other(e.to_string())))
         };
-        store(log.region.store(MAGIC, MemoryRegionAddress(MAGIC_AT), Ordering::Release))?;
-        store(log.region.store(VERSION, MemoryRegionAddress(VERSION_AT), Ordering::Release))?;
-        store(log.region.store(num_queues, MemoryRegionAddress(NUM_QUEUES_AT), Ordering::Release))?;
-        store(log.region.store(queue_size, MemoryRegionAddress(QUEUE_SIZE_AT), Ordering::Release))?;
-        store(log.region.store(fingerprint, MemoryRegionAddress(FINGERPRINT_AT), Ordering::Release))?;
+        store(
+            log.region
+                .store(MAGIC, MemoryRegionAddress(MAGIC_AT), Ordering::Release),
+        )?;
+        store(
+            log.region
+                .store(VERSION, MemoryRegionAddress(VERSION_AT), Ordering::Release),
+        )?;
+        store(log.region.store(
+            num_queues,
+            MemoryRegionAddress(NUM_QUEUES_AT),
+            Ordering::Release,
+        ))?;
+        store(log.region.store(
+            queue_size,
+            MemoryRegionAddress(QUEUE_SIZE_AT),
+            Ordering::Release,
+        ))?;
+        store(log.region.store(
+            fingerprint,
+            MemoryRegionAddress(FINGERPRINT_AT),
+            Ordering::Release,
+        ))?;
         std::fs::rename(&partial, path).map_err(io)?;
         Ok(log)
     }
@@ -143,7 +161,11 @@ impl InflightLog {
             )));
         }
         let log = Self::map(path, file, num_queues, queue_size)?;
-        let load64 = |at| log.region.load::<u64>(MemoryRegionAddress(at), Ordering::Acquire).ok();
+        let load64 = |at| {
+            log.region
+                .load::<u64>(MemoryRegionAddress(at), Ordering::Acquire)
+                .ok()
+        };
         if load64(MAGIC_AT) != Some(MAGIC)
             || log
                 .region
@@ -229,9 +251,11 @@ pub struct QueueLog {
 impl QueueLog {
     fn store<T: vm_memory::AtomicAccess>(&self, at: u64, value: T) {
         // In range by construction: the file has every queue's block.
-        let _ = self
-            .region
-            .store(value, MemoryRegionAddress(self.base + at), Ordering::Release);
+        let _ = self.region.store(
+            value,
+            MemoryRegionAddress(self.base + at),
+            Ordering::Release,
+        );
     }
 
     fn load<T: vm_memory::AtomicAccess + Default>(&self, at: u64) -> T {
@@ -298,7 +322,11 @@ impl QueueLog {
 
     /// What to do after a crash, given the used ring's index and a way to read the head
     /// of the used element at a position. Brings the log in line with the ring first.
-    pub fn recover(&mut self, used_idx: u16, used_head_at: impl Fn(u16) -> Option<u16>) -> Recovery {
+    pub fn recover(
+        &mut self,
+        used_idx: u16,
+        used_head_at: impl Fn(u16) -> Option<u16>,
+    ) -> Recovery {
         if self.load::<u16>(RANGE_ACTIVE_AT) != 0 {
             let start: u16 = self.load(RANGE_START_AT);
             let end: u16 = self.load(RANGE_END_AT);

@@ -396,13 +396,17 @@ impl Dispatcher {
         let infos: Vec<_> = (0..self.queues.len())
             .map(|index| self.dev.vq_info(index as u32))
             .collect();
-        if !infos.iter().any(|info| info.as_ref().is_ok_and(|i| i.ready != 0)) {
+        if !infos
+            .iter()
+            .any(|info| info.as_ref().is_ok_and(|i| i.ready != 0))
+        {
             log::info!("device {name}: taken over before the driver set it up");
             return;
         }
         self.status = (virtio_bindings::virtio_config::VIRTIO_CONFIG_S_ACKNOWLEDGE
             | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER
-            | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK) as u8
+            | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK)
+            as u8
             | DRIVER_OK;
         let features = match self.dev.negotiated_features() {
             Ok(features) => features,

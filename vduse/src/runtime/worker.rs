@@ -400,7 +400,13 @@ pub(crate) fn drain(
     // Where the used ring stood when the driver last heard from this queue: every drain
     // that adds elements ends by deciding on an interrupt for them.
     let used_before = queue.next_used();
-    let mut count = publish_used(queue, memory.as_ref(), &engine.done, index, engine.log.as_ref());
+    let mut count = publish_used(
+        queue,
+        memory.as_ref(),
+        &engine.done,
+        index,
+        engine.log.as_ref(),
+    );
     engine.done.clear();
     let limit = usize::from(queue.size());
     let mut remapped_for_this_request = false;
@@ -1183,16 +1189,28 @@ pub(crate) mod tests {
         let mut queue: Queue = mock.create_queue().unwrap();
         let backend = Recorder::default();
         let source = fixed(&memory);
-        let mut engine = Engine::default();
-        engine.log = Some(log.queue(0));
+        let mut engine = Engine {
+            log: Some(log.queue(0)),
+            ..Engine::default()
+        };
         take_over(&mut queue, &source, &backend, &mut engine, 0);
         assert_eq!((queue.next_avail(), queue.next_used()), (5, 2));
         let heads = |backend: &Recorder| -> Vec<u16> {
             backend.calls.lock().unwrap().iter().map(|c| c.1).collect()
         };
         assert_eq!(heads(&backend), [0, 2, 4]);
-        let outcome = drain(&mut queue, &source, &backend, &mut engine, 0, &Progress::default());
-        assert!(matches!(outcome, Drained::Handled { count: 4, .. }), "{outcome:?}");
+        let outcome = drain(
+            &mut queue,
+            &source,
+            &backend,
+            &mut engine,
+            0,
+            &Progress::default(),
+        );
+        assert!(
+            matches!(outcome, Drained::Handled { count: 4, .. }),
+            "{outcome:?}"
+        );
         assert_eq!(heads(&backend), [0, 2, 4, 5]);
         assert_eq!(mock.used().idx().load(), 6);
         let used: Vec<u32> = (0..6)
