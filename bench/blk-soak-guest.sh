@@ -7,7 +7,7 @@
 # and fio's kernel stacks and dmesg are printed, then fio is killed and the soak ends,
 # so that the guest finishes and /results is kept. Runs in a guest booted by tests/vm-run:
 #
-#   tests/vm-run --release --kernel 7.3 --memory 2048 --cpus 2 --host fio --host ip \
+#   tests/vm-run --release --kernel 7.3 --memory 2048 --cpus 2 --host fio --host ip --host chrt \
 #       --modules vduse,virtio_vdpa,virtio_blk --file bench/blk-soak-guest.sh:/x.sh \
 #       --results /tmp/soak --timeout 1600 --console -- env DURATION=1320 BOUNCE=8M \
 #       sh /x.sh 2>/tmp/soak.console
@@ -37,6 +37,30 @@ done
 [ -n "$dev" ] || { say "SOAK-END no disk appeared"; exit 1; }
 say "device $dev, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
 pid=$(cat /run/vduse-test/srv.pid)
+
+# A watchdog above every normal task (SCHED_FIFO): the whole guest has been seen to stop
+# printing with both vCPUs busy, which a starved shell cannot report. When no round has
+# ended for 90 s it shows what runs: the busiest tasks, the kernel stacks of every running
+# task and of every CPU (sysrq l), memory, and the server's ring state.
+cut -d. -f1 /proc/uptime >/tmp/heartbeat
+chrt -f 50 sh -c '
+    while sleep 15; do
+        now=$(cut -d. -f1 /proc/uptime)
+        [ $((now - $(cat /tmp/heartbeat))) -gt 90 ] || continue
+        echo "=== WATCHDOG at $now s: no round ended for 90 s"
+        top -b -n 1 | head -n 20
+        for t in /proc/[0-9]*/task/[0-9]*; do
+            [ "$(awk "{ print \$3 }" $t/stat 2>/dev/null)" = R ] || continue
+            echo "-- running: ${t#/proc/} $(cat $t/comm)"
+            cat $t/stack
+        done
+        grep -E "MemFree|^Cached|Shmem:|Dirty|Writeback:" /proc/meminfo
+        kill -USR1 '"$pid"'
+        echo l >/proc/sysrq-trigger
+        sleep 5
+        grep -E "status|queue [0-9]+:" /results/srv.err | tail -n 6
+        echo "$now" >/tmp/heartbeat
+    done' >/dev/console 2>&1 &
 
 # report ROUND: what the block layer, the server and fio show while a round is stuck.
 report() {
@@ -96,6 +120,7 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
         fi
     done
     wait $a $b $c
+    cut -d. -f1 /proc/uptime >/tmp/heartbeat
     if [ $stalls -gt 0 ]; then
         say "SOAK-END rounds=$round stalls=$stalls (ended at the first stall, fio killed)"
         exit 1

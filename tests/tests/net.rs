@@ -25,6 +25,9 @@
 //!    device's sysfs `bounce_size`. The echo server runs `--user tester`: once attached,
 //!    every thread has tester's ids and only the main thread a capability
 //!    (CAP_NET_ADMIN), and SIGTERM still removes the device from /dev/vduse and the bus.
+//! 6. Take-over: an echo server killed with SIGKILL leaves its device and interface; a
+//!    new one with the same configuration takes the device over ("taken over" in its
+//!    log), the interface is the same one, and frames sent then come back.
 
 use std::time::Duration;
 
@@ -50,6 +53,9 @@ const DROP_FRAME_SIZE: u64 = 60;
 /// emulation: a 9014-byte frame takes several mergeable buffers, and sent back to back
 /// they outrun the refill (the server then counts them as dropped).
 const ECHO_FRAMES: u64 = 300;
+
+/// The MAC address of the server that is killed and taken over (phase 6).
+const TAKEOVER_MAC: &str = "02:00:00:00:00:30";
 const ECHO_SIZES: [u64; 3] = [60, 1514, 9014];
 const ECHO_DELAYS_NS: [u64; 3] = [200_000, 500_000, 5_000_000];
 
@@ -165,6 +171,26 @@ done
 stop echo0
 ls /dev/vduse | result echo0.after.vduse
 capture echo0-after-vdpa vdpa dev show
+
+# --- 6. Killed, then taken over.
+phase 6 take over
+spawn tk0 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC}
+capture tk0-up wait_for 60 iface_of tk0
+T=$(iface_of tk0)
+capture tk0-link ip link set "$T" up
+capture tk0-carrier wait_for 60 carrier_is "$T" 1
+kill -KILL "$(cat /run/vduse-test/tk0.pid)"
+reap tk0
+ls /sys/class/net | result tk0.killed.net
+spawn tk1 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC}
+capture tk1-takeover wait_for 60 grep -q "device tk0: taken over" /results/tk1.err
+iface_of tk0 | result tk1.iface
+stat_of "$T" rx_packets | result tk1.rx_packets.before
+capture tk1-pktgen pktgen "$T" {ECHO_FRAMES} 60 {TAKEOVER_MAC} 0
+want=$(($(cat /results/tk1.rx_packets.before) + {ECHO_FRAMES}))
+capture tk1-echoed wait_for 30 sh -c "[ \$(cat /sys/class/net/$T/statistics/rx_packets) -ge $want ]"
+stop tk1
+ls /dev/vduse | result tk1.after.vduse
 phase end
 "#,
         ECHO_JOBS = ECHO_SIZES
@@ -400,6 +426,24 @@ fn check(series: &str) {
     ok(&run, "echo0-switched");
     run.assert_serves_as("echo0.threads", 1000, 1000);
     run.assert_stopped_cleanly("echo0", &["echo0"]);
+
+    // 6. Killed, then taken over: the same interface, and it echoes again.
+    for step in ["tk0-up", "tk0-link", "tk0-carrier"] {
+        run.assert_ok_with(step, &["tk0"]);
+    }
+    assert_eq!(run.rc("tk0"), 137, "{}", run.logs(&["tk0"]));
+    let iface = run.text("tk1.iface");
+    assert!(
+        run.words("tk0.killed.net")
+            .contains(&iface.trim().to_owned()),
+        "the interface went with the server: {}",
+        run.text("tk0.killed.net")
+    );
+    for step in ["tk1-takeover", "tk1-pktgen", "tk1-echoed"] {
+        run.assert_ok_with(step, &["tk1"]);
+    }
+    assert_eq!(run.rc("tk1"), 0, "{}", run.logs(&["tk1"]));
+    assert_eq!(run.words("tk1.after.vduse"), ["control"]);
 }
 
 #[test]

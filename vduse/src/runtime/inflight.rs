@@ -153,6 +153,11 @@ impl InflightLog {
                 source,
             })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(problem(
+                "it is empty: the server that wrote it ended and removed its device".into(),
+            ));
+        }
         if len != file_len(num_queues, queue_size) {
             return Err(problem(format!(
                 "it is {len} bytes, not the {} of {num_queues} queue(s) of {queue_size}: it was \
@@ -221,11 +226,29 @@ impl InflightLog {
         }
     }
 
-    /// Removes the file (the device is gone).
+    /// Removes the file (the device is gone). A server that dropped its privileges may
+    /// not remove it from a directory root owns: it empties it instead, and an empty log is
+    /// none.
     pub fn remove(self) -> Result<()> {
-        std::fs::remove_file(&self.path).map_err(|source| Error::Io {
+        let error = match std::fs::remove_file(&self.path) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let emptied = error.kind() == std::io::ErrorKind::PermissionDenied
+            && self
+                .region
+                .file_offset()
+                .is_some_and(|mapped| mapped.file().set_len(0).is_ok());
+        if emptied {
+            log::info!(
+                "emptied the in-flight log {} (this user may not remove it)",
+                self.path.display()
+            );
+            return Ok(());
+        }
+        Err(Error::Io {
             op: format!("removing the in-flight log {}", self.path.display()),
-            source,
+            source: error,
         })
     }
 }
