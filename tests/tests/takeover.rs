@@ -3,8 +3,9 @@
 //!
 //! 1. Flush, then SIGKILL: 4 MiB written with O_DIRECT and `conv=fsync` (a FLUSH) is in
 //!    the backing file after the kill; the device stays, with its in-flight log.
-//! 2. A server with another configuration (`--size`) is refused: exit 78, "cannot be taken
-//!    over", and the device is left alone. So is one started while a server runs ("already
+//! 2. A server with another configuration is refused, naming what differs: exit 78,
+//!    "cannot be taken over", "config space differs" for another `--size`, "backing
+//!    differs" for another `--backing`; the device is left alone. So is one started while a server runs ("already
 //!    exists and another process serves it").
 //! 3. The same configuration takes the device over ("taken over" in its log) and the
 //!    flushed data reads back through the device.
@@ -80,6 +81,7 @@ ls /dev/vduse | result killed.vduse
 # --- 2. Refusals.
 phase 2 refusals
 capture other vduse-blk --config /etc/vduse/blk/tk0.yaml --size 128M
+capture other-backing vduse-blk --config /etc/vduse/blk/tk0.yaml --backing /tmp/other.img
 ls /dev/vduse | result other.vduse
 
 # --- 3. Taken over.
@@ -174,10 +176,12 @@ fn check(series: &str) {
     // server while one runs.
     run.assert_rc_says("other", 78, "cannot be taken over");
     assert!(
-        run.err("other").contains("another configuration"),
+        run.err("other")
+            .contains("another configuration: config space differs"),
         "{}",
         run.report("other")
     );
+    run.assert_rc_says("other-backing", 78, "backing differs");
     assert_eq!(run.words("other.vduse"), ["control", "tk0"]);
     run.assert_rc_says("served", 78, "another process serves it");
 

@@ -636,6 +636,27 @@ impl Config {
         })
     }
 
+    /// What a server taking the device over must also agree on, besides what the device
+    /// shows the kernel: where the data is (the backing file, as its canonical path, or the
+    /// NBD export) and the serial the guest has read.
+    pub fn identity(&self) -> Vec<(String, Vec<u8>)> {
+        let store = match (&self.backing, &self.nbd_uri) {
+            (Some(path), _) => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .into_os_string()
+                .into_encoded_bytes(),
+            (None, Some(uri)) => uri.clone().into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        vec![
+            ("backing".into(), store),
+            (
+                "serial".into(),
+                self.serial.clone().unwrap_or_default().into_bytes(),
+            ),
+        ]
+    }
+
     /// The in-flight log's path; `None` for `inflight-log: none`.
     pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
         vduse::config::inflight_log_path(&self.inflight_log)

@@ -192,6 +192,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let mut options = options;
     options.inflight_log = config.inflight_log_path();
+    options.identity = config.identity();
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
         options,

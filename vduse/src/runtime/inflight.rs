@@ -24,11 +24,12 @@
 //!
 //! # The file
 //!
-//! A header (magic, version, queue count and size, a fingerprint of the device's
-//! configuration), then one 64-byte-aligned block per queue: the recorded range, the
+//! A header (magic, version, queue count and size, the hashes of the configuration's
+//! [`Identity`]), then one 64-byte-aligned block per queue: the recorded range, the
 //! counter, and one u64 mark per descriptor head (0: not in flight).
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,14 +40,16 @@ use crate::error::{Error, Result};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"VDUSEIFL");
 const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 64;
+const HEADER_LEN: u64 = 256;
 
 // Header fields.
-const MAGIC_AT: u64 = 0;
-const VERSION_AT: u64 = 8;
 const NUM_QUEUES_AT: u64 = 12;
 const QUEUE_SIZE_AT: u64 = 14;
-const FINGERPRINT_AT: u64 = 16;
+const ITEM_COUNT_AT: u64 = 16;
+/// Identity items: (hash of the name, hash of the value), 16 bytes each.
+const ITEMS_AT: u64 = 32;
+/// Most identity items a log holds.
+pub const MAX_IDENTITY_ITEMS: usize = ((HEADER_LEN - ITEMS_AT) / 16) as usize;
 
 // Queue block fields, from the block's start.
 const RANGE_ACTIVE_AT: u64 = 0;
@@ -57,17 +60,84 @@ const MARKS_AT: u64 = 32;
 
 type Region = GuestRegionMmap<()>;
 
-/// A 64-bit FNV-1a hash: a fingerprint of what a server offers, so that a server with
-/// another configuration does not take the device over.
-pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+/// A 64-bit FNV-1a hash.
+fn hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.iter().chain(&(part.len() as u64).to_le_bytes()) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
+}
+
+/// What must be the same for a server to take a device over: named values (device type,
+/// features, config space, a disk's backing...), kept in the log's header as hashes, so
+/// that a refusal can say which differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    items: Vec<(String, u64)>,
+}
+
+impl Identity {
+    /// Adds a named value (at most [`MAX_IDENTITY_ITEMS`] are kept).
+    pub fn with(mut self, name: impl Into<String>, value: &[u8]) -> Self {
+        if self.items.len() < MAX_IDENTITY_ITEMS {
+            self.items.push((name.into(), hash(value)));
+        }
+        self
+    }
+
+    fn header(&self, num_queues: u16, queue_size: u16) -> Vec<u8> {
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(&MAGIC.to_le_bytes());
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&num_queues.to_le_bytes());
+        header.extend_from_slice(&queue_size.to_le_bytes());
+        header.extend_from_slice(&(self.items.len() as u16).to_le_bytes());
+        header.resize(ITEMS_AT as usize, 0);
+        for (name, value) in &self.items {
+            header.extend_from_slice(&hash(name.as_bytes()).to_le_bytes());
+            header.extend_from_slice(&value.to_le_bytes());
+        }
+        header.resize(HEADER_LEN as usize, 0);
+        header
+    }
+
+    /// The names of what differs between this identity and a header's.
+    fn differences(&self, header: &[u8], num_queues: u16, queue_size: u16) -> Vec<String> {
+        let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+        let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8"));
+        let mut differences = Vec::new();
+        if u16_at(NUM_QUEUES_AT as usize) != num_queues {
+            differences.push(format!(
+                "queues ({} there, {num_queues} here)",
+                u16_at(NUM_QUEUES_AT as usize)
+            ));
+        }
+        if u16_at(QUEUE_SIZE_AT as usize) != queue_size {
+            differences.push(format!(
+                "queue size ({} there, {queue_size} here)",
+                u16_at(QUEUE_SIZE_AT as usize)
+            ));
+        }
+        let count = usize::from(u16_at(ITEM_COUNT_AT as usize)).min(MAX_IDENTITY_ITEMS);
+        let theirs: Vec<(u64, u64)> = (0..count)
+            .map(|i| {
+                let at = ITEMS_AT as usize + 16 * i;
+                (u64_at(at), u64_at(at + 8))
+            })
+            .collect();
+        for (name, value) in &self.items {
+            match theirs.iter().find(|(n, _)| *n == hash(name.as_bytes())) {
+                Some((_, v)) if v == value => {}
+                _ => differences.push(name.clone()),
+            }
+        }
+        if theirs.len() != self.items.len() && differences.is_empty() {
+            differences.push("the kind of server".into());
+        }
+        differences
+    }
 }
 
 /// The log file of one device, mapped.
@@ -89,62 +159,49 @@ fn file_len(num_queues: u16, queue_size: u16) -> u64 {
 
 impl InflightLog {
     /// Creates the log at `path` for a new device (replacing any file there), every queue
-    /// empty.
-    pub fn create(path: &Path, fingerprint: u64, num_queues: u16, queue_size: u16) -> Result<Self> {
+    /// empty, recording `identity`.
+    pub fn create(
+        path: &Path,
+        identity: &Identity,
+        num_queues: u16,
+        queue_size: u16,
+    ) -> Result<Self> {
         let op = || format!("creating the in-flight log {}", path.display());
         let io = |source| Error::Io { op: op(), source };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        // A new file, renamed into place: a reader never sees a half-made header.
+        // The header is written before the file is renamed into place: a reader never
+        // sees a half-made one.
         let partial = path.with_extension("new");
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&partial)
             .map_err(io)?;
-        file.set_len(file_len(num_queues, queue_size)).map_err(io)?;
+        file.write_all(&identity.header(num_queues, queue_size))
+            .and_then(|()| file.set_len(file_len(num_queues, queue_size)))
+            .map_err(io)?;
         let log = Self::map(path, file, num_queues, queue_size)?;
-        let store = |result: std::result::Result<(), vm_memory::GuestMemoryError>| {
-            result.map_err(|e| io(std::io::Error::other(e.to_string())))
-        };
-        store(
-            log.region
-                .store(MAGIC, MemoryRegionAddress(MAGIC_AT), Ordering::Release),
-        )?;
-        store(
-            log.region
-                .store(VERSION, MemoryRegionAddress(VERSION_AT), Ordering::Release),
-        )?;
-        store(log.region.store(
-            num_queues,
-            MemoryRegionAddress(NUM_QUEUES_AT),
-            Ordering::Release,
-        ))?;
-        store(log.region.store(
-            queue_size,
-            MemoryRegionAddress(QUEUE_SIZE_AT),
-            Ordering::Release,
-        ))?;
-        store(log.region.store(
-            fingerprint,
-            MemoryRegionAddress(FINGERPRINT_AT),
-            Ordering::Release,
-        ))?;
         std::fs::rename(&partial, path).map_err(io)?;
         Ok(log)
     }
 
     /// Opens the log a previous server of the device left, checking it was made for the
-    /// same configuration; the error says why it cannot be used.
-    pub fn open(path: &Path, fingerprint: u64, num_queues: u16, queue_size: u16) -> Result<Self> {
+    /// same configuration; the error names what differs.
+    pub fn open(
+        path: &Path,
+        identity: &Identity,
+        num_queues: u16,
+        queue_size: u16,
+    ) -> Result<Self> {
         let problem = |what: String| Error::Io {
             op: format!("reading the in-flight log {}", path.display()),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, what),
         };
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
@@ -158,36 +215,28 @@ impl InflightLog {
                 "it is empty: the server that wrote it ended and removed its device".into(),
             ));
         }
-        if len != file_len(num_queues, queue_size) {
-            return Err(problem(format!(
-                "it is {len} bytes, not the {} of {num_queues} queue(s) of {queue_size}: it was \
-                 written for another configuration",
-                file_len(num_queues, queue_size)
-            )));
-        }
-        let log = Self::map(path, file, num_queues, queue_size)?;
-        let load64 = |at| {
-            log.region
-                .load::<u64>(MemoryRegionAddress(at), Ordering::Acquire)
-                .ok()
-        };
-        if load64(MAGIC_AT) != Some(MAGIC)
-            || log
-                .region
-                .load::<u32>(MemoryRegionAddress(VERSION_AT), Ordering::Acquire)
-                .ok()
-                != Some(VERSION)
+        let mut header = vec![0u8; HEADER_LEN as usize];
+        if file.read_exact(&mut header).is_err()
+            || header[..8] != MAGIC.to_le_bytes()
+            || header[8..12] != VERSION.to_le_bytes()
         {
             return Err(problem("it is not an in-flight log of this version".into()));
         }
-        if load64(FINGERPRINT_AT) != Some(fingerprint) {
-            return Err(problem(
-                "it was written by a server with another configuration (device type, features, \
-                 config space, queues)"
-                    .into(),
-            ));
+        let differences = identity.differences(&header, num_queues, queue_size);
+        if !differences.is_empty() {
+            return Err(problem(format!(
+                "it was written by a server with another configuration: {} differ{}",
+                differences.join(", "),
+                if differences.len() == 1 { "s" } else { "" }
+            )));
         }
-        Ok(log)
+        if len != file_len(num_queues, queue_size) {
+            return Err(problem(format!(
+                "it is {len} bytes, not {}: it is damaged",
+                file_len(num_queues, queue_size)
+            )));
+        }
+        Self::map(path, file, num_queues, queue_size)
     }
 
     fn map(path: &Path, file: File, num_queues: u16, queue_size: u16) -> Result<Self> {
@@ -380,6 +429,12 @@ impl QueueLog {
 mod tests {
     use super::*;
 
+    fn id(value: u8) -> Identity {
+        Identity::default()
+            .with("device type", &[2])
+            .with("config space", &[value])
+    }
+
     fn temp_path(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vduse-inflight-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -389,7 +444,7 @@ mod tests {
     #[test]
     fn marks_survive_the_mapping_and_recovery_replays_them_oldest_first() {
         let path = temp_path("replay");
-        let log = InflightLog::create(&path, 7, 2, 8).unwrap();
+        let log = InflightLog::create(&path, &id(7), 2, 8).unwrap();
         let mut queue = log.queue(1);
         for head in [5, 2, 7] {
             queue.started(head);
@@ -399,7 +454,7 @@ mod tests {
         queue.published([2]);
         drop((queue, log));
 
-        let log = InflightLog::open(&path, 7, 2, 8).unwrap();
+        let log = InflightLog::open(&path, &id(7), 2, 8).unwrap();
         let mut queue = log.queue(1);
         let recovery = queue.recover(11, |_| None);
         assert_eq!(
@@ -419,7 +474,7 @@ mod tests {
     #[test]
     fn a_batch_cut_short_after_its_used_index_is_not_run_again() {
         let path = temp_path("published");
-        let log = InflightLog::create(&path, 1, 1, 16).unwrap();
+        let log = InflightLog::create(&path, &id(1), 1, 16).unwrap();
         let mut queue = log.queue(0);
         for head in [3, 4, 9] {
             queue.started(head);
@@ -445,7 +500,7 @@ mod tests {
     #[test]
     fn a_batch_cut_short_before_its_used_index_runs_again() {
         let path = temp_path("unpublished");
-        let log = InflightLog::create(&path, 1, 1, 16).unwrap();
+        let log = InflightLog::create(&path, &id(1), 1, 16).unwrap();
         let mut queue = log.queue(0);
         queue.started(3);
         queue.started(4);
@@ -464,7 +519,7 @@ mod tests {
     #[test]
     fn given_back_chains_are_the_newest_and_a_reset_clears_all() {
         let path = temp_path("given-back");
-        let log = InflightLog::create(&path, 1, 1, 8).unwrap();
+        let log = InflightLog::create(&path, &id(1), 1, 8).unwrap();
         let mut queue = log.queue(0);
         for head in [6, 1, 4] {
             queue.started(head);
@@ -477,17 +532,31 @@ mod tests {
     }
 
     #[test]
-    fn a_log_of_another_configuration_is_refused_with_the_reason() {
+    fn a_log_of_another_configuration_is_refused_naming_what_differs() {
         let path = temp_path("other");
-        InflightLog::create(&path, 1, 1, 8).unwrap();
-        let error = InflightLog::open(&path, 2, 1, 8).unwrap_err().to_string();
-        assert!(error.contains("another configuration"), "{error}");
-        let error = InflightLog::open(&path, 1, 2, 8).unwrap_err().to_string();
-        assert!(error.contains("another configuration"), "{error}");
+        InflightLog::create(&path, &id(1), 1, 8).unwrap();
+        let refused = |identity: &Identity, queues, size| {
+            InflightLog::open(&path, identity, queues, size)
+                .unwrap_err()
+                .to_string()
+        };
+        let error = refused(&id(2), 1, 8);
+        assert!(
+            error.contains("another configuration: config space differs"),
+            "{error}"
+        );
+        let error = refused(&id(1), 2, 16);
+        assert!(
+            error.contains("queues (1 there, 2 here), queue size (8 there, 16 here) differ"),
+            "{error}"
+        );
+        let backing = id(1).with("backing", b"/srv/a.img");
+        assert!(refused(&backing, 1, 8).contains("backing differs"));
         std::fs::write(&path, vec![0u8; file_len(1, 8) as usize]).unwrap();
-        let error = InflightLog::open(&path, 1, 1, 8).unwrap_err().to_string();
+        let error = refused(&id(1), 1, 8);
         assert!(error.contains("not an in-flight log"), "{error}");
+        std::fs::write(&path, b"").unwrap();
+        assert!(refused(&id(1), 1, 8).contains("it is empty"));
         std::fs::remove_file(&path).unwrap();
-        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
     }
 }

@@ -9,7 +9,7 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 
 use super::device_io::DeviceIo;
 use super::event::Event;
-use super::inflight::{InflightLog, fingerprint};
+use super::inflight::{Identity, InflightLog};
 use super::requests::{self, Dispatcher, DispatcherConfig, LoopControl};
 use crate::backend::Backend;
 use crate::control::Control;
@@ -50,6 +50,10 @@ pub struct ServerOptions {
     /// configuration, and runs again what was in flight. `None`: no log, and such a device
     /// is refused.
     pub inflight_log: Option<std::path::PathBuf>,
+    /// What else must be the same for a server to take the device over, besides its name,
+    /// type, features, config space and queues: a disk's backing file, say. Named, so that
+    /// a refusal says what differs.
+    pub identity: Vec<(String, Vec<u8>)>,
     /// The VDUSE features wanted; negotiated down to what the kernel has.
     pub vduse_features: u64,
     /// The VDUSE API version; `None` for the newest both this crate and the kernel know.
@@ -83,6 +87,7 @@ impl ServerOptions {
             busy_poll: Duration::ZERO,
             run_as: None,
             inflight_log: None,
+            identity: Vec::new(),
         }
     }
 }
@@ -150,19 +155,19 @@ impl Server {
         let mut config = DeviceConfig::new(&name, backend.device_type(), num_queues.into());
         config.features |= backend.features() | RING_FEATURES;
         config.config = backend.config();
-        let offered = fingerprint(&[
-            name.as_bytes(),
-            &(backend.device_type() as u32).to_le_bytes(),
-            &config.features.to_le_bytes(),
-            &config.config,
-            &num_queues.to_le_bytes(),
-            &max_queue_size.to_le_bytes(),
-        ]);
+        let mut offered = Identity::default()
+            .with("device name", name.as_bytes())
+            .with("device type", &(backend.device_type() as u32).to_le_bytes())
+            .with("features", &config.features.to_le_bytes())
+            .with("config space", &config.config);
+        for (item, value) in &options.identity {
+            offered = offered.with(item.clone(), value);
+        }
         let taken_over = match control.create_device(&config) {
             Ok(()) => None,
             Err(Error::NameInUse { .. }) if options.inflight_log.is_some() => {
                 let path = options.inflight_log.as_deref().expect("checked");
-                Some(take_over(&name, &config, path, offered, max_queue_size)?)
+                Some(take_over(&name, &config, path, &offered, max_queue_size)?)
             }
             Err(error) => return Err(error),
         };
@@ -196,7 +201,7 @@ impl Server {
                 if let Some(path) = &options.inflight_log {
                     server.log = Some(InflightLog::create(
                         path,
-                        offered,
+                        &offered,
                         num_queues,
                         max_queue_size,
                     )?);
@@ -388,7 +393,7 @@ fn take_over(
     name: &str,
     config: &DeviceConfig,
     path: &std::path::Path,
-    offered: u64,
+    offered: &Identity,
     max_queue_size: u16,
 ) -> Result<(Arc<DeviceFd>, InflightLog)> {
     let device = match DeviceFd::open(name) {

@@ -1170,7 +1170,13 @@ pub(crate) mod tests {
             .collect();
         mock.add_desc_chains(&chains, 0).unwrap();
         let path = std::env::temp_dir().join(format!("vduse-takeover-{}", std::process::id()));
-        let log = crate::runtime::inflight::InflightLog::create(&path, 1, 1, 16).unwrap();
+        let log = crate::runtime::inflight::InflightLog::create(
+            &path,
+            &crate::runtime::inflight::Identity::default(),
+            1,
+            16,
+        )
+        .unwrap();
         // The first server took five, answered 1 and 3, and was killed.
         {
             let mut first: Queue = mock.create_queue().unwrap();
