@@ -71,6 +71,25 @@ report() {
     sleep 2
     echo "-- the server's ring state"
     grep -E "status|queue [0-9]+:" /results/srv.err | tail -n 8
+    # What the guest does meanwhile, for 3 s: whether blk-mq retries the stuck request,
+    # what the driver answers and whether the bounce mapping fails (kretprobes).
+    t=/sys/kernel/tracing
+    mount -t tracefs nodev $t 2>/dev/null
+    echo 'r:qrq virtio_queue_rq ret=$retval' >$t/kprobe_events
+    echo 'r:mapret vduse_domain_map_page ret=$retval' >>$t/kprobe_events
+    echo 'r:addret virtqueue_add_sgs ret=$retval' >>$t/kprobe_events
+    echo 'p:delayrun blk_mq_delay_run_hw_queue msecs=%si' >>$t/kprobe_events
+    echo 'p:runq blk_mq_run_hw_queue async=%si' >>$t/kprobe_events
+    echo >$t/trace
+    for e in qrq mapret addret delayrun runq; do echo 1 >$t/events/kprobes/$e/enable; done
+    sleep 3
+    for e in qrq mapret addret delayrun runq; do echo 0 >$t/events/kprobes/$e/enable; done
+    echo "-- kprobe hits in 3 s"
+    for e in qrq mapret addret delayrun runq; do
+        echo "$e $(grep -c " $e:" $t/trace)"
+    done
+    echo "-- the last of them"
+    grep -v '^#' $t/trace | tail -n 12
     for h in /sys/kernel/debug/block/"$dev"/hctx*; do
         for f in state busy dispatch dispatch_busy flags; do
             echo "-- ${h##*/}/$f"
