@@ -234,7 +234,16 @@ fn check(series: &str) {
         run.text("replays"),
         logs()
     );
-    eprintln!("takeover on {series}: {replayed} requests run again over {KILLS} kills");
+    let runtimes: Vec<u64> = fio["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| job["job_runtime"].as_u64().unwrap_or(0))
+        .collect();
+    eprintln!(
+        "takeover on {series}: {replayed} requests run again over {KILLS} kills; fio jobs ran \
+         {runtimes:?} ms"
+    );
 
     // 5. SIGTERM: exit 0, no device, no log.
     let last = format!("srv{}", run.text("last").trim());
