@@ -101,8 +101,8 @@ fio --filename=/dev/$D --direct=1 --ioengine=libaio --iodepth=16 \
     --offset={FIO_JOB_MIB}M >/results/fio.out 2>/results/fio.err &
 FIO=$!
 for kill in $(seq {KILLS}); do
-    # 0.5 to 2.5 s into each server's life.
-    sleep "$(awk -v seed="$kill$(cut -d. -f2 /proc/uptime)" 'BEGIN {{ srand(seed); printf "%.1f", 0.5 + 2 * rand() }}')"
+    # 0.3 to 1.5 s into each server's life.
+    sleep "$(awk -v seed="$kill$(cut -d. -f2 /proc/uptime)" 'BEGIN {{ srand(seed); printf "%.1f", 0.3 + 1.2 * rand() }}')"
     kill -0 $FIO 2>/dev/null && echo "kill $kill during fio" >>/results/kills
     kill_server
     serve
