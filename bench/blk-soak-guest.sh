@@ -12,6 +12,9 @@
 #       --results /tmp/soak --timeout 1600 --console -- env DURATION=1320 BOUNCE=8M \
 #       sh /x.sh 2>/tmp/soak.console
 #
+# With SERVER=qsd (and --host qemu-storage-daemon --host vdpa) the disk is served by
+# qemu-storage-daemon instead, with the same bounce buffer.
+#
 # Output: /results/soak.txt and the console (one line per round, "STALL" sections,
 # "SOAK-END ..." last). The console has it even when the guest cannot finish: a stall
 # can leave I/O that never completes, and then the harness's timeout ends the boot.
@@ -21,12 +24,25 @@ say() { echo "$*" | tee -a /results/soak.txt; }
 # shellcheck source=/dev/null
 . /lib/vduse-test/helpers.sh
 BOUNCE=${BOUNCE:-8M}
+# vduse-blk, or qsd for qemu-storage-daemon (BOUNCE in whole MiB then).
+SERVER=${SERVER:-vduse-blk}
 DURATION=${DURATION:-900}
 for m in vduse virtio_vdpa virtio_blk; do modprobe $m || exit 1; done
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
 mkdir -p /srv && mount -t tmpfs -o size=700M none /srv
 truncate -s 512M /srv/disk.img
-spawn srv vduse-blk --name soak0 --backing /srv/disk.img --bounce-size "$BOUNCE" --serial soak0
+if [ "$SERVER" = qsd ]; then
+    # The peer, for comparison: qemu-storage-daemon's vduse-blk export, its bounce buffer
+    # sized through sysfs before `vdpa dev add` attaches it.
+    spawn srv qemu-storage-daemon \
+        --blockdev driver=file,node-name=file0,filename=/srv/disk.img,cache.direct=off \
+        --export type=vduse-blk,id=exp0,node-name=file0,name=soak0,writable=on,num-queues=1,queue-size=256
+    wait_for 30 test -e /sys/class/vduse/soak0/bounce_size || { say "SOAK-END no qsd device"; exit 1; }
+    echo $(($(echo "$BOUNCE" | tr -d M) << 20)) >/sys/class/vduse/soak0/bounce_size
+    vdpa dev add name soak0 mgmtdev vduse || { say "SOAK-END vdpa dev add failed"; exit 1; }
+else
+    spawn srv vduse-blk --name soak0 --backing /srv/disk.img --bounce-size "$BOUNCE" --serial soak0
+fi
 dev=
 tries=0
 while [ -z "$dev" ] && [ $tries -lt 200 ]; do
@@ -35,7 +51,7 @@ while [ -z "$dev" ] && [ $tries -lt 200 ]; do
     sleep 0.3
 done
 [ -n "$dev" ] || { say "SOAK-END no disk appeared"; exit 1; }
-say "device $dev, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
+say "device $dev served by $SERVER, bounce buffer $(cat /sys/class/vduse/soak0/bounce_size) bytes"
 pid=$(cat /run/vduse-test/srv.pid)
 
 # A watchdog above every normal task (SCHED_FIFO): the whole guest has been seen to stop
@@ -55,7 +71,7 @@ chrt -f 50 sh -c '
             cat $t/stack
         done
         grep -E "MemFree|^Cached|Shmem:|Dirty|Writeback:" /proc/meminfo
-        kill -USR1 '"$pid"'
+        [ '"$SERVER"' = qsd ] || kill -USR1 '"$pid"'
         echo l >/proc/sysrq-trigger
         sleep 5
         grep -E "status|queue [0-9]+:" /results/srv.err | tail -n 6
@@ -67,7 +83,7 @@ report() {
     echo "=== STALL in round $1 at $(cut -d' ' -f1 /proc/uptime) s"
     echo "inflight: $(cat /sys/block/"$dev"/inflight)"
     # The server logs its rings to its stderr (srv.err) on SIGUSR1.
-    kill -USR1 "$pid"
+    [ "$SERVER" = qsd ] || kill -USR1 "$pid"
     sleep 2
     echo "-- the server's ring state"
     grep -E "status|queue [0-9]+:" /results/srv.err | tail -n 8
@@ -149,6 +165,7 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
         "4k writes $(cut -d';' -f49 /tmp/r.out) IOPS, errors $(cut -d';' -f5 /tmp/w.out)/$(cut -d';' -f5 /tmp/r.out)/$(cut -d';' -f5 /tmp/m.out)"
 done
 # A stuck request would keep the server's SIGTERM waiting forever: bounded here.
+[ "$SERVER" = qsd ] && vdpa dev del soak0
 kill -TERM "$pid"
 wait_for 60 sh -c "! kill -0 $pid 2>/dev/null" || say "the server did not stop within 60 s"
 say "SOAK-END rounds=$round stalls=$stalls"

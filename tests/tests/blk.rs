@@ -87,7 +87,8 @@ disk_by_serial() {{
 }}
 # key=value lines of what sysfs says about disk $1.
 sysfs_of() {{
-    for f in size ro queue/logical_block_size queue/physical_block_size serial; do
+    for f in size ro queue/logical_block_size queue/physical_block_size \
+        queue/max_segment_size queue/max_segments serial; do
         echo "$f=$(cat "/sys/block/$1/$f")"
     done
     echo "mq=$(ls "/sys/block/$1/mq" | wc -l)"
@@ -334,12 +335,16 @@ fn sysfs_map(
     physical: u32,
     serial: &str,
     queues: usize,
+    segments: u32,
 ) -> BTreeMap<String, String> {
     [
         ("size", sectors.to_string()),
         ("ro", u8::from(read_only).to_string()),
         ("queue/logical_block_size", logical.to_string()),
         ("queue/physical_block_size", physical.to_string()),
+        // SIZE_MAX, and SEG_MAX (the queue size - 2).
+        ("queue/max_segment_size", (1u32 << 20).to_string()),
+        ("queue/max_segments", segments.to_string()),
         ("serial", serial.to_string()),
         ("mq", queues.to_string()),
     ]
@@ -393,7 +398,8 @@ fn check(series: &str) {
             4096,
             16384,
             "vduse-blk-disk0",
-            DISK0_QUEUES
+            DISK0_QUEUES,
+            126
         ),
         "disk0 in sysfs (left: seen, right: configured)\n{}",
         servers(&run)
@@ -522,7 +528,7 @@ fn check(series: &str) {
     // The size is the backing's, the block sizes and queue count the defaults.
     assert_eq!(
         run.key_values("ro0.sysfs"),
-        sysfs_map(DISK0_SECTORS, true, 512, 512, "vduse-blk-ro0", 1),
+        sysfs_map(DISK0_SECTORS, true, 512, 512, "vduse-blk-ro0", 1, 254),
         "ro0 in sysfs\n{}",
         servers(&run)
     );

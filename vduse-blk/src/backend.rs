@@ -14,8 +14,8 @@ use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, QueueEngine};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
-    VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES,
-    VIRTIO_BLK_ID_BYTES, virtio_blk_config,
+    VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY,
+    VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, virtio_blk_config,
 };
 use virtio_queue::DescriptorChain;
 
@@ -23,6 +23,12 @@ use crate::backing::Backing;
 use crate::config::{Config, IoEngine};
 use crate::nbd::NbdDisk;
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
+
+/// The largest data segment (SIZE_MAX): 1 MiB. Without it Linux takes the transport's
+/// largest DMA mapping, which for VDUSE is the whole bounce buffer; each segment needs a
+/// naturally aligned range of the bounce buffer as large as itself, so capping them keeps
+/// a small buffer from being fragmented by a few large ones.
+pub const SIZE_MAX_BYTES: u32 = 1 << 20;
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
 /// time bounded when the backing has to write zeros.
@@ -376,6 +382,10 @@ impl BlockBackend {
             &self.capacity().to_le_bytes(),
         );
         put(
+            offset_of!(virtio_blk_config, size_max),
+            &SIZE_MAX_BYTES.to_le_bytes(),
+        );
+        put(
             offset_of!(virtio_blk_config, seg_max),
             &self.seg_max().to_le_bytes(),
         );
@@ -430,6 +440,7 @@ impl Backend for BlockBackend {
 
     fn features(&self) -> u64 {
         let mut features = [
+            VIRTIO_BLK_F_SIZE_MAX,
             VIRTIO_BLK_F_SEG_MAX,
             VIRTIO_BLK_F_BLK_SIZE,
             VIRTIO_BLK_F_TOPOLOGY,

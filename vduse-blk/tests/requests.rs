@@ -949,7 +949,7 @@ fn the_config_space_describes_the_disk() {
         (1 << 20) / 512,
         "capacity"
     );
-    assert_eq!(u32_at(8), 0, "size_max");
+    assert_eq!(u32_at(8), 1 << 20, "size_max");
     assert_eq!(u32_at(12), 254, "seg_max");
     assert_eq!(u32_at(20), 512, "blk_size");
     assert_eq!(config[24], 3, "physical_block_exp: 4096 / 512 = 2^3");
@@ -974,6 +974,7 @@ fn the_config_space_describes_the_disk() {
 
     let features = disk.backend.features();
     for bit in [
+        VIRTIO_BLK_F_SIZE_MAX,
         VIRTIO_BLK_F_SEG_MAX,
         VIRTIO_BLK_F_BLK_SIZE,
         VIRTIO_BLK_F_TOPOLOGY,
@@ -987,7 +988,6 @@ fn the_config_space_describes_the_disk() {
     for bit in [
         VIRTIO_BLK_F_CONFIG_WCE,
         VIRTIO_BLK_F_RO,
-        VIRTIO_BLK_F_SIZE_MAX,
         VIRTIO_BLK_F_GEOMETRY,
     ] {
         assert_eq!(features & (1 << bit), 0, "bit {bit}");
