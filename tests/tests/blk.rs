@@ -78,13 +78,6 @@ fn scenario() -> String {
     let discard_len = DISCARD_MIB << 20;
     format!(
         r#"
-# vdX whose serial is $1.
-disk_by_serial() {{
-    for d in /sys/block/vd*; do
-        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "${{d##*/}}" && return 0
-    done
-    return 1
-}}
 # key=value lines of what sysfs says about disk $1.
 sysfs_of() {{
     for f in size ro queue/logical_block_size queue/physical_block_size \

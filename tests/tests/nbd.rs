@@ -35,12 +35,6 @@ const TIMEOUT_S: u64 = 3;
 fn scenario() -> String {
     format!(
         r#"
-disk_by_serial() {{
-    for d in /sys/block/vd*; do
-        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "${{d##*/}}" && return 0
-    done
-    return 1
-}}
 phase() {{
     echo "vduse-blk-nbd-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
 }}

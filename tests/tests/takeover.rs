@@ -40,12 +40,6 @@ const FIO_JOB_MIB: u64 = 96;
 fn scenario() -> String {
     format!(
         r#"
-disk_by_serial() {{
-    for d in /sys/block/vd*; do
-        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "${{d##*/}}" && return 0
-    done
-    return 1
-}}
 phase() {{
     echo "vduse-takeover-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
 }}

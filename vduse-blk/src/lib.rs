@@ -163,24 +163,13 @@ pub fn prepare(config: &Config) -> anyhow::Result<BlockBackend> {
 /// `keep-device`).
 pub fn run(config: &Config) -> anyhow::Result<()> {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
-    use anyhow::Context;
     use vduse::runtime::{Server, notify_ready};
 
     let backend = prepare(config)?;
     let io_engine = backend.io_engine();
     let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
-    let stop = Arc::new(AtomicBool::new(false));
-    let log_state = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [
-        (signal_hook::consts::SIGINT, &stop),
-        (signal_hook::consts::SIGTERM, &stop),
-        (signal_hook::consts::SIGUSR1, &log_state),
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(flag))
-            .with_context(|| format!("cannot handle signal {signal}"))?;
-    }
+    let signals = vduse::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
     let options = vduse::config::server_options(
         &config.name,
         config.attach,
@@ -212,6 +201,6 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         ),
     }
     notify_ready();
-    server.run_until(&stop, &log_state)?;
+    server.run_until(&signals.stop, &signals.log_state)?;
     Ok(())
 }

@@ -113,11 +113,12 @@ impl NbdServer {
             .unwrap_or_else(|error| {
                 panic!("cannot run qemu-nbd ({error}): install qemu-utils (tests/run-all does)")
             });
+        // Connectable, not just there: qemu-nbd binds (making the file) before it listens.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "qemu-nbd made no socket within 10 s"
+                "qemu-nbd did not listen on its socket within 10 s"
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

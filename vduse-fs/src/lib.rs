@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -276,16 +276,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.num_request_queues,
         config.queue_size,
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let log_state = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [
-        (signal_hook::consts::SIGINT, &stop),
-        (signal_hook::consts::SIGTERM, &stop),
-        (signal_hook::consts::SIGUSR1, &log_state),
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(flag))
-            .with_context(|| format!("cannot handle signal {signal}"))?;
-    }
+    let signals = vduse::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
     let options = vduse::config::server_options(
         &config.name,
         config.attach,
@@ -317,8 +308,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.tag,
     );
     notify_ready();
-    while !stop.load(Ordering::Acquire) && server.is_serving() {
-        if log_state.swap(false, Ordering::AcqRel) {
+    while !signals.stop.load(Ordering::Acquire) && server.is_serving() {
+        if signals.log_state.swap(false, Ordering::AcqRel) {
             server.log_state();
         }
         std::thread::sleep(Duration::from_millis(50));

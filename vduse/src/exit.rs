@@ -140,3 +140,32 @@ pub fn print_error(tool: &str, error: &dyn std::fmt::Display) {
     };
     eprintln!("{priority}{tool}: error: {error:#}");
 }
+
+/// The flags a server's signal handlers set: `stop` on SIGINT and SIGTERM, `log_state` on
+/// SIGUSR1 (see [`crate::runtime::Server::run_until`]).
+#[cfg(feature = "cli")]
+#[derive(Debug, Default)]
+pub struct ServeSignals {
+    /// Set by SIGINT and SIGTERM.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set by SIGUSR1.
+    pub log_state: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(feature = "cli")]
+impl ServeSignals {
+    /// Installs the handlers; the error names the signal.
+    pub fn register() -> Result<Self, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+        let signals = Self::default();
+        for (signal, flag) in [
+            (SIGINT, &signals.stop),
+            (SIGTERM, &signals.stop),
+            (SIGUSR1, &signals.log_state),
+        ] {
+            signal_hook::flag::register(signal, std::sync::Arc::clone(flag))
+                .map_err(|error| format!("cannot handle signal {signal}: {error}"))?;
+        }
+        Ok(signals)
+    }
+}

@@ -91,3 +91,11 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# disk_by_serial SERIAL: the name (vdX) of the virtio disk whose serial is SERIAL.
+disk_by_serial() {
+    for d in /sys/block/vd*; do
+        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "${d##*/}" && return 0
+    done
+    return 1
+}
