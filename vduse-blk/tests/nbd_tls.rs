@@ -43,7 +43,8 @@ fn serve(dir: &Path, listen: &[String], credentials: Option<&tls_certs::Credenti
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let up = match listen.iter().find_map(|arg| arg.strip_prefix("--socket=")) {
-            Some(socket) => Path::new(socket).exists(),
+            // Accepting, not just there: qemu-nbd binds (making the file) before it listens.
+            Some(socket) => std::os::unix::net::UnixStream::connect(socket).is_ok(),
             None => {
                 let port = listen
                     .iter()
