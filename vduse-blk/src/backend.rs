@@ -24,11 +24,13 @@ use crate::config::{Config, IoEngine};
 use crate::nbd::NbdDisk;
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
-/// The largest data segment (SIZE_MAX): 1 MiB. Without it Linux takes the transport's
-/// largest DMA mapping, which for VDUSE is the whole bounce buffer; each segment needs a
-/// naturally aligned range of the bounce buffer as large as itself, so capping them keeps
-/// a small buffer from being fragmented by a few large ones.
-pub const SIZE_MAX_BYTES: u32 = 1 << 20;
+/// The largest data segment (SIZE_MAX): 128 KiB. Without it Linux takes the transport's
+/// largest DMA mapping, which for VDUSE is the whole bounce buffer. Each segment takes a
+/// range of the bounce buffer from the kernel's IOVA allocator, which keeps freed ranges
+/// of up to 128 KiB in per-CPU caches and hands them out again first; larger ones are
+/// taken further and further down the buffer, so large segments end up touching (and
+/// making the kernel allocate) most of it, where cached ones reuse the same few pages.
+pub const SIZE_MAX_BYTES: u32 = 128 << 10;
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
 /// time bounded when the backing has to write zeros.
