@@ -336,7 +336,7 @@ fn sysfs_map(
         ("queue/logical_block_size", logical.to_string()),
         ("queue/physical_block_size", physical.to_string()),
         // SIZE_MAX, and SEG_MAX (the queue size - 2).
-        ("queue/max_segment_size", (128u32 << 10).to_string()),
+        ("queue/max_segment_size", (1u32 << 20).to_string()),
         ("queue/max_segments", segments.to_string()),
         ("serial", serial.to_string()),
         ("mq", queues.to_string()),

@@ -24,13 +24,12 @@ use crate::config::{Config, IoEngine};
 use crate::nbd::NbdDisk;
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
-/// The largest data segment (SIZE_MAX): 128 KiB. Without it Linux takes the transport's
-/// largest DMA mapping, which for VDUSE is the whole bounce buffer. Each segment takes a
-/// range of the bounce buffer from the kernel's IOVA allocator, which keeps freed ranges
-/// of up to 128 KiB in per-CPU caches and hands them out again first; larger ones are
-/// taken further and further down the buffer, so large segments end up touching (and
-/// making the kernel allocate) most of it, where cached ones reuse the same few pages.
-pub const SIZE_MAX_BYTES: u32 = 128 << 10;
+/// The largest data segment (SIZE_MAX): 1 MiB. Without it Linux takes the transport's
+/// largest DMA mapping, which for VDUSE is the whole bounce buffer. Requests are at most
+/// 1280 KiB by default (`max_sectors_kb`), so this seldom splits a segment; 128 KiB, the
+/// largest range the kernel's IOVA allocator caches per CPU, was measured and did not
+/// make the server touch less of the bounce buffer (BENCHMARKS.md, run F).
+pub const SIZE_MAX_BYTES: u32 = 1 << 20;
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
 /// time bounded when the backing has to write zeros.

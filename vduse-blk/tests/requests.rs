@@ -950,7 +950,7 @@ fn the_config_space_describes_the_disk() {
         (1 << 20) / 512,
         "capacity"
     );
-    assert_eq!(u32_at(8), 128 << 10, "size_max");
+    assert_eq!(u32_at(8), 1 << 20, "size_max");
     assert_eq!(u32_at(12), 254, "seg_max");
     assert_eq!(u32_at(20), 512, "blk_size");
     assert_eq!(config[24], 3, "physical_block_exp: 4096 / 512 = 2^3");
