@@ -173,12 +173,13 @@ impl Server {
         };
         let take_over = taken_over.is_some();
 
-        // From here on, dropping `server` removes the device (and its log).
+        // From here on, dropping `server` removes the device it created (and its log); a
+        // device taken over is left as it was found, for another try.
         let mut server = Server {
             name: name.clone(),
             api_version: control.api_version(),
             vduse_features,
-            keep_device: false,
+            keep_device: take_over,
             control: Some(control),
             log: None,
             device: None,
