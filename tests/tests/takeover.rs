@@ -5,7 +5,8 @@
 //!    the backing file after the kill; the device stays, with its in-flight log.
 //! 2. A server with another configuration is refused, naming what differs: exit 78,
 //!    "cannot be taken over", "config space differs" for another `--size`, "backing
-//!    differs" for another `--backing`; the device is left alone. So is one started while a server runs ("already
+//!    differs" for another `--backing`, "keeps no in-flight log" with `--inflight-log none`;
+//!    the device is left alone. So is one started while a server runs ("already
 //!    exists and another process serves it").
 //! 3. The same configuration takes the device over ("taken over" in its log) and the
 //!    flushed data reads back through the device.
@@ -76,6 +77,7 @@ ls /dev/vduse | result killed.vduse
 phase 2 refusals
 capture other vduse-blk --config /etc/vduse/blk/tk0.yaml --size 128M
 capture other-backing vduse-blk --config /etc/vduse/blk/tk0.yaml --backing /tmp/other.img
+capture nolog vduse-blk --config /etc/vduse/blk/tk0.yaml --inflight-log none
 ls /dev/vduse | result other.vduse
 
 # --- 3. Taken over.
@@ -176,6 +178,7 @@ fn check(series: &str) {
         run.report("other")
     );
     run.assert_rc_says("other-backing", 78, "backing differs");
+    run.assert_rc_says("nolog", 78, "keeps no in-flight log");
     assert_eq!(run.words("other.vduse"), ["control", "tk0"]);
     run.assert_rc_says("served", 78, "another process serves it");
 

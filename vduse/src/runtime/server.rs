@@ -165,10 +165,10 @@ impl Server {
         }
         let taken_over = match control.create_device(&config) {
             Ok(()) => None,
-            Err(Error::NameInUse { .. }) if options.inflight_log.is_some() => {
-                let path = options.inflight_log.as_deref().expect("checked");
-                Some(take_over(&name, &config, path, &offered, max_queue_size)?)
-            }
+            Err(Error::NameInUse { .. }) => match options.inflight_log.as_deref() {
+                Some(path) => Some(take_over(&name, &config, path, &offered, max_queue_size)?),
+                None => return Err(existing_device(&name)),
+            },
             Err(error) => return Err(error),
         };
         let take_over = taken_over.is_some();
@@ -384,6 +384,27 @@ fn check_backend(name: &str, num_queues: u16, max_queue_size: u16) -> Result<()>
         name: name.to_owned(),
         problem,
     })
+}
+
+/// Why a server without an in-flight log cannot have the existing device `name`: another
+/// process serves it, or it was left by one that ended and this server cannot take it
+/// over.
+fn existing_device(name: &str) -> Error {
+    match DeviceFd::open(name) {
+        Err(Error::Kernel {
+            errno: rustix::io::Errno::BUSY,
+            ..
+        }) => Error::DeviceServed {
+            name: name.to_owned(),
+        },
+        Ok(_) => Error::TakeOverRefused {
+            name: name.to_owned(),
+            reason: "this server keeps no in-flight log to take it over with".into(),
+        },
+        Err(_) => Error::NameInUse {
+            name: name.to_owned(),
+        },
+    }
 }
 
 /// Checks that the existing device `name` can be taken over by a server configured as
