@@ -228,10 +228,13 @@ impl Server {
         // Attach from this thread: the driver's probe runs inside the netlink call and
         // sends requests, which the request thread answers. A device taken over may be
         // attached already.
-        if options.attach && !(take_over && VdpaBus::open()?.device(&name)?.is_some()) {
-            VdpaBus::open()?.add_device(&name, VDUSE_MANAGEMENT_DEVICE)?;
-            if let Some(driver) = &options.driver {
-                crate::vdpa::bind_driver(&name, driver)?;
+        if options.attach {
+            let mut bus = VdpaBus::open()?;
+            if !(take_over && bus.device(&name)?.is_some()) {
+                bus.add_device(&name, VDUSE_MANAGEMENT_DEVICE)?;
+                if let Some(driver) = &options.driver {
+                    crate::vdpa::bind_driver(&name, driver)?;
+                }
             }
         }
         server.keep_device = options.keep_device;
@@ -390,21 +393,30 @@ fn check_backend(name: &str, num_queues: u16, max_queue_size: u16) -> Result<()>
 /// process serves it, or it was left by one that ended and this server cannot take it
 /// over.
 fn existing_device(name: &str) -> Error {
-    match DeviceFd::open(name) {
-        Err(Error::Kernel {
-            errno: rustix::io::Errno::BUSY,
-            ..
-        }) => Error::DeviceServed {
-            name: name.to_owned(),
-        },
+    match open_unserved(name) {
         Ok(_) => Error::TakeOverRefused {
             name: name.to_owned(),
             reason: "this server keeps no in-flight log to take it over with".into(),
         },
+        Err(served @ Error::DeviceServed { .. }) => served,
         Err(_) => Error::NameInUse {
             name: name.to_owned(),
         },
     }
+}
+
+/// Opens the node of the existing device `name`; [`Error::DeviceServed`] when another
+/// process has it open (the kernel allows one opener).
+fn open_unserved(name: &str) -> Result<DeviceFd> {
+    DeviceFd::open(name).map_err(|error| match error {
+        Error::Kernel {
+            errno: rustix::io::Errno::BUSY,
+            ..
+        } => Error::DeviceServed {
+            name: name.to_owned(),
+        },
+        error => error,
+    })
 }
 
 /// Checks that the existing device `name` can be taken over by a server configured as
@@ -418,18 +430,7 @@ fn take_over(
     offered: &Identity,
     max_queue_size: u16,
 ) -> Result<(Arc<DeviceFd>, InflightLog)> {
-    let device = match DeviceFd::open(name) {
-        Ok(device) => Arc::new(device),
-        Err(Error::Kernel {
-            errno: rustix::io::Errno::BUSY,
-            ..
-        }) => {
-            return Err(Error::DeviceServed {
-                name: name.to_owned(),
-            });
-        }
-        Err(error) => return Err(error),
-    };
+    let device = Arc::new(open_unserved(name)?);
     let refuse = |reason: String| Error::TakeOverRefused {
         name: name.to_owned(),
         reason,

@@ -665,9 +665,8 @@ fn log_state(queue: &Queue, source: &dyn MemorySource, engine: &Engine, index: u
 
 /// Takes over a queue a server that ended was serving: brings its in-flight log in line
 /// with the used ring, goes on from where the rings stand, and runs again the requests
-/// that were in flight, oldest first (their answers go out with the first drain).
-/// Without a log, goes on from the used index, which loses nothing only for a device that
-/// answers in order.
+/// that were in flight, oldest first (their answers go out with the first drain). The
+/// server takes a device over only with a log.
 fn take_over(
     queue: &mut Queue,
     source: &dyn MemorySource,
@@ -694,13 +693,11 @@ fn take_over(
             .ok()
             .map(|id| u32::from_le(id) as u16)
     };
-    let recovery = match engine.log.as_mut() {
-        Some(log) => log.recover(used_idx, used_head_at),
-        None => super::inflight::Recovery {
-            next_avail: used_idx,
-            replay: Vec::new(),
-        },
+    let Some(log) = engine.log.as_mut() else {
+        log::error!("queue {index}: no in-flight log to take it over with");
+        return;
     };
+    let recovery = log.recover(used_idx, used_head_at);
     queue.set_next_used(used_idx);
     queue.set_next_avail(recovery.next_avail);
     log::info!(
