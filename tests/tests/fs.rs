@@ -32,7 +32,14 @@
 //!    rules the namespace out, so the server alone enforces it): creating, writing,
 //!    renaming, removing fail with EROFS ("Read-only file system"), reading works, nothing
 //!    changes on the host.
-//! 9. Unmount and SIGTERM: exit 0, and no device in `/dev/vduse` or on the vdpa bus.
+//! 9. `--user tester` on a directory tester owns: every thread of the server runs as
+//!    tester, the filesystem threads and the queue workers with no capability and the
+//!    main thread with CAP_NET_ADMIN only. Files that guest root and guest nobody create
+//!    belong to tester on the host (a server that acted as each guest user would fail
+//!    nobody's with EPERM); root's private file cannot be read and chown is refused, as
+//!    for tester on the host; 1200 files (the passthrough reopening them through
+//!    /proc/self/fd after the switch) read back. SIGTERM then removes the device.
+//! 10. Unmount and SIGTERM: exit 0, and no device in `/dev/vduse` or on the vdpa bus.
 //!
 //! On 6.12 the server exits 69 and says that virtio-fs devices need Linux 7.2 or later,
 //! and leaves nothing behind.
@@ -55,6 +62,9 @@ threads: 4
 /// The capabilities the filesystem threads keep (`sandbox::KEPT_CAPABILITIES`): CHOWN,
 /// DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP.
 const KEPT_CAP_MASK: u64 = 0x1f | 1 << 6 | 1 << 7 | 1 << 27 | 1 << 31;
+
+/// CAP_NET_ADMIN, which the main thread of a server running as `user` keeps.
+const CAP_NET_ADMIN: u64 = 1 << 12;
 
 const SECRET: &str = "SECRET-OUTSIDE-THE-EXPORT";
 
@@ -196,8 +206,36 @@ ls -l /srv/export | result ro.after
 capture ro-umount umount /mnt/ro
 stop fs1
 
-# --- 9. Unmount, SIGTERM, nothing left.
-phase 9 stop
+# --- 9. Serving as one user.
+phase 9 user
+mkdir -p /srv/asuser /mnt/u
+chown tester:tester /srv/asuser
+# Writable for all, so the guest's own permission check (virtiofs mounts with
+# default_permissions) lets nobody create; the host's is then the server's.
+chmod 777 /srv/asuser
+echo root-only >/srv/asuser/private
+chmod 600 /srv/asuser/private
+spawn fs2 vduse-fs --name fs2 --tag user2 --shared-dir /srv/asuser --user tester
+capture fs2-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx user2'
+capture fs2-switched wait_for 60 grep -q "serving as user tester" /results/fs2.err
+capture user-mount mount -t virtiofs user2 /mnt/u
+pid=$(pidof vduse-fs | tr ' ' '\n' | while read p; do grep -q '^Uid:.*1000' /proc/$p/status && echo $p; done)
+for task in /proc/$pid/task/*; do
+    echo "$(cat $task/comm) $(awk '/^Uid:/ {{print $2 $3 $4 $5}}' $task/status) $(awk '/^Gid:/ {{print $2 $3 $4 $5}}' $task/status) $(awk '/^CapEff:/ {{print $2}}' $task/status) $(awk '/^CapPrm:/ {{print $2}}' $task/status)"
+done | result user.threads
+capture user-root-creates sh -ec 'echo by-root >/mnt/u/by-root; stat -c "%u %g" /srv/asuser/by-root'
+capture user-nobody-creates setpriv --reuid=65534 --regid=65534 --clear-groups \
+    sh -ec 'echo by-nobody >/mnt/u/by-nobody; mkdir /mnt/u/dir-by-nobody; stat -c "%u %g" /srv/asuser/by-nobody /srv/asuser/dir-by-nobody'
+capture user-reads-private cat /mnt/u/private
+capture user-chown chown root /mnt/u/by-root
+capture user-many sh -ec 'mkdir /mnt/u/many; i=0; while [ $i -lt 1200 ]; do echo $i >/mnt/u/many/f$i; i=$((i + 1)); done;
+    echo 3 >/proc/sys/vm/drop_caches; test "$(cat /mnt/u/many/f1199)" = 1199; rm -r /mnt/u/many'
+capture user-umount umount /mnt/u
+stop fs2
+ls /dev/vduse | result user.after.vduse
+
+# --- 10. Unmount, SIGTERM, nothing left.
+phase 10 stop
 capture umount umount /mnt/v
 stop fs0
 ls /dev/vduse | result after.vduse
@@ -214,6 +252,7 @@ fn boot(series: &str) -> GuestRun {
         .binary("notify-listen")
         .host_program("vdpa")
         .host_program("setfattr")
+        .host_program("setpriv")
         .host_program("getfattr")
         .memory_mb(1536)
         .modules(&[])
@@ -229,7 +268,7 @@ fn boot(series: &str) -> GuestRun {
 }
 
 /// The servers this test spawns, whose logs go into failure messages.
-const SERVERS: &[&str] = &["fs0", "fs1"];
+const SERVERS: &[&str] = &["fs0", "fs1", "fs2"];
 
 /// The servers' logs, for failure messages.
 fn servers(run: &GuestRun) -> String {
@@ -422,10 +461,54 @@ fn check(series: &str) {
     );
     assert_eq!(run.rc("fs1"), 0, "fs1 exit code\n{}", servers(&run));
 
-    // 9. Nothing left.
+    // 9. Serving as tester (uid and gid 1000).
+    for name in ["fs2-tag", "fs2-switched", "user-mount"] {
+        ok(&run, name);
+    }
+    let threads = run.text("user.threads");
+    let mut fs_threads = 0;
+    for line in threads.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 5, "{threads}");
+        assert_eq!(
+            fields[1..3],
+            ["1000100010001000", "1000100010001000"],
+            "{threads}"
+        );
+        let (effective, permitted) = (
+            u64::from_str_radix(fields[3], 16).unwrap(),
+            u64::from_str_radix(fields[4], 16).unwrap(),
+        );
+        let expected = if fields[0] == "vduse-fs" {
+            CAP_NET_ADMIN
+        } else {
+            0
+        };
+        assert_eq!((effective, permitted), (expected, expected), "{threads}");
+        fs_threads += usize::from(fields[0].starts_with("vduse-fs-"));
+    }
+    assert_eq!(fs_threads, 4, "{threads}\n{}", servers(&run));
+    ok(&run, "user-root-creates");
+    assert_eq!(run.out("user-root-creates").trim(), "1000 1000");
+    ok(&run, "user-nobody-creates");
+    assert_eq!(
+        run.out("user-nobody-creates")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000", "1000", "1000", "1000"]
+    );
+    run.assert_rc_says("user-reads-private", 1, "Permission denied");
+    run.assert_rc_says("user-chown", 1, "Operation not permitted");
+    ok(&run, "user-many");
+    ok(&run, "user-umount");
+    assert_eq!(run.rc("fs2"), 0, "fs2 exit code\n{}", servers(&run));
+    // fs0 still runs.
+    assert_eq!(run.words("user.after.vduse"), ["control", "fs0"]);
+
+    // 10. Nothing left.
     ok(&run, "umount");
     assert_eq!(run.rc("fs0"), 0, "fs0 exit code\n{}", servers(&run));
-    for server in ["fs0", "fs1"] {
+    for server in SERVERS {
         let log = run.text(&format!("{server}.err"));
         assert!(
             !log.contains("[ERROR") && !log.contains("panicked"),

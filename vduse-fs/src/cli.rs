@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg};
+pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
 
 use crate::config::{self, Settings};
 
@@ -21,8 +21,12 @@ Sandbox: the threads that serve the filesystem run in a mount namespace that hol
 shared directory and /proc (--sandbox, needs CAP_SYS_ADMIN), with only the capabilities
 the passthrough needs, and under a seccomp allow-list (--seccomp). See vduse-fs(8).
 
+--user USER: once the sandbox is set up, serve as USER, every guest request acting as USER
+(an unprivileged server cannot act as each guest user). See SERVING AS ONE USER in vduse-fs(8).
+
 Signals:
   SIGINT, SIGTERM  remove the device and exit (unmount it first)
+  SIGUSR1          log each queue's ring state
 
 Exit status:
   0   stopped cleanly (SIGINT or SIGTERM), or the configuration is valid
@@ -119,6 +123,10 @@ pub struct Cli {
     /// --attach, --keep-device, --bounce-size, --busy-poll-us.
     #[command(flatten)]
     pub device: DeviceArgs,
+
+    /// --user, --group.
+    #[command(flatten)]
+    pub run_as: RunAsArgs,
 }
 
 /// `--cache` values.
@@ -203,6 +211,8 @@ impl Cli {
             keep_device: self.device.keep_device,
             bounce_size: self.device.bounce_size,
             busy_poll_us: self.device.busy_poll_us,
+            user: self.run_as.user.clone(),
+            group: self.run_as.group.clone(),
         }
     }
 }
@@ -241,6 +251,8 @@ mod tests {
             "--keep-device",
             "--bounce-size=4M",
             "--busy-poll-us=25",
+            "--user=nobody",
+            "--group=root",
         ])
         .unwrap();
         assert_eq!(
@@ -264,6 +276,8 @@ mod tests {
                 keep_device: Some(true),
                 bounce_size: Some(config::ByteSize(4 << 20)),
                 busy_poll_us: Some(25),
+                user: Some("nobody".into()),
+                group: Some("root".into()),
             }
         );
     }

@@ -26,7 +26,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 1024);
 pub const MAX_THREADS: u16 = 64;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 20] = [
     "name",
     "shared-dir",
     "tag",
@@ -45,6 +45,8 @@ pub const KEYS: [&str; 18] = [
     "keep-device",
     "bounce-size",
     "busy-poll-us",
+    "user",
+    "group",
 ];
 
 /// Why file handles and the mount namespace exclude each other.
@@ -200,6 +202,10 @@ pub struct Settings {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping.
     pub busy_poll_us: Option<u32>,
+    /// Serve the share as this user (a name or a uid) once the device is attached.
+    pub user: Option<String>,
+    /// Group to serve as with `user`; `None`: the user's primary group.
+    pub group: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -243,6 +249,12 @@ pub struct Config {
     pub bounce_size: Option<ByteSize>,
     /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
     pub busy_poll_us: u32,
+    /// The user every request is served as; `None`: each guest user's own ids (root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group with `user`; `None`: the user's primary group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Config {
@@ -318,6 +330,16 @@ impl Config {
 
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
+        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
+        if user.is_some() && inode_file_handles == InodeFileHandles::Prefer {
+            return Err(invalid(
+                "inode-file-handles",
+                handles_flag,
+                "prefer needs CAP_DAC_READ_SEARCH, which a server running as `user` does not \
+                 keep: use never, or leave `user` out"
+                    .into(),
+            ));
+        }
 
         Ok(Config {
             name,
@@ -338,6 +360,8 @@ impl Config {
             keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
             bounce_size,
             busy_poll_us,
+            user,
+            group,
         })
     }
 
@@ -528,6 +552,26 @@ mod tests {
     }
 
     #[test]
+    fn serving_as_a_user_is_checked_and_excludes_file_handles() {
+        let config = resolve("name: n\nshared-dir: /\nuser: nobody\n").unwrap();
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        let again = resolve(&config.to_yaml().unwrap()).unwrap();
+        assert_eq!(again, config);
+        for (text, expected) in [
+            ("user: root\n", "fs.yaml: user: \"root\" is root"),
+            ("user: no-such-user-here\n", "no user \"no-such-user-here\""),
+            ("group: root\n", "group: needs `user` too"),
+            (
+                "user: nobody\ninode-file-handles: prefer\n",
+                "inode-file-handles: prefer needs CAP_DAC_READ_SEARCH",
+            ),
+        ] {
+            let message = error(&format!("name: n\nshared-dir: /\n{text}"));
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
     fn printed_configuration_reads_back_the_same() {
         let config =
             resolve("name: fs0\nshared-dir: /\nread-only: true\nbounce-size: 16M\n").unwrap();
@@ -556,6 +600,8 @@ mod tests {
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),
             busy_poll_us: Some(0),
+            user: Some("nobody".into()),
+            group: Some("nogroup".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

@@ -42,6 +42,7 @@ pub struct ExportFs {
     inner: PassthroughFs<()>,
     read_only: bool,
     announce_submounts: bool,
+    one_user: Option<(libc::uid_t, libc::gid_t)>,
 }
 
 impl std::fmt::Debug for ExportFs {
@@ -49,6 +50,7 @@ impl std::fmt::Debug for ExportFs {
         f.debug_struct("ExportFs")
             .field("read_only", &self.read_only)
             .field("announce_submounts", &self.announce_submounts)
+            .field("one_user", &self.one_user)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +73,41 @@ impl ExportFs {
             inner,
             read_only,
             announce_submounts,
+            one_user: None,
+        }
+    }
+
+    /// Serves every request as the user and group the server runs as (`user:`), whoever
+    /// the guest's caller is. The passthrough switches to the caller's ids for each request
+    /// unless the caller is root, and an unprivileged server may not switch: so every
+    /// caller is presented as root, and the host's permission checks are the server's own.
+    pub fn serving_as(mut self, uid: libc::uid_t, gid: libc::gid_t) -> Self {
+        self.one_user = Some((uid, gid));
+        self
+    }
+
+    /// The caller the passthrough acts for: the guest's, or root when serving as one user.
+    fn caller(&self, ctx: &Context) -> Context {
+        match self.one_user {
+            Some(_) => Context {
+                uid: 0,
+                gid: 0,
+                pid: ctx.pid,
+            },
+            None => *ctx,
+        }
+    }
+
+    /// The caller ACCESS checks against: when serving as one user, that user (the
+    /// passthrough's check lets root read and write anything).
+    fn access_caller(&self, ctx: &Context) -> Context {
+        match self.one_user {
+            Some((uid, gid)) => Context {
+                uid,
+                gid,
+                pid: ctx.pid,
+            },
+            None => *ctx,
         }
     }
 
@@ -83,7 +120,7 @@ impl ExportFs {
         if !self.announce_submounts || entry.inode == 0 {
             return;
         }
-        if let Ok((parent_attr, _)) = self.inner.getattr(ctx, parent, None) {
+        if let Ok((parent_attr, _)) = self.inner.getattr(&self.caller(ctx), parent, None) {
             if parent_attr.st_dev != entry.attr.st_dev
                 && entry.attr.st_mode & libc::S_IFMT == libc::S_IFDIR
             {
@@ -117,17 +154,17 @@ impl FileSystem for ExportFs {
     }
 
     fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
-        let mut entry = self.inner.lookup(ctx, parent, name)?;
+        let mut entry = self.inner.lookup(&self.caller(ctx), parent, name)?;
         self.mark_submount(ctx, parent, &mut entry);
         Ok(entry)
     }
 
     fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
-        self.inner.forget(ctx, inode, count)
+        self.inner.forget(&self.caller(ctx), inode, count)
     }
 
     fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
-        self.inner.batch_forget(ctx, requests)
+        self.inner.batch_forget(&self.caller(ctx), requests)
     }
 
     fn getattr(
@@ -136,7 +173,7 @@ impl FileSystem for ExportFs {
         inode: Inode,
         handle: Option<Handle>,
     ) -> io::Result<(stat64, Duration)> {
-        self.inner.getattr(ctx, inode, handle)
+        self.inner.getattr(&self.caller(ctx), inode, handle)
     }
 
     fn setattr(
@@ -148,11 +185,12 @@ impl FileSystem for ExportFs {
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
         self.refuse_writes()?;
-        self.inner.setattr(ctx, inode, attr, handle, valid)
+        self.inner
+            .setattr(&self.caller(ctx), inode, attr, handle, valid)
     }
 
     fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
-        self.inner.readlink(ctx, inode)
+        self.inner.readlink(&self.caller(ctx), inode)
     }
 
     fn symlink(
@@ -163,7 +201,8 @@ impl FileSystem for ExportFs {
         name: &CStr,
     ) -> io::Result<Entry> {
         self.refuse_writes()?;
-        self.inner.symlink(ctx, linkname, parent, name)
+        self.inner
+            .symlink(&self.caller(ctx), linkname, parent, name)
     }
 
     fn mknod(
@@ -176,7 +215,8 @@ impl FileSystem for ExportFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.refuse_writes()?;
-        self.inner.mknod(ctx, parent, name, mode, rdev, umask)
+        self.inner
+            .mknod(&self.caller(ctx), parent, name, mode, rdev, umask)
     }
 
     fn mkdir(
@@ -188,17 +228,18 @@ impl FileSystem for ExportFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.refuse_writes()?;
-        self.inner.mkdir(ctx, parent, name, mode, umask)
+        self.inner
+            .mkdir(&self.caller(ctx), parent, name, mode, umask)
     }
 
     fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.unlink(ctx, parent, name)
+        self.inner.unlink(&self.caller(ctx), parent, name)
     }
 
     fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.rmdir(ctx, parent, name)
+        self.inner.rmdir(&self.caller(ctx), parent, name)
     }
 
     fn rename(
@@ -212,7 +253,7 @@ impl FileSystem for ExportFs {
     ) -> io::Result<()> {
         self.refuse_writes()?;
         self.inner
-            .rename(ctx, olddir, oldname, newdir, newname, flags)
+            .rename(&self.caller(ctx), olddir, oldname, newdir, newname, flags)
     }
 
     fn link(
@@ -223,7 +264,8 @@ impl FileSystem for ExportFs {
         newname: &CStr,
     ) -> io::Result<Entry> {
         self.refuse_writes()?;
-        self.inner.link(ctx, inode, newparent, newname)
+        self.inner
+            .link(&self.caller(ctx), inode, newparent, newname)
     }
 
     fn open(
@@ -236,7 +278,7 @@ impl FileSystem for ExportFs {
         if opens_for_writing(flags) {
             self.refuse_writes()?;
         }
-        self.inner.open(ctx, inode, flags, fuse_flags)
+        self.inner.open(&self.caller(ctx), inode, flags, fuse_flags)
     }
 
     fn create(
@@ -247,7 +289,7 @@ impl FileSystem for ExportFs {
         args: CreateIn,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
         self.refuse_writes()?;
-        self.inner.create(ctx, parent, name, args)
+        self.inner.create(&self.caller(ctx), parent, name, args)
     }
 
     fn read(
@@ -261,8 +303,16 @@ impl FileSystem for ExportFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.inner
-            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+        self.inner.read(
+            &self.caller(ctx),
+            inode,
+            handle,
+            w,
+            size,
+            offset,
+            lock_owner,
+            flags,
+        )
     }
 
     fn write(
@@ -280,7 +330,7 @@ impl FileSystem for ExportFs {
     ) -> io::Result<usize> {
         self.refuse_writes()?;
         self.inner.write(
-            ctx,
+            &self.caller(ctx),
             inode,
             handle,
             r,
@@ -300,11 +350,12 @@ impl FileSystem for ExportFs {
         handle: Handle,
         lock_owner: u64,
     ) -> io::Result<()> {
-        self.inner.flush(ctx, inode, handle, lock_owner)
+        self.inner
+            .flush(&self.caller(ctx), inode, handle, lock_owner)
     }
 
     fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
-        self.inner.fsync(ctx, inode, datasync, handle)
+        self.inner.fsync(&self.caller(ctx), inode, datasync, handle)
     }
 
     fn fallocate(
@@ -318,7 +369,7 @@ impl FileSystem for ExportFs {
     ) -> io::Result<()> {
         self.refuse_writes()?;
         self.inner
-            .fallocate(ctx, inode, handle, mode, offset, length)
+            .fallocate(&self.caller(ctx), inode, handle, mode, offset, length)
     }
 
     fn release(
@@ -331,12 +382,19 @@ impl FileSystem for ExportFs {
         flock_release: bool,
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.inner
-            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+        self.inner.release(
+            &self.caller(ctx),
+            inode,
+            flags,
+            handle,
+            flush,
+            flock_release,
+            lock_owner,
+        )
     }
 
     fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
-        let mut stat = self.inner.statfs(ctx, inode)?;
+        let mut stat = self.inner.statfs(&self.caller(ctx), inode)?;
         if self.read_only {
             stat.f_flag |= libc::ST_RDONLY;
         }
@@ -352,7 +410,8 @@ impl FileSystem for ExportFs {
         flags: u32,
     ) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.setxattr(ctx, inode, name, value, flags)
+        self.inner
+            .setxattr(&self.caller(ctx), inode, name, value, flags)
     }
 
     fn getxattr(
@@ -362,16 +421,16 @@ impl FileSystem for ExportFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        self.inner.getxattr(ctx, inode, name, size)
+        self.inner.getxattr(&self.caller(ctx), inode, name, size)
     }
 
     fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
-        self.inner.listxattr(ctx, inode, size)
+        self.inner.listxattr(&self.caller(ctx), inode, size)
     }
 
     fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
         self.refuse_writes()?;
-        self.inner.removexattr(ctx, inode, name)
+        self.inner.removexattr(&self.caller(ctx), inode, name)
     }
 
     fn opendir(
@@ -380,7 +439,7 @@ impl FileSystem for ExportFs {
         inode: Inode,
         flags: u32,
     ) -> io::Result<(Option<Handle>, OpenOptions)> {
-        self.inner.opendir(ctx, inode, flags)
+        self.inner.opendir(&self.caller(ctx), inode, flags)
     }
 
     fn readdir(
@@ -393,7 +452,7 @@ impl FileSystem for ExportFs {
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
         self.inner
-            .readdir(ctx, inode, handle, size, offset, add_entry)
+            .readdir(&self.caller(ctx), inode, handle, size, offset, add_entry)
     }
 
     fn readdirplus(
@@ -406,12 +465,17 @@ impl FileSystem for ExportFs {
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
         if !self.announce_submounts {
-            return self
-                .inner
-                .readdirplus(ctx, inode, handle, size, offset, add_entry);
+            return self.inner.readdirplus(
+                &self.caller(ctx),
+                inode,
+                handle,
+                size,
+                offset,
+                add_entry,
+            );
         }
         self.inner.readdirplus(
-            ctx,
+            &self.caller(ctx),
             inode,
             handle,
             size,
@@ -430,7 +494,8 @@ impl FileSystem for ExportFs {
         datasync: bool,
         handle: Handle,
     ) -> io::Result<()> {
-        self.inner.fsyncdir(ctx, inode, datasync, handle)
+        self.inner
+            .fsyncdir(&self.caller(ctx), inode, datasync, handle)
     }
 
     fn releasedir(
@@ -440,7 +505,8 @@ impl FileSystem for ExportFs {
         flags: u32,
         handle: Handle,
     ) -> io::Result<()> {
-        self.inner.releasedir(ctx, inode, flags, handle)
+        self.inner
+            .releasedir(&self.caller(ctx), inode, flags, handle)
     }
 
     fn setupmapping(
@@ -474,7 +540,7 @@ impl FileSystem for ExportFs {
         if mask as i32 & libc::W_OK != 0 {
             self.refuse_writes()?;
         }
-        self.inner.access(ctx, inode, mask)
+        self.inner.access(&self.access_caller(ctx), inode, mask)
     }
 
     fn lseek(
@@ -485,7 +551,8 @@ impl FileSystem for ExportFs {
         offset: u64,
         whence: u32,
     ) -> io::Result<u64> {
-        self.inner.lseek(ctx, inode, handle, offset, whence)
+        self.inner
+            .lseek(&self.caller(ctx), inode, handle, offset, whence)
     }
 
     fn getlk(
@@ -497,7 +564,8 @@ impl FileSystem for ExportFs {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<FileLock> {
-        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
+        self.inner
+            .getlk(&self.caller(ctx), inode, handle, owner, lock, flags)
     }
 
     fn setlk(
@@ -509,7 +577,8 @@ impl FileSystem for ExportFs {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
+        self.inner
+            .setlk(&self.caller(ctx), inode, handle, owner, lock, flags)
     }
 
     fn setlkw(
@@ -521,7 +590,8 @@ impl FileSystem for ExportFs {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
+        self.inner
+            .setlkw(&self.caller(ctx), inode, handle, owner, lock, flags)
     }
 
     fn ioctl(
@@ -535,11 +605,11 @@ impl FileSystem for ExportFs {
         out_size: u32,
     ) -> io::Result<IoctlData<'_>> {
         self.inner
-            .ioctl(ctx, inode, handle, flags, cmd, data, out_size)
+            .ioctl(&self.caller(ctx), inode, handle, flags, cmd, data, out_size)
     }
 
     fn bmap(&self, ctx: &Context, inode: Inode, block: u64, blocksize: u32) -> io::Result<u64> {
-        self.inner.bmap(ctx, inode, block, blocksize)
+        self.inner.bmap(&self.caller(ctx), inode, block, blocksize)
     }
 
     fn poll(
@@ -551,7 +621,8 @@ impl FileSystem for ExportFs {
         flags: u32,
         events: u32,
     ) -> io::Result<u32> {
-        self.inner.poll(ctx, inode, handle, khandle, flags, events)
+        self.inner
+            .poll(&self.caller(ctx), inode, handle, khandle, flags, events)
     }
 
     fn notify_reply(&self) -> io::Result<()> {

@@ -27,6 +27,7 @@ pub use crate::backend::FsBackend;
 use crate::config::{Cache, InodeFileHandles, Sandbox};
 pub use crate::config::{Config, ConfigError};
 use crate::sandbox::{MountNamespace, SandboxError};
+use vduse::privileges::RunAs;
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
 pub use vduse::exit::Exit;
@@ -144,10 +145,15 @@ pub fn passthrough_config(config: &Config, root: &str) -> fuse_backend_rs::passt
 /// Sets up the sandbox on a thread of its own and starts the filesystem threads in it, so
 /// the rest of the server keeps the host's view (`/dev`, `/sys`) it needs to remove the
 /// device later.
-fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result<backend::Threads> {
+fn start_filesystem(
+    config: &Config,
+    backend: &Arc<FsBackend>,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<backend::Threads> {
     let seccomp =
         sandbox::seccomp_program(config.seccomp).context("cannot build the seccomp filter")?;
     let (config, backend) = (config.clone(), backend.clone());
+    let one_user = run_as.map(|run_as| (run_as.uid, run_as.gid));
     std::thread::Builder::new()
         .name("vduse-fs-sandbox".into())
         .spawn(move || {
@@ -202,7 +208,11 @@ fn start_filesystem(config: &Config, backend: &Arc<FsBackend>) -> anyhow::Result
                     sandbox::EXPORT_IN_SANDBOX
                 );
             }
-            let fs = fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
+            let mut fs =
+                fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
+            if let Some((uid, gid)) = one_user {
+                fs = fs.serving_as(uid, gid);
+            }
             let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));
             backend.serve(server, config.threads, move || {
                 sandbox::drop_capabilities()
@@ -283,14 +293,21 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.keep_device,
         config.bounce_size,
         config.busy_poll_us,
+        // The switch to `user` waits for the sandbox, which needs root.
         (None, None),
     )
     .map_err(anyhow::Error::msg)?;
+    let run_as = config
+        .user
+        .as_deref()
+        .map(|user| vduse::privileges::resolve(user, config.group.as_deref()))
+        .transpose()
+        .map_err(|(key, problem)| anyhow::anyhow!("{}: {problem}", key.name()))?;
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
-    let threads = match start_filesystem(config, &backend) {
+    let threads = match start_filesystem(config, &backend, run_as.as_ref()) {
         Ok(threads) => threads,
         Err(error) => {
             if let Err(shutdown) = server.shutdown() {
@@ -298,6 +315,18 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             }
             return Err(error);
         }
+    };
+    let server = match run_as {
+        Some(run_as) => {
+            let server = server.serve_as(Some(&run_as))?;
+            // Changing users made the process undumpable, which leaves /proc/self (the
+            // passthrough reopens its inodes through /proc/self/fd) to root. The process
+            // is the user's now: let /proc/self be the user's too.
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+                .context("cannot make /proc/self the server's after switching users")?;
+            server
+        }
+        None => server,
     };
     log::info!(
         "serving {} as virtio-fs device {} (tag {:?}{}); mount it with: mount -t virtiofs {} DIR",

@@ -261,6 +261,8 @@ const ALLOWED_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_geteuid,
     libc::SYS_getgid,
     libc::SYS_getegid,
+    // `user:`: glibc has every thread make the switch (setgroups, setresgid, setresuid).
+    libc::SYS_setgroups,
     // Memory, locks, threads, time, signals.
     libc::SYS_mmap,
     libc::SYS_munmap,

@@ -251,7 +251,11 @@ impl Server {
     /// Goes on as `run_as` (see [`crate::privileges`]), if given: every thread switches
     /// user and group, and only this thread keeps CAP_NET_ADMIN, to detach the device at
     /// shutdown. If the switch fails, the device is removed and the error returned.
-    fn serve_as(self, run_as: Option<&crate::privileges::RunAs>) -> Result<Server> {
+    ///
+    /// [`Server::start`] calls it with [`ServerOptions::run_as`]; a server that has more
+    /// to set up as root once the device exists (vduse-fs's sandbox) leaves that `None`
+    /// and calls it itself afterwards.
+    pub fn serve_as(self, run_as: Option<&crate::privileges::RunAs>) -> Result<Server> {
         let Some(run_as) = run_as else {
             return Ok(self);
         };
