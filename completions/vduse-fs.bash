@@ -23,7 +23,7 @@ _vduse__fs() {
 
     case "${cmd}" in
         vduse__fs)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --shared-dir --tag --read-only --cache --writeback --xattr --announce-submounts --inode-file-handles --num-request-queues --queue-size --threads --sandbox --seccomp --attach --keep-device --bounce-size --busy-poll-us --user --group --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --shared-dir --tag --read-only --cache --writeback --xattr --announce-submounts --inode-file-handles --num-request-queues --queue-size --threads --sandbox --seccomp --attach --keep-device --bounce-size --busy-poll-us --user --group --inflight-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +118,10 @@ _vduse__fs() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inflight-log)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

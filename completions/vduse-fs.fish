@@ -40,6 +40,7 @@ complete -c vduse-fs -l bounce-size -d 'Size of the kernel\'s bounce buffer for 
 complete -c vduse-fs -l busy-poll-us -d 'Microseconds each queue\'s worker keeps watching its emptied ring before it sleeps, 0 to 100000: fewer kicks and wake-ups, one CPU busy meanwhile [default: 0, off]' -r
 complete -c vduse-fs -l user -d 'Once the device is attached, serve as this user (a name or a uid), keeping no capability but CAP_NET_ADMIN in the main thread (to detach at exit). Needs root' -r
 complete -c vduse-fs -l group -d 'The group to serve as with --user [default: the user\'s primary group]' -r
+complete -c vduse-fs -l inflight-log -d 'Where to record the requests in flight (and, beside it with extension .nodes, the guest\'s files), so that a server started after this one was killed takes the device over: an absolute path, or none [default: /run/vduse/fs/NAME.inflight]' -r
 complete -c vduse-fs -l check-config -d 'Check the configuration and exit: 0 valid, 78 not (or the status of another problem found, e.g. 69 for a server that cannot be reached)'
 complete -c vduse-fs -l print-config -d 'Print the effective configuration as YAML and exit'
 complete -c vduse-fs -s h -l help -d 'Print help (see more with \'--help\')'

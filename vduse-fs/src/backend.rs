@@ -22,10 +22,11 @@ use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, OwnedChain, QueueEngine, Used};
 use virtio_queue::DescriptorChain;
 
+use crate::durable::DurableFs;
 use crate::fs::ExportFs;
 
 /// The filesystem as the pool serves it.
-pub type FsServer = FuseServer<ExportFs>;
+pub type FsServer = FuseServer<DurableFs<ExportFs>>;
 
 /// `struct virtio_fs_config`: `tag[36]`, then `num_request_queues` (le32).
 pub fn config_space(tag: &str, num_request_queues: u16) -> Vec<u8> {
@@ -69,6 +70,8 @@ struct Job {
     memory: Arc<Memory>,
     chain: OwnedChain,
     sink: Arc<Sink>,
+    /// A request the killed server had in flight (see [`crate::durable::running_again`]).
+    again: bool,
 }
 
 /// Where one queue's finished requests wait for its worker.
@@ -186,7 +189,9 @@ impl FsBackend {
                     }
                     while let Some(job) = pool.next() {
                         let head = job.chain.head_index();
-                        let len = serve_request(&server, &job.memory, job.chain);
+                        let len = crate::durable::running_again(job.again, || {
+                            serve_request(&server, &job.memory, job.chain)
+                        });
                         drop(job.memory);
                         job.sink.finish(Used { head, len });
                     }
@@ -235,16 +240,27 @@ struct FsEngine {
     in_flight: usize,
 }
 
-impl QueueEngine for FsEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+impl FsEngine {
+    fn queue(&mut self, memory: Arc<Memory>, chain: OwnedChain, again: bool) -> Option<u32> {
         self.pool.jobs().queue.push_back(Job {
             memory,
             chain,
             sink: self.sink.clone(),
+            again,
         });
         self.pool.more.notify_one();
         self.in_flight += 1;
         None
+    }
+}
+
+impl QueueEngine for FsEngine {
+    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+        self.queue(memory, chain, false)
+    }
+
+    fn start_again(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+        self.queue(memory, chain, true)
     }
 
     fn completion_fd(&self) -> BorrowedFd<'_> {

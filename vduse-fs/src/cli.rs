@@ -127,6 +127,12 @@ pub struct Cli {
     /// --user, --group.
     #[command(flatten)]
     pub run_as: RunAsArgs,
+
+    /// Where to record the requests in flight (and, beside it with extension .nodes, the
+    /// guest's files), so that a server started after this one was killed takes the
+    /// device over: an absolute path, or none [default: /run/vduse/fs/NAME.inflight].
+    #[arg(long, value_name = "PATH")]
+    pub inflight_log: Option<String>,
 }
 
 /// `--cache` values.
@@ -213,6 +219,7 @@ impl Cli {
             busy_poll_us: self.device.busy_poll_us,
             user: self.run_as.user.clone(),
             group: self.run_as.group.clone(),
+            inflight_log: self.inflight_log.clone(),
         }
     }
 }
@@ -253,6 +260,7 @@ mod tests {
             "--busy-poll-us=25",
             "--user=nobody",
             "--group=root",
+            "--inflight-log=/run/x.log",
         ])
         .unwrap();
         assert_eq!(
@@ -278,6 +286,7 @@ mod tests {
                 busy_poll_us: Some(25),
                 user: Some("nobody".into()),
                 group: Some("root".into()),
+                inflight_log: Some("/run/x.log".into()),
             }
         );
     }

@@ -26,7 +26,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 1024);
 pub const MAX_THREADS: u16 = 64;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "name",
     "shared-dir",
     "tag",
@@ -47,6 +47,7 @@ pub const KEYS: [&str; 20] = [
     "busy-poll-us",
     "user",
     "group",
+    "inflight-log",
 ];
 
 /// Why file handles and the mount namespace exclude each other.
@@ -73,6 +74,12 @@ pub mod defaults {
     pub const SECCOMP: Seccomp = Seccomp::Kill;
     /// `attach`.
     pub const ATTACH: Attach = Attach::Virtio;
+
+    /// `inflight-log`: under the runtime directory, which lasts until the machine stops,
+    /// not across a reboot (after which no device is left to take over).
+    pub fn inflight_log(name: &str) -> String {
+        format!("/run/vduse/fs/{name}.inflight")
+    }
 }
 
 /// How long the guest may cache what it learns (`cache`).
@@ -206,6 +213,8 @@ pub struct Settings {
     pub user: Option<String>,
     /// Group to serve as with `user`; `None`: the user's primary group.
     pub group: Option<String>,
+    /// Where to log the requests in flight and the guest's nodes, for a takeover; `none`.
+    pub inflight_log: Option<String>,
 }
 
 /// The checked configuration, every default filled in.
@@ -255,6 +264,8 @@ pub struct Config {
     /// The group with `user`; `None`: the user's primary group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The in-flight log's path, or `none`; its node journal lies beside it.
+    pub inflight_log: String,
 }
 
 impl Config {
@@ -331,6 +342,8 @@ impl Config {
         let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
         let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
         let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
+        let inflight_log =
+            layers.inflight_log(|s| &s.inflight_log, defaults::inflight_log(&name))?;
         if user.is_some() && inode_file_handles == InodeFileHandles::Prefer {
             return Err(invalid(
                 "inode-file-handles",
@@ -362,7 +375,31 @@ impl Config {
             busy_poll_us,
             user,
             group,
+            inflight_log,
         })
+    }
+
+    /// The in-flight log's path; `None` for `inflight-log: none`.
+    pub fn inflight_log_path(&self) -> Option<PathBuf> {
+        vduse::config::inflight_log_path(&self.inflight_log)
+    }
+
+    /// The node journal's path: beside the in-flight log, with extension `nodes`.
+    pub fn node_journal_path(&self) -> Option<PathBuf> {
+        self.inflight_log_path()
+            .map(|log| log.with_extension("nodes"))
+    }
+
+    /// What a server taking the device over must share with the one that made it, on top
+    /// of the device's type, features and config space (tag, queues): the directory.
+    pub fn identity(&self) -> Vec<(String, Vec<u8>)> {
+        vec![(
+            "shared-dir".into(),
+            self.shared_dir
+                .clone()
+                .into_os_string()
+                .into_encoded_bytes(),
+        )]
     }
 
     /// Reads the file at `path` (when given), lays `flags` over it and checks the result.
@@ -602,6 +639,7 @@ mod tests {
             busy_poll_us: Some(0),
             user: Some("nobody".into()),
             group: Some("nogroup".into()),
+            inflight_log: Some("none".into()),
         };
         let yaml = serde_yaml::to_string(&full).unwrap();
         let keys: Vec<&str> = yaml

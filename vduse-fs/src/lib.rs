@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod fs;
 pub mod sandbox;
 
@@ -26,7 +27,9 @@ use fuse_backend_rs::passthrough::{CachePolicy, PassthroughFs};
 pub use crate::backend::FsBackend;
 use crate::config::{Cache, InodeFileHandles, Sandbox};
 pub use crate::config::{Config, ConfigError};
+use crate::durable::{DurableFs, JournalPlace};
 use crate::sandbox::{MountNamespace, SandboxError};
+use std::path::Path;
 use vduse::privileges::RunAs;
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
@@ -149,6 +152,7 @@ fn start_filesystem(
     config: &Config,
     backend: &Arc<FsBackend>,
     run_as: Option<&RunAs>,
+    taken_over: bool,
 ) -> anyhow::Result<backend::Threads> {
     let seccomp =
         sandbox::seccomp_program(config.seccomp).context("cannot build the seccomp filter")?;
@@ -199,6 +203,24 @@ fn start_filesystem(
             };
             let passthrough = PassthroughFs::<()>::new(passthrough_config(&config, root))
                 .context("cannot set up the passthrough filesystem")?;
+            let mut fs =
+                fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
+            if let Some((uid, gid)) = one_user {
+                fs = fs.serving_as(uid, gid);
+            }
+            // The journal's directory is opened now: the namespace has none. The rest
+            // waits for the namespace, where the passthrough finds the shared directory.
+            let journal_path = config.node_journal_path();
+            let journal = journal_path
+                .as_deref()
+                .map(JournalPlace::locate)
+                .transpose()
+                .with_context(|| {
+                    format!(
+                        "cannot open the directory of the node journal {}",
+                        journal_path.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?;
             if let Some(namespace) = namespace {
                 namespace
                     .pivot()
@@ -208,11 +230,39 @@ fn start_filesystem(
                     sandbox::EXPORT_IN_SANDBOX
                 );
             }
-            let mut fs =
-                fs::ExportFs::new(passthrough, config.read_only, config.announce_submounts);
-            if let Some((uid, gid)) = one_user {
-                fs = fs.serving_as(uid, gid);
-            }
+            let fs = match (journal, taken_over) {
+                (Some(place), true) => {
+                    let (fs, restored) = DurableFs::restore(fs, place).map_err(|problem| {
+                        anyhow::anyhow!(
+                            "cannot take over the guest's files: {problem} (remove the device \
+                             with `vduse-probe remove {}`)",
+                            config.name
+                        )
+                    })?;
+                    log::info!(
+                        "device {}: {} nodes and {} open files of the guest found again",
+                        config.name,
+                        restored.nodes,
+                        restored.files
+                    );
+                    if restored.lost_nodes + restored.lost_files > 0 {
+                        log::warn!(
+                            "device {}: {} nodes and {} open files are gone (renamed or \
+                             removed on the host meanwhile): the guest gets ESTALE for them",
+                            config.name,
+                            restored.lost_nodes,
+                            restored.lost_files
+                        );
+                    }
+                    fs
+                }
+                (journal, _) => DurableFs::new(fs, journal).with_context(|| {
+                    format!(
+                        "cannot create the node journal {}",
+                        journal_path.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?,
+            };
             let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));
             backend.serve(server, config.threads, move || {
                 sandbox::drop_capabilities()
@@ -297,6 +347,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         (None, None),
     )
     .map_err(anyhow::Error::msg)?;
+    let mut options = options;
+    options.inflight_log = config.inflight_log_path();
+    options.identity = config.identity();
     let run_as = config
         .user
         .as_deref()
@@ -307,9 +360,13 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
-    let threads = match start_filesystem(config, &backend, run_as.as_ref()) {
+    let taken_over = server.taken_over();
+    let mut server = server;
+    let threads = match start_filesystem(config, &backend, run_as.as_ref(), taken_over) {
         Ok(threads) => threads,
         Err(error) => {
+            // A device taken over stays as it was found, with its guest's mount.
+            server.set_keep_device(taken_over || config.keep_device);
             if let Err(shutdown) = server.shutdown() {
                 log::error!("{shutdown}");
             }
@@ -343,9 +400,21 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let keeps_device = server.keeps_device();
     let shutdown = server.shutdown();
     // The queues have stopped: nothing more reaches the filesystem threads.
     drop(threads);
     shutdown?;
+    if let (false, Some(journal)) = (keeps_device, config.node_journal_path()) {
+        // Gone with the device, as the in-flight log is.
+        if let Err(error) = std::fs::remove_file(&journal) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                log::warn!(
+                    "cannot remove the node journal {}: {error}",
+                    journal.display()
+                );
+            }
+        }
+    }
     Ok(())
 }

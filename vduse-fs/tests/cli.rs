@@ -192,7 +192,8 @@ fn check_and_print_config_read_the_example_with_flags_over_it() {
              seccomp: kill\n\
              attach: virtio\n\
              keep-device: false\n\
-             busy-poll-us: 0\n",
+             busy-poll-us: 0\n\
+             inflight-log: /run/vduse/fs/fs0.inflight\n",
             shared.display()
         )
     );

@@ -23,6 +23,7 @@ use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use tempfile::TempDir;
 use vduse::backend::Memory;
 use vduse_fs::backend::{FsServer, serve_request};
+use vduse_fs::durable::DurableFs;
 use vduse_fs::fs::ExportFs;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
@@ -158,7 +159,9 @@ impl Export {
         let memory = Memory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).unwrap();
         Self {
             dir,
-            server: Server::new(ExportFs::new(passthrough, read_only, false)),
+            server: Server::new(
+                DurableFs::new(ExportFs::new(passthrough, read_only, false), None).unwrap(),
+            ),
             memory,
             unique: Cell::new(0),
         }

@@ -18,6 +18,7 @@ mod common;
 use common::{IN_HEADER_LEN, OUT_HEADER_LEN, message, pieces, readable, writable};
 use vduse::backend::Memory;
 use vduse_fs::backend::{FsServer, serve_request};
+use vduse_fs::durable::DurableFs;
 use vduse_fs::fs::ExportFs;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
@@ -46,7 +47,9 @@ impl Export {
         let export = Export {
             _dir: dir,
             // Read-only: arbitrary requests change nothing on the host.
-            server: Server::new(ExportFs::new(passthrough, true, false)),
+            server: Server::new(
+                DurableFs::new(ExportFs::new(passthrough, true, false), None).unwrap(),
+            ),
             memory: Memory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).unwrap(),
         };
         let init = InitIn {

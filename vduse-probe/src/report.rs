@@ -486,8 +486,8 @@ fn devices(host: &dyn Host, bus: &VdpaBusReport, notes: &mut Vec<String>) -> Vec
             if orphaned == Some(true) {
                 notes.push(format!(
                     "device {name} is attached to the vdpa bus but no process serves it: I/O to \
-                     it hangs until its server is started again (vduse-blk and vduse-net-null \
-                     take over a device they left), or remove it with \
+                     it hangs until its server is started again (vduse-blk, vduse-fs and \
+                     vduse-net-null take over a device they left), or remove it with \
                      `vduse-probe remove {name}` (its pending I/O then fails)",
                     name = device.name
                 ));

@@ -64,6 +64,13 @@ pub trait QueueEngine: Send {
     /// then the engine keeps `memory` alive until that completion has been reaped.
     fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32>;
 
+    /// Starts again a request a killed server had in flight, when taking its device over:
+    /// it may have been carried out already. Engines whose requests cannot all run twice
+    /// (a FUSE unlink, mkdir or rename) tell their executor; the default starts it anew.
+    fn start_again(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+        self.start(memory, chain)
+    }
+
     /// Hands the requests started since the last call to whatever executes them.
     fn submit(&mut self) {}
 

@@ -128,6 +128,8 @@ pub struct Server {
     api_version: u64,
     vduse_features: u64,
     keep_device: bool,
+    /// The device was left by an earlier server and taken over.
+    taken_over: bool,
     /// Kept for `VDUSE_DESTROY_DEV`; `None` once the device is gone (or kept).
     control: Option<Control>,
     /// Removed with the device.
@@ -180,6 +182,7 @@ impl Server {
             api_version: control.api_version(),
             vduse_features,
             keep_device: take_over,
+            taken_over: take_over,
             control: Some(control),
             log: None,
             device: None,
@@ -267,6 +270,21 @@ impl Server {
         }
         log::info!("device {}: serving as user {run_as}", self.name);
         Ok(self)
+    }
+
+    /// Whether the device was left by an earlier server and taken over rather than made.
+    pub fn taken_over(&self) -> bool {
+        self.taken_over
+    }
+
+    /// Whether the device stays when this server stops (`keep-device`).
+    pub fn keeps_device(&self) -> bool {
+        self.keep_device
+    }
+
+    /// Leaves the device (and its in-flight log) in place when this server stops, or not.
+    pub fn set_keep_device(&mut self, keep: bool) {
+        self.keep_device = keep;
     }
 
     /// The device name.

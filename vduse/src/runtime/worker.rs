@@ -723,7 +723,7 @@ fn take_over(
                 break;
             };
             let head = chain.head_index();
-            (head, inner.start(memory.clone(), chain))
+            (head, inner.start_again(memory.clone(), chain))
         } else {
             let Some(chain) = replay.pop_descriptor_chain(memory.as_ref()) else {
                 break;
