@@ -38,7 +38,9 @@
 //!    belong to tester on the host (a server that acted as each guest user would fail
 //!    nobody's with EPERM); root's private file cannot be read and chown is refused, as
 //!    for tester on the host; 1200 files (the passthrough reopening them through
-//!    /proc/self/fd after the switch) read back. SIGTERM then removes the device.
+//!    /proc/self/fd after the switch) read back. SIGTERM then removes the device and
+//!    empties its in-flight log and node journal (tester may not remove them from root's
+//!    /run/vduse/fs).
 //! 10. Unmount and SIGTERM: exit 0, and no device in `/dev/vduse` or on the vdpa bus.
 //!
 //! On 6.12 the server exits 69 and says that virtio-fs devices need Linux 7.2 or later,
@@ -233,6 +235,8 @@ capture user-many sh -ec 'mkdir /mnt/u/many; i=0; while [ $i -lt 1200 ]; do echo
 capture user-umount umount /mnt/u
 stop fs2
 ls /dev/vduse | result user.after.vduse
+# Files in root's /run/vduse/fs that tester may not remove: emptied instead.
+stat -c '%n %s' /run/vduse/fs/fs2.* | result user.after.logs
 
 # --- 10. Unmount, SIGTERM, nothing left.
 phase 10 stop
@@ -504,6 +508,10 @@ fn check(series: &str) {
     assert_eq!(run.rc("fs2"), 0, "fs2 exit code\n{}", servers(&run));
     // fs0 still runs.
     assert_eq!(run.words("user.after.vduse"), ["control", "fs0"]);
+    assert_eq!(
+        run.text("user.after.logs"),
+        "/run/vduse/fs/fs2.inflight 0\n/run/vduse/fs/fs2.nodes 0\n"
+    );
 
     // 10. Nothing left.
     ok(&run, "umount");

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
@@ -534,6 +534,28 @@ impl Journal {
     }
 }
 
+/// The node journal of a [`DurableFs`], kept to remove it.
+#[derive(Debug, Clone)]
+pub struct NodeJournal(Arc<Mutex<Journal>>);
+
+impl NodeJournal {
+    /// Removes the journal (its device is gone). A server running as `user:` may not
+    /// remove a file from root's directory: it empties it instead, and an empty journal
+    /// holds nothing.
+    pub fn remove(&self) -> io::Result<()> {
+        let journal = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match rustix::fs::unlinkat(
+            &journal.place.dir,
+            journal.place.name.as_os_str(),
+            rustix::fs::AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => journal.file.set_len(0),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 /// What a takeover brought back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
@@ -551,7 +573,7 @@ pub struct Restored {
 pub struct DurableFs<F> {
     inner: F,
     tables: RwLock<Tables>,
-    journal: Option<Mutex<Journal>>,
+    journal: Option<Arc<Mutex<Journal>>>,
 }
 
 impl<F> std::fmt::Debug for DurableFs<F> {
@@ -569,7 +591,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
     /// Serves `inner` with a new journal at `journal` (`None`: no journal, no takeover).
     pub fn new(inner: F, journal: Option<JournalPlace>) -> io::Result<Self> {
         let journal = journal
-            .map(|place| Journal::create(place, &[]).map(Mutex::new))
+            .map(|place| Journal::create(place, &[]).map(|j| Arc::new(Mutex::new(j))))
             .transpose()?;
         Ok(DurableFs {
             inner,
@@ -642,11 +664,16 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
         *fs.tables.write().unwrap() = tables;
         Ok((
             DurableFs {
-                journal: Some(Mutex::new(journal)),
+                journal: Some(Arc::new(Mutex::new(journal))),
                 ..fs
             },
             restored,
         ))
+    }
+
+    /// The journal, to remove it with the device once the filesystem has stopped.
+    pub fn journal(&self) -> Option<NodeJournal> {
+        self.journal.clone().map(NodeJournal)
     }
 
     /// Looks node `id` up again under its parent (found first); `depth` bounds the walk.
@@ -706,7 +733,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
         fh.map(|fh| self.file(fh)).transpose()
     }
 
-    fn journal(&self, tables: &Tables, records: &[Record]) {
+    fn write_down(&self, tables: &Tables, records: &[Record]) {
         if let Some(journal) = &self.journal {
             journal.lock().unwrap().append(tables, records);
         }
@@ -755,7 +782,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
             ino: entry.attr.st_ino,
             name,
         };
-        self.journal(&tables, &[record]);
+        self.write_down(&tables, &[record]);
         entry.inode = id;
         id
     }
@@ -787,7 +814,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
                 dir,
             },
         );
-        self.journal(
+        self.write_down(
             &tables,
             &[Record::Opened {
                 fh,
@@ -803,7 +830,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
         let mut tables = self.tables.write().unwrap();
         match tables.files.remove(&fh) {
             Some(file) => {
-                self.journal(&tables, &[Record::Released { fh }]);
+                self.write_down(&tables, &[Record::Released { fh }]);
                 file.inner.map_or_else(|| errno(libc::ESTALE), Ok)
             }
             None => errno(libc::EBADF),
@@ -822,7 +849,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
         if let Some(inner) = node.inner {
             tables.by_inner.remove(&inner);
         }
-        self.journal(&tables, &[Record::Forgotten { id }]);
+        self.write_down(&tables, &[Record::Forgotten { id }]);
         node.inner
     }
 
@@ -1029,7 +1056,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
                 name: newname.to_owned(),
             });
         }
-        self.journal(&tables, &records);
+        self.write_down(&tables, &records);
         Ok(())
     }
 
@@ -1585,6 +1612,23 @@ mod tests {
                 files: 2,
                 lost_files: 0
             }
+        );
+    }
+
+    #[test]
+    fn the_journal_goes_with_the_device() {
+        let share = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("fs0.nodes");
+        let fs = DurableFs::new(passthrough(share.path()), Some(place(&path))).unwrap();
+        assert!(path.exists());
+        fs.journal().unwrap().remove().unwrap();
+        assert!(!path.exists());
+        assert!(
+            DurableFs::new(passthrough(share.path()), None)
+                .unwrap()
+                .journal()
+                .is_none()
         );
     }
 

@@ -153,7 +153,7 @@ fn start_filesystem(
     backend: &Arc<FsBackend>,
     run_as: Option<&RunAs>,
     taken_over: bool,
-) -> anyhow::Result<backend::Threads> {
+) -> anyhow::Result<(backend::Threads, Option<durable::NodeJournal>)> {
     let seccomp =
         sandbox::seccomp_program(config.seccomp).context("cannot build the seccomp filter")?;
     let (config, backend) = (config.clone(), backend.clone());
@@ -263,8 +263,9 @@ fn start_filesystem(
                     )
                 })?,
             };
+            let journal = fs.journal();
             let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));
-            backend.serve(server, config.threads, move || {
+            let threads = backend.serve(server, config.threads, move || {
                 sandbox::drop_capabilities()
                     .map_err(|error| format!("cannot drop capabilities: {error}"))?;
                 if let Some(program) = &seccomp {
@@ -272,7 +273,8 @@ fn start_filesystem(
                         .map_err(|error| format!("cannot install the seccomp filter: {error}"))?;
                 }
                 Ok(())
-            })
+            })?;
+            Ok((threads, journal))
         })
         .context("cannot start the sandbox thread")?
         .join()
@@ -362,8 +364,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     )?;
     let taken_over = server.taken_over();
     let mut server = server;
-    let threads = match start_filesystem(config, &backend, run_as.as_ref(), taken_over) {
-        Ok(threads) => threads,
+    let (threads, journal) = match start_filesystem(config, &backend, run_as.as_ref(), taken_over) {
+        Ok(started) => started,
         Err(error) => {
             // A device taken over stays as it was found, with its guest's mount.
             server.set_keep_device(taken_over || config.keep_device);
@@ -405,15 +407,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     // The queues have stopped: nothing more reaches the filesystem threads.
     drop(threads);
     shutdown?;
-    if let (false, Some(journal)) = (keeps_device, config.node_journal_path()) {
+    if let (false, Some(journal)) = (keeps_device, journal) {
         // Gone with the device, as the in-flight log is.
-        if let Err(error) = std::fs::remove_file(&journal) {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                log::warn!(
-                    "cannot remove the node journal {}: {error}",
-                    journal.display()
-                );
-            }
+        if let Err(error) = journal.remove() {
+            log::warn!("cannot remove the node journal: {error}");
         }
     }
     Ok(())
