@@ -1303,8 +1303,10 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
                 let name = CString::new(dir_entry.name)
                     .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
                 let inner = entry.inode;
-                let known = self.tables.read().unwrap().by_inner.contains_key(&inner);
+                let before = extra.len();
                 self.adopt(inode, &name, &mut entry, &mut extra);
+                // A node already known gave its extra reference to `extra`.
+                let known = extra.len() > before;
                 let id = entry.inode;
                 let added = add_entry(dir_entry, entry)?;
                 if added == 0 && inner != 0 && inner != ROOT {
@@ -1613,6 +1615,60 @@ mod tests {
                 lost_files: 0
             }
         );
+    }
+
+    #[test]
+    fn readdirplus_counts_only_the_entries_the_kernel_took() {
+        let share = tempfile::tempdir().unwrap();
+        for file in ["a", "b", "c"] {
+            std::fs::write(share.path().join(file), file).unwrap();
+        }
+        let ctx = Context::default();
+        let fs = DurableFs::new(passthrough(share.path()), None).unwrap();
+        fs.init(FsOptions::empty()).unwrap();
+        let known = lookup(&fs, ROOT, "b");
+        let (dir, _) = fs.opendir(&ctx, ROOT, libc::O_RDONLY as u32).unwrap();
+        let mut taken = Vec::new();
+        fs.readdirplus(
+            &ctx,
+            ROOT,
+            dir.unwrap(),
+            4096,
+            0,
+            &mut |dir_entry, entry| {
+                if dir_entry.name.starts_with(b".") || !taken.is_empty() {
+                    return Ok(0);
+                }
+                taken.push(entry.inode);
+                Ok(1)
+            },
+        )
+        .unwrap();
+        assert_eq!(taken.len(), 1);
+        let nodes: Vec<u64> = fs.tables.read().unwrap().nodes.keys().copied().collect();
+        let mut expected = vec![known, taken[0]];
+        expected.dedup();
+        let mut nodes = nodes;
+        nodes.sort();
+        expected.sort();
+        assert_eq!(
+            nodes, expected,
+            "only the node taken and the one known are left"
+        );
+        // One forget per lookup takes each away, and the passthrough still has each.
+        if taken[0] == known {
+            fs.forget(&ctx, known, 1);
+        }
+        assert_eq!(size(&fs, known, None), 1);
+        fs.forget(&ctx, known, 1);
+        assert_eq!(errno_of(fs.getattr(&ctx, known, None)), libc::EBADF);
+        if taken[0] != known {
+            assert_eq!(size(&fs, taken[0], None), 1);
+            fs.forget(&ctx, taken[0], 1);
+        }
+        assert!(fs.tables.read().unwrap().nodes.is_empty());
+        // The passthrough's references were given back too: the names look up afresh.
+        assert!(lookup(&fs, ROOT, "b") > 0);
     }
 
     #[test]
