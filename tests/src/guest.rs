@@ -607,6 +607,19 @@ impl GuestRun {
         s + &self.console_tail(CONSOLE_TAIL)
     }
 
+    /// [`GuestRun::logs`] of every spawned process whose name starts with `prefix`
+    /// (`srv0`, `srv1`, ... for the servers a takeover test starts one after another).
+    pub fn logs_of(&self, prefix: &str) -> String {
+        let names: Vec<String> = self
+            .names()
+            .iter()
+            .filter(|name| name.starts_with(prefix) && name.ends_with(".err"))
+            .map(|name| name.trim_end_matches(".err").to_owned())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.logs(&names)
+    }
+
     /// What the spawned commands `servers` left (stdout, stderr, exit code), for failure
     /// messages.
     pub fn logs(&self, servers: &[&str]) -> String {

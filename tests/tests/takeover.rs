@@ -137,21 +137,9 @@ fn boot(series: &str) -> GuestRun {
     run
 }
 
-/// Every server's log, for failure messages.
-fn servers(run: &GuestRun) -> String {
-    let names: Vec<String> = run
-        .names()
-        .iter()
-        .filter(|name| name.starts_with("srv") && name.ends_with(".err"))
-        .map(|name| name.trim_end_matches(".err").to_owned())
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    run.logs(&names)
-}
-
 fn check(series: &str) {
     let run = boot(series);
-    let logs = || format!("{}\n{}", servers(&run), run.console_tail(40));
+    let logs = || format!("{}\n{}", run.logs_of("srv"), run.console_tail(40));
     run.assert_success("modprobe");
 
     // 1. The flushed write is in the backing file after the kill, the device is still
