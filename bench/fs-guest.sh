@@ -23,7 +23,8 @@
 # LOOKUP at the server rather than a hit in the guest's caches (tmpfs keeps its dentries:
 # nothing to drop).
 #
-# CACHE is vduse-fs's --cache (default auto).
+# CACHE is vduse-fs's --cache (default auto); INFLIGHT_LOG its --inflight-log (default:
+# the server's default).
 #
 # Results (sent back to the host by the harness, from /results):
 #   fio/TARGET.JOB.json  fio's JSON summary of each job
@@ -41,6 +42,7 @@ RAMP=${2:-1}
 SIZE_MIB=${3:-64}
 FILES=${4:-2000}
 CACHE=${5:-auto}
+INFLIGHT_LOG=${6:-default}
 
 # spawn, stop, wait_for; and the installed programs win over busybox applets.
 # shellcheck source=/dev/null
@@ -164,9 +166,11 @@ if ! modprobe vduse || ! modprobe virtio_vdpa; then
     failed setup "modprobe vduse virtio_vdpa failed"
     exit 1
 fi
-vduse-fs --name fs0 --shared-dir $EXPORT --cache "$CACHE" --print-config >$R/vduse-fs.config 2>&1
+set -- --name fs0 --shared-dir $EXPORT --cache "$CACHE"
+[ "$INFLIGHT_LOG" = default ] || set -- "$@" --inflight-log "$INFLIGHT_LOG"
+vduse-fs "$@" --print-config >$R/vduse-fs.config 2>&1
 # The server raises its own limit on open files (it holds one per inode the guest knows).
-spawn vduse-fs vduse-fs --name fs0 --shared-dir $EXPORT --cache "$CACHE"
+spawn vduse-fs vduse-fs "$@"
 pid=$(cat /run/vduse-test/vduse-fs.pid)
 if ! wait_for 30 up "$pid" has_tag fs0 || ! has_tag fs0; then
     stop vduse-fs
