@@ -339,31 +339,24 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.queue_size,
     ));
     let signals = vduse::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
-    let options = vduse::config::server_options(
+    let mut options = vduse::config::server_options(
         &config.name,
         config.attach,
         config.keep_device,
         config.bounce_size,
         config.busy_poll_us,
-        // The switch to `user` waits for the sandbox, which needs root.
-        (None, None),
+        (config.user.as_deref(), config.group.as_deref()),
     )
     .map_err(anyhow::Error::msg)?;
-    let mut options = options;
+    // The switch to `user` waits for the sandbox, which needs root: it is made below.
+    let run_as = options.run_as.take();
     options.inflight_log = config.inflight_log_path();
     options.identity = config.identity();
-    let run_as = config
-        .user
-        .as_deref()
-        .map(|user| vduse::privileges::resolve(user, config.group.as_deref()))
-        .transpose()
-        .map_err(|(key, problem)| anyhow::anyhow!("{}: {problem}", key.name()))?;
-    let server = Server::start(
+    let mut server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
     let taken_over = server.taken_over();
-    let mut server = server;
     let (threads, journal) = match start_filesystem(config, &backend, run_as.as_ref(), taken_over) {
         Ok(started) => started,
         Err(error) => {
