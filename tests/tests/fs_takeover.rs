@@ -46,11 +46,6 @@ serve() {{
     spawn srv$SERVER vduse-fs --name tkfs --tag tkfs --shared-dir /srv/share --cache always \
         --num-request-queues 2 --threads 4 "$@"
 }}
-kill_server() {{
-    kill -KILL "$(cat /run/vduse-test/srv$SERVER.pid)"
-    reap srv$SERVER
-    SERVER=$((SERVER + 1))
-}}
 taken_over() {{
     wait_for 60 grep -q "device tkfs: taken over" /results/srv$SERVER.err &&
         wait_for 60 grep -q "serving /srv/share" /results/srv$SERVER.err

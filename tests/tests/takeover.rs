@@ -53,12 +53,6 @@ SERVER=0
 serve() {{
     spawn srv$SERVER vduse-blk --config /etc/vduse/blk/tk0.yaml
 }}
-# kill_server: SIGKILL for the running server, then the next number.
-kill_server() {{
-    kill -KILL "$(cat /run/vduse-test/srv$SERVER.pid)"
-    reap srv$SERVER
-    SERVER=$((SERVER + 1))
-}}
 
 # --- 1. Flush, then SIGKILL.
 phase 1 flush then kill

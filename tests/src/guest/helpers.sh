@@ -92,6 +92,14 @@ wait_for() {
     done
 }
 
+# kill_server: SIGKILL for server number $SERVER (spawned as srv$SERVER), reap it, then
+# count on to the next number (the takeover tests start one server after another).
+kill_server() {
+    kill -KILL "$(cat /run/vduse-test/srv$SERVER.pid)"
+    reap srv$SERVER
+    SERVER=$((SERVER + 1))
+}
+
 # disk_by_serial SERIAL: the name (vdX) of the virtio disk whose serial is SERIAL.
 disk_by_serial() {
     for d in /sys/block/vd*; do
