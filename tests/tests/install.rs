@@ -262,7 +262,7 @@ for d in /sys/block/vd*; do
 done
 cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
 # The virtiofs driver registers the tag once it has probed the device.
-wait_for 60 sh -c 'cat /sys/bus/vdpa/devices/fs0/virtio*/tag 2>/dev/null | grep -qx fs0'
+capture fs-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx fs0'
 capture fs-mount mount -t virtiofs fs0 /mnt
 cat /mnt/hello | result fs0.hello
 echo from-the-guest >/mnt/written
@@ -336,6 +336,12 @@ fn servers_run_from_their_installed_units_on_7_3() {
         run.text("null0.mac").trim(),
         "02:00:00:00:00:01",
         "{}",
+        servers()
+    );
+    assert_eq!(
+        run.rc("fs-tag"),
+        0,
+        "the virtiofs driver registered no tag fs0 in 60 s\n{}",
         servers()
     );
     // The example's tag is its name: `mount -t virtiofs fs0 /mnt` shows /srv/share, both ways.
