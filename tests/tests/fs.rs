@@ -17,8 +17,9 @@
 //! 4. File operations through the mount, each checked on the host's side of the export:
 //!    create, append, read, rename, mkdir, rmdir, symlink, hardlink, chmod, truncate,
 //!    xattr set/get/remove, fsync, mkfifo and mknod, fallocate, utimes, statfs, unlink
-//!    (all under the seccomp filter that kills the server on a call off its list); 1500
-//!    files in one directory (more than the usual limit of open descriptors); and the
+//!    (all under the seccomp filter that kills the server on a call off its list); 400
+//!    files in one directory (more than the soft limit of 256 open descriptors the server
+//!    starts with, which it raises); and the
 //!    FUSE options agreed at INIT (1 MiB requests, parallel direct I/O and lookups).
 //! 5. Data: a 64 MiB file written in the guest has the same SHA-256 on the host, and the
 //!    host's 64 MiB file the same in the guest (read through the server: the guest's page
@@ -37,8 +38,9 @@
 //!    main thread with CAP_NET_ADMIN only. Files that guest root and guest nobody create
 //!    belong to tester on the host (a server that acted as each guest user would fail
 //!    nobody's with EPERM); root's private file cannot be read and chown is refused, as
-//!    for tester on the host; 1200 files (the passthrough reopening them through
-//!    /proc/self/fd after the switch) read back. SIGTERM then removes the device and
+//!    for tester on the host; 400 files (more than the soft limit of 256 open descriptors
+//!    it started with; the passthrough reopening them through /proc/self/fd after the
+//!    switch) read back. SIGTERM then removes the device and
 //!    empties its in-flight log and node journal (tester may not remove them from root's
 //!    /run/vduse/fs).
 //! 10. Unmount and SIGTERM: exit 0, and no device in `/dev/vduse` or on the vdpa bus.
@@ -91,7 +93,7 @@ phase 2 start
 mkdir -p /srv/export /srv/outside /mnt/v /mnt/ro /etc/vduse/fs
 mount -t tmpfs export /srv/export
 echo from-host >/srv/export/host.txt
-head -c 64M /dev/urandom >/srv/export/host-64m
+dd if=/dev/urandom of=/srv/export/host-64m bs=1M count=64 2>/dev/null
 sha256sum </srv/export/host-64m | result host-64m.host.sha
 ln -s ../outside/secret /srv/export/rel-link
 ln -s /srv/outside/secret /srv/export/abs-link
@@ -105,7 +107,8 @@ capture check-config vduse-fs --config /etc/vduse/fs/fs0.yaml --check-config
 spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/fs0
 wait_for 60 test -S /run/notify.sock
 export NOTIFY_SOCKET=/run/notify.sock
-spawn fs0 unshare -m sh -c 'mount -t tmpfs outside /srv/outside &&
+# A soft limit of 256 open files, which the server raises (phase 4).
+spawn fs0 unshare -m sh -c 'ulimit -Sn 256 && mount -t tmpfs outside /srv/outside &&
     echo {SECRET} >/srv/outside/secret && cat /srv/outside/secret >/results/secret.server-view &&
     exec vduse-fs --config /etc/vduse/fs/fs0.yaml --announce-submounts --xattr'
 unset NOTIFY_SOCKET
@@ -149,10 +152,11 @@ op utimes 'touch -d "2001-02-03 04:05:06" f.txt; test "$(stat -c %Y /srv/export/
 op statfs 'df /mnt/v | grep -q /mnt/v'
 op unlink 'rm b.txt hl sl f.txt; test ! -e /srv/export/b.txt; test ! -e /srv/export/hl; test "$(ls /srv/export | tr "\n" " ")" = "abs-link host-64m host.txt rel-link sub up "'
 
-# More files than the usual soft limit on open descriptors (1024): the passthrough holds
-# one per inode the guest remembers, and the server raises its limit.
-op many-files 'mkdir many; i=0; while [ $i -lt 1500 ]; do : >many/f$i; i=$((i + 1)); done;
-    test "$(ls many | wc -l)" = 1500; rm -r many; test ! -e /srv/export/many'
+# More files than the soft limit on open descriptors the server started with (256): the
+# passthrough holds one per inode the guest remembers, and the server raises its limit.
+grep "^Max open files" /proc/$(pidof vduse-fs)/limits | result fs0.limits
+op many-files 'mkdir many; i=0; while [ $i -lt 400 ]; do : >many/f$i; i=$((i + 1)); done;
+    test "$(ls many | wc -l)" = 400; rm -r many; test ! -e /srv/export/many'
 
 # --- 5. Data both ways, and concurrent writers.
 phase 5 data
@@ -161,7 +165,9 @@ sha256sum </mnt/v/guest-64m | result guest-64m.guest.sha
 sha256sum </srv/export/guest-64m | result guest-64m.host.sha
 echo 3 >/proc/sys/vm/drop_caches
 sha256sum </mnt/v/host-64m | result host-64m.guest.sha
-for i in 0 1 2 3; do head -c 1M /dev/urandom >/tmp/chunk.$i; done
+stat -c %s /mnt/v/host-64m /mnt/v/guest-64m | result data.sizes
+# 1 MiB each (busybox head knows no size suffix).
+for i in 0 1 2 3; do dd if=/dev/urandom of=/tmp/chunk.$i bs=64k count=16 2>/dev/null; done
 op concurrent 'for i in 0 1 2 3; do
         dd if=/dev/urandom of=cw.$i bs=64k count=32 2>/dev/null &
         dd if=/tmp/chunk.$i of=shared bs=64k seek=$((i * 16)) conv=notrunc 2>/dev/null &
@@ -171,6 +177,9 @@ for i in 0 1 2 3; do
 done | result concurrent.files
 cat /tmp/chunk.0 /tmp/chunk.1 /tmp/chunk.2 /tmp/chunk.3 | sha256sum | result concurrent.shared.expected
 sha256sum </srv/export/shared | result concurrent.shared.host
+stat -c %s /srv/export/shared | result concurrent.shared.size
+# Keeps phase 7's recursive search of the mount short.
+rm /mnt/v/guest-64m /mnt/v/host-64m /mnt/v/cw.* /mnt/v/shared
 
 # --- 6. Submounts.
 phase 6 submounts
@@ -217,7 +226,7 @@ chown tester:tester /srv/asuser
 chmod 777 /srv/asuser
 echo root-only >/srv/asuser/private
 chmod 600 /srv/asuser/private
-spawn fs2 vduse-fs --name fs2 --tag user2 --shared-dir /srv/asuser --user tester
+spawn fs2 sh -c 'ulimit -Sn 256 && exec vduse-fs --name fs2 --tag user2 --shared-dir /srv/asuser --user tester'
 capture fs2-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx user2'
 capture fs2-switched wait_for 60 grep -q "serving as user tester" /results/fs2.err
 capture user-mount mount -t virtiofs user2 /mnt/u
@@ -230,8 +239,8 @@ capture user-nobody-creates setpriv --reuid=65534 --regid=65534 --clear-groups \
     sh -ec 'echo by-nobody >/mnt/u/by-nobody; mkdir /mnt/u/dir-by-nobody; stat -c "%u %g" /srv/asuser/by-nobody /srv/asuser/dir-by-nobody'
 capture user-reads-private cat /mnt/u/private
 capture user-chown chown root /mnt/u/by-root
-capture user-many sh -ec 'mkdir /mnt/u/many; i=0; while [ $i -lt 1200 ]; do echo $i >/mnt/u/many/f$i; i=$((i + 1)); done;
-    echo 3 >/proc/sys/vm/drop_caches; test "$(cat /mnt/u/many/f1199)" = 1199; rm -r /mnt/u/many'
+capture user-many sh -ec 'mkdir /mnt/u/many; i=0; while [ $i -lt 400 ]; do echo $i >/mnt/u/many/f$i; i=$((i + 1)); done;
+    echo 3 >/proc/sys/vm/drop_caches; test "$(cat /mnt/u/many/f399)" = 399; rm -r /mnt/u/many'
 capture user-umount umount /mnt/u
 stop fs2
 ls /dev/vduse | result user.after.vduse
@@ -260,7 +269,7 @@ fn boot(series: &str) -> GuestRun {
         .host_program("getfattr")
         .memory_mb(1536)
         .modules(&[])
-        .timeout(Duration::from_secs(200))
+        .timeout(Duration::from_secs(300))
         .script(&scenario())
         .run();
     eprintln!(
@@ -370,6 +379,17 @@ fn check(series: &str) {
     ] {
         ok(&run, name);
     }
+    // "Max open files  SOFT  HARD  files": raised from 256, past the 400 files.
+    let limits = run.text("fs0.limits");
+    let soft: u64 = limits
+        .split_whitespace()
+        .nth(3)
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or_else(|| panic!("no soft limit in {limits:?}"));
+    assert!(
+        soft > 400,
+        "the server kept a soft limit of {soft} open files"
+    );
 
     // Requests of up to 1 MiB and parallel direct I/O were agreed at INIT (without them a
     // write reaches the server 4 KiB at a time).
@@ -395,6 +415,13 @@ fn check(series: &str) {
         run.text("host-64m.host.sha"),
         "host file read in the guest"
     );
+    assert_eq!(
+        run.text("data.sizes")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["67108864", "67108864"],
+        "sizes of the 64 MiB files as the guest sees them"
+    );
     ok(&run, "concurrent");
     let files = run.text("concurrent.files");
     assert_eq!(files.lines().count(), 4, "{files}");
@@ -410,6 +437,11 @@ fn check(series: &str) {
         run.text("concurrent.shared.host"),
         run.text("concurrent.shared.expected"),
         "ranges written at once into one file"
+    );
+    assert_eq!(
+        run.text("concurrent.shared.size").trim(),
+        "4194304",
+        "four 1 MiB ranges written at once into one file"
     );
 
     // 6. Submounts.
