@@ -20,6 +20,11 @@
 //!    every file the loop wrote read back right, and the servers ran again requests the
 //!    killed ones had in flight.
 //! 5. Unmount and SIGTERM: exit 0, no device, and no log or journal left.
+//! 6. `--user tester`: a server serving as tester is killed while a guest process holds a
+//!    file open; the next one, also `--user tester`, takes the device over as root (its
+//!    in-flight log and journal are root's) and then switches: every thread runs as
+//!    tester, the old descriptor appends, new files belong to tester, and SIGTERM leaves
+//!    no device and the log and journal emptied.
 
 use std::time::Duration;
 
@@ -135,6 +140,42 @@ stop srv$SERVER
 echo "$SERVER" | result last
 ls /dev/vduse | result end.vduse
 ls /run/vduse/fs | result end.log.files
+
+# --- 6. A server serving as tester, killed and taken over by another serving as tester.
+phase 6 as a user
+mkdir -p /srv/asuser /mnt/u
+chown tester:tester /srv/asuser
+serve_as_tester() {{
+    spawn usr$1 vduse-fs --name tkus --tag tkus --shared-dir /srv/asuser --cache always \
+        --user tester
+}}
+serve_as_tester 0
+capture user-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx tkus'
+capture user-mount mount -t virtiofs tkus /mnt/u
+capture user-switched wait_for 60 grep -q "serving as user tester" /results/usr0.err
+spawn uholder sh -c 'exec 3>>/mnt/u/held; echo before >&3;
+    while [ ! -e /tmp/ugo ]; do sleep 0.1; done; echo after >&3'
+capture uholder-wrote wait_for 30 grep -q before /srv/asuser/held
+kill -KILL "$(cat /run/vduse-test/usr0.pid)"
+reap usr0
+serve_as_tester 1
+user_taken_over() {{
+    wait_for 60 grep -q "device tkus: taken over" /results/usr1.err &&
+        wait_for 60 grep -q "serving as user tester" /results/usr1.err
+}}
+capture user-takeover user_taken_over
+pid=$(cat /run/vduse-test/usr1.pid)
+for task in /proc/$pid/task/*; do
+    awk '/^Uid:/ {{print $2 $3 $4 $5}}' $task/status
+done | sort -u | result user.uids
+touch /tmp/ugo
+capture uholder-done reap uholder
+cat /srv/asuser/held | result user.held
+capture user-create sh -ec 'echo new >/mnt/u/new; stat -c "%u %g" /srv/asuser/held /srv/asuser/new'
+capture user-umount umount /mnt/u
+stop usr1
+ls /dev/vduse | result user.end.vduse
+stat -c '%n %s' /run/vduse/fs/tkus.* | result user.end.logs
 phase end
 "#
     )
@@ -266,6 +307,51 @@ fn check(series: &str) {
     assert_eq!(run.rc(&last), 0, "{last} exit code\n{}", logs());
     assert_eq!(run.words("end.vduse"), ["control"]);
     assert_eq!(run.text("end.log.files").trim(), "");
+
+    // 6. Taken over as tester.
+    for name in ["user-tag", "user-mount", "user-switched", "uholder-wrote"] {
+        run.assert_ok_with(name, &["usr0"]);
+    }
+    assert_eq!(
+        run.rc("usr0"),
+        137,
+        "usr0 was killed\n{}",
+        run.logs_of("usr")
+    );
+    run.assert_ok_with("user-takeover", &["usr1"]);
+    assert!(
+        run.text("usr1.err")
+            .contains("1 nodes and 1 open files of the guest found again"),
+        "the held file, found again by a server serving as tester\n{}",
+        run.logs_of("usr")
+    );
+    assert_eq!(
+        run.words("user.uids"),
+        ["1000100010001000"],
+        "every thread of the new server runs as tester\n{}",
+        run.logs_of("usr")
+    );
+    run.assert_ok_with("uholder-done", &["usr1"]);
+    assert_eq!(
+        run.text("user.held"),
+        "before\nafter\n",
+        "{}",
+        run.logs_of("usr")
+    );
+    run.assert_ok_with("user-create", &["usr1"]);
+    assert_eq!(
+        run.out("user-create")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000", "1000", "1000", "1000"]
+    );
+    run.assert_ok_with("user-umount", &["usr1"]);
+    assert_eq!(run.rc("usr1"), 0, "usr1 exit code\n{}", run.logs_of("usr"));
+    assert_eq!(run.words("user.end.vduse"), ["control"]);
+    assert_eq!(
+        run.text("user.end.logs"),
+        "/run/vduse/fs/tkus.inflight 0\n/run/vduse/fs/tkus.nodes 0\n"
+    );
 }
 
 #[test]
