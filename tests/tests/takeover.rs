@@ -15,6 +15,11 @@
 //!    five times, and started again each time. fio ends with exit code 0 and no error;
 //!    the servers ran requests again that the killed ones had in flight.
 //! 5. SIGTERM ends the last server with exit code 0, removes the device and its log.
+//! 6. `--user tester`: a server serving as tester is killed after a flushed write; the
+//!    next one, also `--user tester`, takes the device over as root (the in-flight log is
+//!    root's) and then switches: every thread runs as tester, the flushed data reads
+//!    back, a new write reaches the backing file, and SIGTERM leaves no device and the
+//!    log emptied (tester may not remove it from root's /run/vduse/blk).
 
 use std::time::Duration;
 
@@ -109,6 +114,34 @@ stop srv$SERVER
 echo "$SERVER" | result last
 ls /dev/vduse | result end.vduse
 ls /run/vduse/blk | result end.log.files
+
+# --- 6. A server serving as tester, killed and taken over by another serving as tester.
+phase 6 as a user
+serve_as_tester() {{
+    spawn usr$1 vduse-blk --name tku --backing /tmp/tku.img --size 64M --create \
+        --serial vduse-blk-tku --user tester
+}}
+serve_as_tester 0
+capture user-up wait_for 60 disk_by_serial vduse-blk-tku
+capture user-switched wait_for 60 grep -q "serving as user tester" /results/usr0.err
+U=$(disk_by_serial vduse-blk-tku)
+capture user-flushed dd if=/tmp/flushed of=/dev/$U bs=1M oflag=direct conv=fsync
+kill -KILL "$(cat /run/vduse-test/usr0.pid)"
+reap usr0
+serve_as_tester 1
+user_taken_over() {{
+    wait_for 60 grep -q "device tku: taken over" /results/usr1.err &&
+        wait_for 60 grep -q "serving as user tester" /results/usr1.err
+}}
+capture user-takeover user_taken_over
+threads_of usr1 | result user.threads
+capture user-read dd if=/dev/$U of=/tmp/flushed.user bs=1M count=4 iflag=direct
+sha256sum </tmp/flushed.user | result user.read.sha
+capture user-write dd if=/tmp/flushed of=/dev/$U bs=1M seek=8 oflag=direct conv=fsync
+dd if=/tmp/tku.img bs=1M skip=8 count=4 2>/dev/null | sha256sum | result user.backing.sha
+stop usr1
+ls /dev/vduse | result user.end.vduse
+stat -c '%n %s' /run/vduse/blk/tku.inflight | result user.end.log
 phase end
 "#
     )
@@ -229,6 +262,27 @@ fn check(series: &str) {
     assert_eq!(run.rc(&last), 0, "{}", logs());
     assert_eq!(run.words("end.vduse"), ["control"], "{}", logs());
     assert_eq!(run.text("end.log.files").trim(), "", "{}", logs());
+
+    // 6. Taken over as tester.
+    let user_logs = || format!("{}\n{}", run.logs_of("usr"), run.console_tail(40));
+    for name in ["user-up", "user-switched", "user-flushed"] {
+        run.assert_ok_with(name, &["usr0"]);
+    }
+    assert_eq!(run.rc("usr0"), 137, "usr0 was killed\n{}", user_logs());
+    run.assert_ok_with("user-takeover", &["usr1"]);
+    run.assert_serves_as("user.threads", 1000, 1000);
+    run.assert_ok_with("user-read", &["usr1"]);
+    assert_eq!(run.text("user.read.sha"), run.text("flushed.sha"));
+    run.assert_ok_with("user-write", &["usr1"]);
+    assert_eq!(run.text("user.backing.sha"), run.text("flushed.sha"));
+    assert_eq!(run.rc("usr1"), 0, "usr1 exit code\n{}", user_logs());
+    assert_eq!(run.words("user.end.vduse"), ["control"], "{}", user_logs());
+    assert_eq!(
+        run.text("user.end.log"),
+        "/run/vduse/blk/tku.inflight 0\n",
+        "{}",
+        user_logs()
+    );
     assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
 }
 
