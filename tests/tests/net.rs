@@ -27,7 +27,9 @@
 //!    (CAP_NET_ADMIN), and SIGTERM still removes the device from /dev/vduse and the bus.
 //! 6. Take-over: an echo server killed with SIGKILL leaves its device and interface; a
 //!    new one with the same configuration takes the device over ("taken over" in its
-//!    log), the interface is the same one, and frames sent then come back.
+//!    log), the interface is the same one, and frames sent then come back. The new
+//!    server runs `--user tester`: it takes over as root and then switches, every thread
+//!    with tester's ids; at SIGTERM it empties the in-flight log it may not remove.
 
 use std::time::Duration;
 
@@ -182,8 +184,11 @@ capture tk0-carrier wait_for 60 carrier_is "$T" 1
 kill -KILL "$(cat /run/vduse-test/tk0.pid)"
 reap tk0
 ls /sys/class/net | result tk0.killed.net
-spawn tk1 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC}
+# The new server serves as tester: it takes over as root, then switches.
+spawn tk1 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC} --user tester
 capture tk1-takeover wait_for 60 grep -q "device tk0: taken over" /results/tk1.err
+capture tk1-switched wait_for 60 grep -q "serving as user tester" /results/tk1.err
+threads_of tk1 | result tk1.threads
 iface_of tk0 | result tk1.iface
 stat_of "$T" rx_packets | result tk1.rx_packets.before
 capture tk1-pktgen pktgen "$T" {ECHO_FRAMES} 60 {TAKEOVER_MAC} 0
@@ -191,6 +196,7 @@ want=$(($(cat /results/tk1.rx_packets.before) + {ECHO_FRAMES}))
 capture tk1-echoed wait_for 30 sh -c "[ \$(cat /sys/class/net/$T/statistics/rx_packets) -ge $want ]"
 stop tk1
 ls /dev/vduse | result tk1.after.vduse
+stat -c '%n %s' /run/vduse/net/tk0.inflight | result tk1.after.log
 phase end
 "#,
         ECHO_JOBS = ECHO_SIZES
@@ -443,7 +449,10 @@ fn check(series: &str) {
         run.assert_ok_with(step, &["tk1"]);
     }
     assert_eq!(run.rc("tk1"), 0, "{}", run.logs(&["tk1"]));
+    run.assert_ok_with("tk1-switched", &["tk1"]);
+    run.assert_serves_as("tk1.threads", 1000, 1000);
     assert_eq!(run.words("tk1.after.vduse"), ["control"]);
+    assert_eq!(run.text("tk1.after.log"), "/run/vduse/net/tk0.inflight 0\n");
 }
 
 #[test]
