@@ -164,10 +164,7 @@ user_taken_over() {{
         wait_for 60 grep -q "serving as user tester" /results/usr1.err
 }}
 capture user-takeover user_taken_over
-pid=$(cat /run/vduse-test/usr1.pid)
-for task in /proc/$pid/task/*; do
-    awk '/^Uid:/ {{print $2 $3 $4 $5}}' $task/status
-done | sort -u | result user.uids
+threads_of usr1 | result user.threads
 touch /tmp/ugo
 capture uholder-done reap uholder
 cat /srv/asuser/held | result user.held
@@ -325,12 +322,7 @@ fn check(series: &str) {
         "the held file, found again by a server serving as tester\n{}",
         run.logs_of("usr")
     );
-    assert_eq!(
-        run.words("user.uids"),
-        ["1000100010001000"],
-        "every thread of the new server runs as tester\n{}",
-        run.logs_of("usr")
-    );
+    run.assert_serves_as("user.threads", 1000, 1000);
     run.assert_ok_with("uholder-done", &["usr1"]);
     assert_eq!(
         run.text("user.held"),
