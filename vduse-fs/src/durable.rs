@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 use fuse_backend_rs::transport::FsCacheReqHandler;
 use rustix::fs::{Mode, OFlags};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestRegionMmap, MemoryRegionAddress};
 
 /// The root's node ID, the same for the guest and the passthrough.
 const ROOT: u64 = 1;
@@ -48,6 +50,10 @@ const MAGIC: &[u8; 8] = b"VDUSEFSN";
 
 /// Journal size that starts a compaction (rewriting it as the live table), at least.
 const COMPACT_AT: u64 = 4 << 20;
+
+/// The journal file's first length: records go into a shared mapping of the file, which
+/// doubles when they reach its end (tmpfs allocates only the pages written).
+const MAPPED_AT_LEAST: u64 = 256 << 10;
 
 fn errno<T>(code: i32) -> io::Result<T> {
     Err(io::Error::from_raw_os_error(code))
@@ -189,7 +195,8 @@ impl Record {
     }
 
     /// Decodes the records of `bytes`; a record cut short at the end (a write the crash
-    /// interrupted) ends the list. An unknown kind is an error.
+    /// interrupted) or a kind of 0 (the file's unwritten rest, or a record whose kind, the
+    /// byte written last, the crash came before) ends the list. An unknown kind is an error.
     fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, String> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, tail) = (bytes.get(..n)?, bytes.get(n..)?);
@@ -210,6 +217,7 @@ impl Record {
         while let Some(&kind) = bytes.first() {
             let mut rest = &bytes[1..];
             let record = match kind {
+                0 => break,
                 1 => u64_of(&mut rest).map(|capable| Some(Record::Init { capable })),
                 2 => (|| {
                     let (id, parent, ino) =
@@ -376,12 +384,19 @@ impl Tables {
 }
 
 /// The journal file, reached through its directory's descriptor: the filesystem threads
-/// that write it live in a mount namespace without that directory.
+/// that write it live in a mount namespace without that directory. Records are copied into
+/// a shared mapping of the file, so appending one costs no system call; a killed server's
+/// stores are in the page cache all the same.
 #[derive(Debug)]
 struct Journal {
     place: JournalPlace,
     file: File,
+    /// `None` once the journal is removed (or could not be mapped again).
+    mapped: Option<GuestRegionMmap<()>>,
+    /// Bytes in use: the magic and the records.
     written: u64,
+    /// The file's length, all mapped.
+    capacity: u64,
     compact_at: u64,
 }
 
@@ -445,33 +460,44 @@ impl Journal {
     /// crash leaves the old one or the new one).
     fn create(place: JournalPlace, records: &[Record]) -> io::Result<Journal> {
         let bytes = Journal::bytes(MAGIC, records);
+        let written = bytes.len() as u64;
+        let capacity = MAPPED_AT_LEAST.max((2 * written).next_power_of_two());
         let mut staged_name = place.name.clone();
         staged_name.push(".new");
-        let staged = rustix::fs::openat(
+        let mut file = File::from(rustix::fs::openat(
             &place.dir,
             staged_name.as_os_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
-        )?;
-        File::from(staged).write_all(&bytes)?;
+        )?);
+        file.write_all(&bytes)?;
+        file.set_len(capacity)?;
+        let mapped = Journal::map(&file, capacity)?;
         rustix::fs::renameat(
             &place.dir,
             staged_name.as_os_str(),
             &place.dir,
             place.name.as_os_str(),
         )?;
-        let file = rustix::fs::openat(
-            &place.dir,
-            place.name.as_os_str(),
-            OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
         Ok(Journal {
             place,
-            file: File::from(file),
-            written: bytes.len() as u64,
-            compact_at: COMPACT_AT.max(2 * bytes.len() as u64),
+            file,
+            mapped: Some(mapped),
+            written,
+            capacity,
+            compact_at: COMPACT_AT.max(2 * written),
         })
+    }
+
+    /// A shared mapping of the first `len` bytes of `file`.
+    fn map(file: &File, len: u64) -> io::Result<GuestRegionMmap<()>> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        GuestRegionMmap::from_range(
+            GuestAddress(0),
+            len,
+            Some(FileOffset::new(file.try_clone()?, 0)),
+        )
+        .map_err(|error| io::Error::other(error.to_string()))
     }
 
     fn bytes(head: &[u8], records: &[Record]) -> Vec<u8> {
@@ -487,19 +513,58 @@ impl Journal {
     }
 
     fn append(&mut self, tables: &Tables, records: &[Record]) {
-        let bytes = Journal::bytes(&[], records);
-        // One write: a crash lands between records, or cuts the last one short.
-        if let Err(error) = self.file.write_all(&bytes) {
-            log::error!(
-                "cannot write the node journal {}: {error}; a server taking this device \
-                 over may not find every file the guest holds",
-                self.shown()
-            );
-        }
-        self.written += bytes.len() as u64;
+        self.put(records);
         if self.written >= self.compact_at {
             self.rewrite(&tables.snapshot());
         }
+    }
+
+    /// Copies `records` into the mapping after the last one. Each record's kind byte is
+    /// stored last, with release ordering: a server killed while copying leaves a record
+    /// whose kind is still 0, which ends the list for the server that reads it.
+    fn put(&mut self, records: &[Record]) {
+        let mut bytes = Vec::new();
+        for record in records {
+            bytes.clear();
+            record.encode(&mut bytes);
+            let end = self.written + bytes.len() as u64;
+            if end > self.capacity
+                && let Err(error) = self.grow(end)
+            {
+                log::error!(
+                    "cannot grow the node journal {}: {error}; a server taking this device \
+                     over may not find every file the guest holds",
+                    self.shown()
+                );
+                return;
+            }
+            let Some(mapped) = &self.mapped else {
+                return;
+            };
+            let at = MemoryRegionAddress(self.written);
+            let copied = mapped
+                .write_slice(&bytes[1..], MemoryRegionAddress(at.0 + 1))
+                .and_then(|()| mapped.store(bytes[0], at, Ordering::Release));
+            if let Err(error) = copied {
+                log::error!("cannot write the node journal {}: {error}", self.shown());
+                return;
+            }
+            self.written = end;
+        }
+    }
+
+    /// Lengthens the file to hold `end` bytes (at least twice its length) and maps it
+    /// again.
+    fn grow(&mut self, end: u64) -> io::Result<()> {
+        if self.mapped.is_none() {
+            return Ok(());
+        }
+        let capacity = (2 * self.capacity).max(end.next_power_of_two());
+        self.file.set_len(capacity)?;
+        self.mapped = None;
+        self.mapped = Some(Journal::map(&self.file, capacity)?);
+        self.capacity = capacity;
+        Ok(())
     }
 
     /// Replaces the journal by `records`.
@@ -524,11 +589,7 @@ impl Journal {
                     self.shown()
                 );
                 self.compact_at = self.compact_at.saturating_mul(2);
-                let bytes = Journal::bytes(&[], records);
-                if let Err(error) = self.file.write_all(&bytes) {
-                    log::error!("cannot write the node journal {}: {error}", self.shown());
-                }
-                self.written += bytes.len() as u64;
+                self.put(records);
             }
         }
     }
@@ -543,7 +604,9 @@ impl NodeJournal {
     /// remove a file from root's directory: it empties it instead, and an empty journal
     /// holds nothing.
     pub fn remove(&self) -> io::Result<()> {
-        let journal = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut journal = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Nothing is written after this (a store into a truncated mapping would fault).
+        journal.mapped = None;
         match rustix::fs::unlinkat(
             &journal.place.dir,
             journal.place.name.as_os_str(),
@@ -1770,6 +1833,65 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown record kind 42")
         );
+    }
+
+    fn node(id: u64) -> Record {
+        Record::Node {
+            id,
+            parent: ROOT,
+            ino: 1000 + id,
+            name: name(&format!("file number {id} of many")),
+        }
+    }
+
+    #[test]
+    fn the_mapping_grows_and_every_record_reads_back() {
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("j.nodes");
+        let mut journal = Journal::create(place(&path), &[Record::Init { capable: 7 }]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAPPED_AT_LEAST);
+        // About 45 bytes each: past the first length twice over.
+        let records: Vec<Record> = (2..15_000).map(node).collect();
+        for chunk in records.chunks(3) {
+            journal.put(chunk);
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() >= 4 * MAPPED_AT_LEAST);
+        let mut expected = vec![Record::Init { capable: 7 }];
+        expected.extend(records);
+        // Read by another descriptor, as a server taking over reads it.
+        assert_eq!(place(&path).read().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_record_whose_kind_was_not_stored_yet_is_not_read() {
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("j.nodes");
+        let mut journal = Journal::create(place(&path), &[]).unwrap();
+        journal.put(&[node(2), node(3)]);
+        // A server killed after copying a record's body, before its kind byte.
+        let mut torn = Vec::new();
+        node(4).encode(&mut torn);
+        let at = journal.written;
+        let mapped = journal.mapped.as_ref().unwrap();
+        mapped
+            .write_slice(&torn[1..], MemoryRegionAddress(at + 1))
+            .unwrap();
+        drop(journal);
+        assert_eq!(place(&path).read().unwrap(), [node(2), node(3)]);
+    }
+
+    #[test]
+    fn nothing_is_written_once_the_journal_is_removed() {
+        let share = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("j.nodes");
+        std::fs::write(share.path().join("a"), b"a").unwrap();
+        let fs = DurableFs::new(passthrough(share.path()), Some(place(&path))).unwrap();
+        fs.init(FsOptions::empty()).unwrap();
+        fs.journal().unwrap().remove().unwrap();
+        // A request after the removal (the device is gone) writes nowhere and faults not.
+        assert!(lookup(&fs, ROOT, "a") > ROOT);
+        assert!(!path.exists());
     }
 
     #[test]
