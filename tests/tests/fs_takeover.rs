@@ -156,14 +156,9 @@ capture user-switched wait_for 60 grep -q "serving as user tester" /results/usr0
 spawn uholder sh -c 'exec 3>>/mnt/u/held; echo before >&3;
     while [ ! -e /tmp/ugo ]; do sleep 0.1; done; echo after >&3'
 capture uholder-wrote wait_for 30 grep -q before /srv/asuser/held
-kill -KILL "$(cat /run/vduse-test/usr0.pid)"
-reap usr0
+stop usr0 KILL
 serve_as_tester 1
-user_taken_over() {{
-    wait_for 60 grep -q "device tkus: taken over" /results/usr1.err &&
-        wait_for 60 grep -q "serving as user tester" /results/usr1.err
-}}
-capture user-takeover user_taken_over
+capture user-takeover taken_over_as usr1 tkus tester
 threads_of usr1 | result user.threads
 touch /tmp/ugo
 capture uholder-done reap uholder

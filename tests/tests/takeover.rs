@@ -126,14 +126,9 @@ capture user-up wait_for 60 disk_by_serial vduse-blk-tku
 capture user-switched wait_for 60 grep -q "serving as user tester" /results/usr0.err
 U=$(disk_by_serial vduse-blk-tku)
 capture user-flushed dd if=/tmp/flushed of=/dev/$U bs=1M oflag=direct conv=fsync
-kill -KILL "$(cat /run/vduse-test/usr0.pid)"
-reap usr0
+stop usr0 KILL
 serve_as_tester 1
-user_taken_over() {{
-    wait_for 60 grep -q "device tku: taken over" /results/usr1.err &&
-        wait_for 60 grep -q "serving as user tester" /results/usr1.err
-}}
-capture user-takeover user_taken_over
+capture user-takeover taken_over_as usr1 tku tester
 threads_of usr1 | result user.threads
 capture user-read dd if=/dev/$U of=/tmp/flushed.user bs=1M count=4 iflag=direct
 sha256sum </tmp/flushed.user | result user.read.sha

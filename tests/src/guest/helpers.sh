@@ -100,6 +100,14 @@ kill_server() {
     SERVER=$((SERVER + 1))
 }
 
+# taken_over_as NAME DEVICE USER: wait until spawned server NAME logs that it took DEVICE
+# over, then that it serves as USER (a server with --user takes over as root, then
+# switches).
+taken_over_as() {
+    wait_for 60 grep -q "device $2: taken over" "/results/$1.err" &&
+        wait_for 60 grep -q "serving as user $3" "/results/$1.err"
+}
+
 # disk_by_serial SERIAL: the name (vdX) of the virtio disk whose serial is SERIAL.
 disk_by_serial() {
     for d in /sys/block/vd*; do
