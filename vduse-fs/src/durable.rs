@@ -515,8 +515,10 @@ impl Journal {
 
     fn append(&mut self, tables: &Tables, records: &[Record]) {
         self.put(records);
+        // The records written already stand for the live table: a compaction that cannot
+        // be done is skipped, not appended.
         if self.written >= self.compact_at {
-            self.rewrite(&tables.snapshot());
+            self.replace(&tables.snapshot());
         }
     }
 
@@ -568,8 +570,18 @@ impl Journal {
         Ok(())
     }
 
-    /// Replaces the journal by `records`.
+    /// Replaces the journal by `records` (INIT, DESTROY); where it cannot be replaced,
+    /// appends them.
     fn rewrite(&mut self, records: &[Record]) {
+        if !self.replace(records) {
+            self.put(records);
+        }
+    }
+
+    /// Writes `records` as a new journal renamed over this one; false when that cannot be
+    /// done (a server running as `user:` cannot create a file in root's directory), in
+    /// which case this one stays, and keeps growing.
+    fn replace(&mut self, records: &[Record]) -> bool {
         let replaced = rustix::io::dup(&self.place.dir)
             .map_err(io::Error::from)
             .and_then(|dir| {
@@ -581,16 +593,17 @@ impl Journal {
                 Journal::create(place, records)
             });
         match replaced {
-            Ok(journal) => *self = journal,
+            Ok(journal) => {
+                *self = journal;
+                true
+            }
             Err(error) => {
-                // A server running as `user:` cannot write into root's directory: it goes
-                // on appending.
                 log::warn!(
                     "cannot rewrite the node journal {} ({error}); it keeps growing",
                     self.shown()
                 );
                 self.compact_at = self.compact_at.saturating_mul(2);
-                self.put(records);
+                false
             }
         }
     }
@@ -1861,6 +1874,36 @@ mod tests {
         expected.extend(records);
         // Read by another descriptor, as a server taking over reads it.
         assert_eq!(place(&path).read().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_compaction_that_cannot_replace_the_file_appends_nothing() {
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("j.nodes");
+        let mut journal = Journal::create(place(&path), &[]).unwrap();
+        let mut tables = Tables::new();
+        // The staged file cannot be created, as for a server running as `user:` in root's
+        // directory.
+        let blocker = state.path().join("j.nodes.new");
+        std::fs::create_dir(&blocker).unwrap();
+        journal.compact_at = 64;
+        for id in 2..10 {
+            tables.apply(node(id));
+            journal.append(&tables, &[node(id)]);
+        }
+        assert_eq!(
+            place(&path).read().unwrap(),
+            (2..10).map(node).collect::<Vec<_>>()
+        );
+        assert!(journal.compact_at > 64);
+        // Once it can, the journal is rewritten as the live table.
+        std::fs::remove_dir(&blocker).unwrap();
+        tables.apply(Record::Forgotten { id: 3 });
+        journal.compact_at = 64;
+        journal.append(&tables, &[Record::Forgotten { id: 3 }]);
+        let live: Vec<Record> = [2, 4, 5, 6, 7, 8, 9].into_iter().map(node).collect();
+        assert_eq!(place(&path).read().unwrap(), live);
+        assert!(!blocker.exists());
     }
 
     #[test]
