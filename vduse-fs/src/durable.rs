@@ -6,16 +6,17 @@
 //! process had, so they die with it. This layer hands the guest numbers of its own, maps
 //! them to the passthrough's, and appends each change of that map to a journal file (a
 //! shared mapping of it: no system call per record) before the reply reaches the guest:
-//! a node (its parent node, name and host inode
-//! number), a node forgotten, renamed, a file opened (node and flags), released, and the
-//! options agreed at INIT. A server taking over replays the journal: it looks every node
-//! up again by name from the root, checks the host inode number, reopens every handle
-//! (never with `O_CREAT`, `O_EXCL` or `O_TRUNC`) and answers the guest's old numbers.
+//! a node (its parent node, name and host inode number), a node forgotten, renamed, a
+//! file opened (node and flags), released, and the options agreed at INIT. A server
+//! taking over replays the journal: it looks every node up again by name from the root,
+//! checks the host inode number, reopens every handle (never with `O_CREAT`, `O_EXCL` or
+//! `O_TRUNC`) and answers the guest's old numbers.
 //!
 //! What cannot be brought back answers `ESTALE`: a node whose name no longer leads to the
 //! same inode (renamed or removed on the host meanwhile, or unlinked while the guest held
 //! it), and the handles open on it. The lookup counts are not journaled (a record per
-//! lookup would make every request write one): nodes restored are kept until the guest unmounts.
+//! lookup would make every request write one): nodes restored are kept until the guest
+//! unmounts.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
