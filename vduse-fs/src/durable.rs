@@ -1908,6 +1908,37 @@ mod tests {
     }
 
     #[test]
+    fn a_takeover_restores_only_the_last_mount_of_a_journal_that_grew() {
+        let share = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join("j.nodes");
+        std::fs::write(share.path().join("a"), b"a").unwrap();
+        std::fs::write(share.path().join("b"), b"b").unwrap();
+        let fs = DurableFs::new(passthrough(share.path()), Some(place(&path))).unwrap();
+        // From here the journal cannot be replaced: INIT and DESTROY append.
+        std::fs::create_dir(state.path().join("j.nodes.new")).unwrap();
+        fs.init(FsOptions::empty()).unwrap();
+        lookup(&fs, ROOT, "a");
+        lookup(&fs, ROOT, "b");
+        fs.destroy();
+        fs.init(FsOptions::empty()).unwrap();
+        let b = lookup(&fs, ROOT, "b");
+        drop(fs);
+        std::fs::remove_dir(state.path().join("j.nodes.new")).unwrap();
+        let (fs, restored) = DurableFs::restore(passthrough(share.path()), place(&path)).unwrap();
+        // The first mount's nodes are gone with its DESTROY: only b, under its new number.
+        assert_eq!(
+            restored,
+            Restored {
+                nodes: 1,
+                ..Restored::default()
+            }
+        );
+        assert_eq!(fs.tables.read().unwrap().nodes.len(), 1);
+        assert_eq!(size(&fs, b, None), 1);
+    }
+
+    #[test]
     fn a_record_whose_kind_was_not_stored_yet_is_not_read() {
         let state = tempfile::tempdir().unwrap();
         let path = state.path().join("j.nodes");
