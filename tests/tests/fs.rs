@@ -113,7 +113,7 @@ spawn fs0 unshare -m sh -c 'ulimit -Sn 256 && mount -t tmpfs outside /srv/outsid
     exec vduse-fs --config /etc/vduse/fs/fs0.yaml --announce-submounts --xattr'
 unset NOTIFY_SOCKET
 capture fs0-ready reap notify
-capture fs0-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx share0'
+capture fs0-tag wait_for 60 virtiofs_tag share0
 capture mount mount -t virtiofs share0 /mnt/v
 ls /srv/outside | result secret.guest-view
 
@@ -203,7 +203,7 @@ phase 8 read-only
 # File handles instead of descriptors; they exclude the namespace, so here the read-only
 # export is enforced by the server alone (not by a read-only bind mount).
 spawn fs1 vduse-fs --name fs1 --tag ro1 --shared-dir /srv/export --read-only --inode-file-handles prefer
-capture fs1-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx ro1'
+capture fs1-tag wait_for 60 virtiofs_tag ro1
 capture ro-mount mount -t virtiofs ro1 /mnt/ro
 ls -l /srv/export | result ro.before
 capture ro-create touch /mnt/ro/new
@@ -227,7 +227,7 @@ chmod 777 /srv/asuser
 echo root-only >/srv/asuser/private
 chmod 600 /srv/asuser/private
 spawn fs2 sh -c 'ulimit -Sn 256 && exec vduse-fs --name fs2 --tag user2 --shared-dir /srv/asuser --user tester'
-capture fs2-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx user2'
+capture fs2-tag wait_for 60 virtiofs_tag user2
 capture fs2-switched wait_for 60 grep -q "serving as user tester" /results/fs2.err
 capture user-mount mount -t virtiofs user2 /mnt/u
 pid=$(pidof vduse-fs | tr ' ' '\n' | while read p; do grep -q '^Uid:.*1000' /proc/$p/status && echo $p; done)

@@ -59,7 +59,7 @@ taken_over() {{
 # --- 1. Mounted, files held, then SIGKILL.
 phase 1 kill
 serve
-capture tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx tkfs'
+capture tag wait_for 60 virtiofs_tag tkfs
 capture mount mount -t virtiofs tkfs /mnt/v
 # The journal comes with the filesystem threads, after the device.
 capture serving wait_for 60 grep -q "serving /srv/share" /results/srv0.err
@@ -150,7 +150,7 @@ serve_as_tester() {{
         --user tester
 }}
 serve_as_tester 0
-capture user-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx tkus'
+capture user-tag wait_for 60 virtiofs_tag tkus
 capture user-mount mount -t virtiofs tkus /mnt/u
 capture user-switched wait_for 60 grep -q "serving as user tester" /results/usr0.err
 spawn uholder sh -c 'exec 3>>/mnt/u/held; echo before >&3;

@@ -262,7 +262,7 @@ for d in /sys/block/vd*; do
 done
 cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
 # The virtiofs driver registers the tag once it has probed the device.
-capture fs-tag wait_for 60 sh -c 'cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx fs0'
+capture fs-tag wait_for 60 virtiofs_tag fs0
 capture fs-mount mount -t virtiofs fs0 /mnt
 cat /mnt/hello | result fs0.hello
 echo from-the-guest >/mnt/written

@@ -108,6 +108,12 @@ taken_over_as() {
         wait_for 60 grep -q "serving as user $3" "/results/$1.err"
 }
 
+# virtiofs_tag TAG: whether the virtiofs driver has registered a device with tag TAG
+# (it does once it has probed the device).
+virtiofs_tag() {
+    cat /sys/fs/virtiofs/*/tag 2>/dev/null | grep -qx "$1"
+}
+
 # disk_by_serial SERIAL: the name (vdX) of the virtio disk whose serial is SERIAL.
 disk_by_serial() {
     for d in /sys/block/vd*; do
