@@ -73,7 +73,10 @@ fn a_newer_qemu_utils_is_replaced_by_the_matching_one_not_removed() {
     let state = dpkg_state(&[NEWER_QEMU_UTILS]);
     let output = simulate(&state);
     let plan = text(&output);
-    assert!(output.status.success(), "setup-host --simulate failed:\n{plan}");
+    assert!(
+        output.status.success(),
+        "setup-host --simulate failed:\n{plan}"
+    );
     assert!(
         !plan.lines().any(|line| line.starts_with("Remv ")),
         "apt would remove a package:\n{plan}"
@@ -82,7 +85,10 @@ fn a_newer_qemu_utils_is_replaced_by_the_matching_one_not_removed() {
         .unwrap_or_else(|| panic!("qemu-utils is not part of the transaction:\n{plan}"));
     let system = installed_at(&plan, "qemu-system-x86")
         .unwrap_or_else(|| panic!("qemu-system-x86 is not installed:\n{plan}"));
-    assert_eq!(utils, system, "qemu-utils and qemu-system-x86 differ:\n{plan}");
+    assert_eq!(
+        utils, system,
+        "qemu-utils and qemu-system-x86 differ:\n{plan}"
+    );
     assert!(
         plan.contains("Inst qemu-utils [1:99.0+test]"),
         "the newer qemu-utils is not what gets replaced:\n{plan}"
@@ -107,13 +113,18 @@ Description: QEMU full system emulation binaries (x86), newer than the apt sourc
     let state = dpkg_state(&[newer_system, &newer_common, &newer_utils]);
     let output = simulate(&state);
     let plan = text(&output);
-    assert!(output.status.success(), "setup-host --simulate failed:\n{plan}");
+    assert!(
+        output.status.success(),
+        "setup-host --simulate failed:\n{plan}"
+    );
     let requests = plan
         .lines()
         .find_map(|line| line.strip_prefix("setup-host: would install "))
         .unwrap_or("");
     assert!(
-        !requests.split(' ').any(|request| request.starts_with("qemu-")),
+        !requests
+            .split(' ')
+            .any(|request| request.starts_with("qemu-")),
         "QEMU packages requested although installed at one version:\n{plan}"
     );
 }
@@ -149,7 +160,10 @@ fn a_missing_program_fails_the_check_naming_it_and_its_package() {
         .expect("run tests/setup-host");
     let said = text(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
-    assert!(said.contains("missing: qemu-nbd (package qemu-utils"), "{said}");
+    assert!(
+        said.contains("missing: qemu-nbd (package qemu-utils"),
+        "{said}"
+    );
     assert!(!said.contains("missing: qemu-img"), "{said}");
 
     let output = Command::new(setup_host()).arg("--verify").output().unwrap();
