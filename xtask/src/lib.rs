@@ -17,6 +17,43 @@ pub struct Generated {
     pub contents: Vec<u8>,
 }
 
+/// The workspace version these pages describe, and the date they give for it: the third
+/// field of `.TH`, which man shows at the bottom centre of every page. A release sets both
+/// here, together; [`generate`] refuses a command whose version is not [`RELEASE_VERSION`],
+/// so the version cannot move in `Cargo.toml` without a date. Fixed rather than taken from
+/// the clock, so `cargo xtask gen` writes the same bytes on every machine and every day.
+pub const RELEASE_VERSION: &str = "0.1.0";
+/// The date of [`RELEASE_VERSION`] (`YYYY-MM-DD`).
+pub const RELEASE_DATE: &str = "2026-12-02";
+
+/// The manual a section belongs to (the centre of each page's top line), as man-pages(7)
+/// names them.
+pub fn manual_of(section: u8) -> &'static str {
+    match section {
+        1 => "User Commands",
+        5 => "File Formats",
+        8 => "System Administration",
+        _ => panic!("no manual named for section {section}"),
+    }
+}
+
+/// The source of every page (the bottom left of each page): the project and its version.
+pub fn source() -> String {
+    format!("vduse-rs {RELEASE_VERSION}")
+}
+
+/// The version a command reports, checked against [`RELEASE_VERSION`].
+fn release_version_of(command: &clap::Command) -> anyhow::Result<()> {
+    let version = command.get_version().unwrap_or_default();
+    anyhow::ensure!(
+        version == RELEASE_VERSION,
+        "{} is version {version:?} but the man pages are dated for {RELEASE_VERSION}: set \
+         RELEASE_VERSION and RELEASE_DATE in xtask/src/lib.rs, then run `cargo xtask gen`",
+        command.get_name()
+    );
+    Ok(())
+}
+
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,8 +111,14 @@ pub fn generate() -> anyhow::Result<Vec<Generated>> {
 /// key described by the help of its flag of the same name.
 fn yaml_page(servers: &[(clap::Command, &[&str], &str)]) -> anyhow::Result<String> {
     let escape = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
-    let version = servers[0].0.get_version().unwrap_or_default().to_owned();
-    let mut out = format!(".TH vduse.yaml 5 \"\" \"vduse-rs {version}\" \"vduse-rs\"\n{YAML_HEAD}");
+    for (command, _, _) in servers {
+        release_version_of(command)?;
+    }
+    let mut out = format!(
+        ".TH vduse.yaml 5 \"{RELEASE_DATE}\" \"{}\" \"{}\"\n{YAML_HEAD}",
+        source(),
+        manual_of(5)
+    );
     for (command, keys, dir) in servers {
         let name = command.get_name();
         out.push_str(&format!(
@@ -144,12 +187,13 @@ fn completions(mut command: clap::Command, name: &str) -> Vec<Generated> {
 
 /// A man page: clap's title, name, synopsis, description and options, then `extra` (roff).
 fn man_page(command: clap::Command, section: u8, extra: &str) -> anyhow::Result<Vec<u8>> {
-    let version = command.get_version().unwrap_or_default().to_owned();
+    release_version_of(&command)?;
     let man_command = command.clone();
     let man = clap_mangen::Man::new(command)
         .section(section.to_string())
-        .source(format!("vduse-rs {version}"))
-        .manual("vduse-rs");
+        .date(RELEASE_DATE)
+        .source(source())
+        .manual(manual_of(section));
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;
