@@ -532,9 +532,12 @@ impl Journal {
             bytes.clear();
             record.encode(&mut bytes);
             let end = self.written + bytes.len() as u64;
-            if end > self.capacity
-                && let Err(error) = self.grow(end)
-            {
+            let grown = if end > self.capacity {
+                self.grow(end)
+            } else {
+                Ok(())
+            };
+            if let Err(error) = grown {
                 log::error!(
                     "cannot grow the node journal {}: {error}; a server taking this device \
                      over may not find every file the guest holds",
