@@ -52,14 +52,25 @@ impl Key {
 }
 
 /// Looks `user` (a name or a uid) and `group` (a name or a gid; `None`: the user's primary
-/// group) up in the host's user database. The error names the key and what was not found.
+/// group) up in the host's user database. The error names the key and what was not found,
+/// or why the database could not answer.
 pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, (Key, String)> {
-    let (uid, primary_gid) = match lookup_user(user) {
+    let unanswered = |key: Key, what: &str, error: std::io::Error| {
+        (
+            key,
+            format!(
+                "cannot look {what} up in the host's {} database: {error}",
+                key.name()
+            ),
+        )
+    };
+    let user_failed = |error| unanswered(Key::User, &format!("user {user:?}"), error);
+    let (uid, primary_gid) = match lookup_user(user).map_err(user_failed)? {
         Some(found) => found,
         None => match user.parse::<u32>() {
             // A bare number need not be in the database; if it is not, its group must be
             // given.
-            Ok(uid) => (uid, lookup_uid(uid)),
+            Ok(uid) => (uid, lookup_uid(uid).map_err(user_failed)?),
             Err(_) => {
                 return Err((
                     Key::User,
@@ -75,15 +86,21 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<RunAs, (Key, String)> 
         ));
     }
     let gid = match group {
-        Some(group) => match lookup_group(group).or_else(|| group.parse::<u32>().ok()) {
-            Some(gid) => gid,
-            None => {
-                return Err((
-                    Key::Group,
-                    format!("no group {group:?} on this host (`getent group {group}` finds none)"),
-                ));
+        Some(group) => {
+            let found = lookup_group(group)
+                .map_err(|error| unanswered(Key::Group, &format!("group {group:?}"), error))?;
+            match found.or_else(|| group.parse::<u32>().ok()) {
+                Some(gid) => gid,
+                None => {
+                    return Err((
+                        Key::Group,
+                        format!(
+                            "no group {group:?} on this host (`getent group {group}` finds none)"
+                        ),
+                    ));
+                }
             }
-        },
+        }
         None => primary_gid.ok_or_else(|| {
             (
                 Key::Group,
@@ -150,48 +167,101 @@ trait DbEntry {}
 impl DbEntry for libc::passwd {}
 impl DbEntry for libc::group {}
 
-/// Runs one of libc's reentrant database lookups (`getpwnam_r` and the like) with a
-/// zeroed entry and a buffer for its strings; returns the entry if one was found.
+/// The buffer a look-up starts with when libc suggests no size.
+const FIRST_BUFFER_SIZE: usize = 16 * 1024;
+
+/// The largest buffer a look-up tries. A group's entry holds its members' names, so a
+/// group of a directory service can need megabytes; one that needs more than this is
+/// taken for a broken database rather than allocated for.
+const MAX_BUFFER_SIZE: usize = 64 * 1024 * 1024;
+
+/// The buffer size libc suggests for one of its look-ups (`_SC_GETPW_R_SIZE_MAX` or
+/// `_SC_GETGR_R_SIZE_MAX`): a first guess only, as the look-ups themselves ask for more
+/// with ERANGE.
+fn suggested_buffer_size(name: libc::c_int) -> usize {
+    // SAFETY: sysconf only reads a setting; an unknown one gives -1.
+    let suggested = unsafe { libc::sysconf(name) };
+    usize::try_from(suggested)
+        .ok()
+        .filter(|&size| size > 0)
+        .unwrap_or(FIRST_BUFFER_SIZE)
+}
+
+/// Runs one of libc's reentrant database look-ups (`getpwnam_r` and the like) with a
+/// zeroed entry and a buffer for its strings, `first_size` bytes at first and twice as big
+/// each time the look-up answers ERANGE (the entry does not fit), up to
+/// [`MAX_BUFFER_SIZE`]. `Ok(None)`: there is no such entry; an error: the database could
+/// not answer.
 fn lookup<T: DbEntry>(
-    call: impl FnOnce(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
-) -> Option<T> {
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: `T` is `passwd` or `group` (`DbEntry`), for which all-zero is valid (null
-    // pointers, zero ids).
-    let mut entry: T = unsafe { std::mem::zeroed() };
-    let mut found: *mut T = std::ptr::null_mut();
-    let rc = call(&mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
-    // The entry's strings point into `buffer`, which goes now: only its ids are used.
-    (rc == 0 && !found.is_null()).then_some(entry)
+    first_size: usize,
+    mut call: impl FnMut(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+) -> std::io::Result<Option<T>> {
+    let mut size = first_size.clamp(1, MAX_BUFFER_SIZE);
+    loop {
+        let mut buffer = vec![0 as libc::c_char; size];
+        // SAFETY: `T` is `passwd` or `group` (`DbEntry`), for which all-zero is valid (null
+        // pointers, zero ids).
+        let mut entry: T = unsafe { std::mem::zeroed() };
+        let mut found: *mut T = std::ptr::null_mut();
+        // The entry's strings point into `buffer`, which goes at the end of this round:
+        // only its ids are used.
+        match call(&mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found) {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(entry)),
+            libc::ERANGE if size < MAX_BUFFER_SIZE => {
+                size = size.saturating_mul(2).min(MAX_BUFFER_SIZE);
+            }
+            libc::ERANGE => {
+                return Err(std::io::Error::other(format!(
+                    "the entry does not fit in {} MiB",
+                    MAX_BUFFER_SIZE >> 20
+                )));
+            }
+            // getpwnam_r(3) lists ENOENT among the ways of saying "no such entry", and
+            // glibc answers it when a database is not there at all (no /etc/group, say):
+            // `getent` finds nothing either.
+            libc::ENOENT => return Ok(None),
+            errno => return Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
 }
 
 /// The user named `name`: its uid and primary group.
-fn lookup_user(name: &str) -> Option<(u32, Option<u32>)> {
-    let name = CString::new(name).ok()?;
+fn lookup_user(name: &str) -> std::io::Result<Option<(u32, Option<u32>)>> {
+    // A name with a NUL byte is in no database.
+    let Ok(name) = CString::new(name) else {
+        return Ok(None);
+    };
+    let size = suggested_buffer_size(libc::_SC_GETPW_R_SIZE_MAX);
     // SAFETY: every pointer is valid for the call and the buffer's length is its own.
-    let entry = lookup(|entry, buffer, len, found| unsafe {
+    let entry = lookup(size, |entry, buffer, len, found| unsafe {
         libc::getpwnam_r(name.as_ptr(), entry, buffer, len, found)
     })?;
-    Some((entry.pw_uid, Some(entry.pw_gid)))
+    Ok(entry.map(|entry| (entry.pw_uid, Some(entry.pw_gid))))
 }
 
 /// The primary group of the user with id `uid`, if the database has that user.
-fn lookup_uid(uid: u32) -> Option<u32> {
+fn lookup_uid(uid: u32) -> std::io::Result<Option<u32>> {
+    let size = suggested_buffer_size(libc::_SC_GETPW_R_SIZE_MAX);
     // SAFETY: as in `lookup_user`.
-    let entry = lookup(|entry, buffer, len, found| unsafe {
+    let entry = lookup(size, |entry, buffer, len, found| unsafe {
         libc::getpwuid_r(uid, entry, buffer, len, found)
     })?;
-    Some(entry.pw_gid)
+    Ok(entry.map(|entry| entry.pw_gid))
 }
 
-/// The id of the group named `name`.
-fn lookup_group(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
+/// The id of the group named `name`, if the database has that group.
+fn lookup_group(name: &str) -> std::io::Result<Option<u32>> {
+    // A name with a NUL byte is in no database.
+    let Ok(name) = CString::new(name) else {
+        return Ok(None);
+    };
+    let size = suggested_buffer_size(libc::_SC_GETGR_R_SIZE_MAX);
     // SAFETY: as in `lookup_user`.
-    let entry = lookup(|entry, buffer, len, found| unsafe {
+    let entry = lookup(size, |entry, buffer, len, found| unsafe {
         libc::getgrnam_r(name.as_ptr(), entry, buffer, len, found)
     })?;
-    Some(entry.gr_gid)
+    Ok(entry.map(|entry| entry.gr_gid))
 }
 
 #[cfg(test)]
@@ -228,5 +298,124 @@ mod tests {
         assert_eq!(key, Key::Group);
         assert!(error.contains("give `group`"), "{error}");
         assert_eq!(resolve("4000000", Some("4000001")).unwrap().gid, 4_000_001);
+    }
+
+    /// A look-up standing in for libc's: its entry needs `needed` bytes of buffer, so it
+    /// answers ERANGE below that; it records the buffer sizes it was given.
+    fn needing(
+        needed: usize,
+        sizes: &mut Vec<usize>,
+    ) -> impl FnMut(*mut libc::group, *mut libc::c_char, usize, *mut *mut libc::group) -> libc::c_int
+    {
+        move |entry, _, len, found| {
+            sizes.push(len);
+            if len < needed {
+                return libc::ERANGE;
+            }
+            // SAFETY: `lookup` passes pointers to its own entry and result.
+            unsafe {
+                (*entry).gr_gid = 4242;
+                *found = entry;
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn lookups_retry_with_twice_the_buffer_until_the_entry_fits() {
+        let mut sizes = Vec::new();
+        let entry = lookup(1024, needing(100 * 1024, &mut sizes)).unwrap();
+        assert_eq!(entry.map(|entry| entry.gr_gid), Some(4242));
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 64, 128].map(|kib| kib * 1024));
+
+        // An entry bigger than any buffer tried is an error, not "no such group".
+        let mut sizes = Vec::new();
+        let error = lookup(FIRST_BUFFER_SIZE, needing(usize::MAX, &mut sizes)).unwrap_err();
+        assert!(
+            error.to_string().contains("does not fit in 64 MiB"),
+            "{error}"
+        );
+        assert_eq!(sizes.first(), Some(&FIRST_BUFFER_SIZE));
+        assert_eq!(sizes.last(), Some(&MAX_BUFFER_SIZE));
+        assert_eq!(sizes.len(), 13);
+    }
+
+    #[test]
+    fn lookups_tell_no_entry_from_a_database_that_cannot_answer() {
+        let answering = |rc: libc::c_int| {
+            lookup::<libc::group>(FIRST_BUFFER_SIZE, move |_, _, _, _| rc)
+                .map(|entry| entry.is_some())
+                .map_err(|error| error.raw_os_error())
+        };
+        // Found nothing: 0 and no entry, or ENOENT.
+        assert_eq!(answering(0), Ok(false));
+        assert_eq!(answering(libc::ENOENT), Ok(false));
+        // Anything else is the database's failure, reported as such.
+        assert_eq!(answering(libc::EIO), Err(Some(libc::EIO)));
+        assert_eq!(answering(libc::EMFILE), Err(Some(libc::EMFILE)));
+    }
+
+    /// Runs `body` on a thread of its own whose `/etc/group` is `group_file`, bound over
+    /// the host's in a mount namespace of that thread's (nothing else sees it). `None`: this
+    /// process may not make one (not root).
+    fn with_etc_group<R: Send + 'static>(
+        group_file: &std::path::Path,
+        body: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        use rustix::mount::MountPropagationFlags;
+        use rustix::thread::{UnshareFlags, unshare_unsafe};
+        let group_file = group_file.to_owned();
+        std::thread::spawn(move || {
+            // CLONE_FS too: a thread of a process with others can only leave its mount
+            // namespace with a root and working directory of its own.
+            // SAFETY: neither flag is FILES: the descriptor table stays shared by every
+            // thread.
+            match unsafe { unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS) } {
+                Err(rustix::io::Errno::PERM) => return None,
+                result => result.expect("unshare(CLONE_NEWNS)"),
+            }
+            // The bind mount must not reach the host's namespace.
+            rustix::mount::mount_change(
+                "/",
+                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+            )
+            .expect("making mounts private");
+            rustix::mount::mount_bind(&group_file, "/etc/group").expect("binding /etc/group");
+            Some(body())
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_group_too_big_for_a_small_buffer_is_found() {
+        // glibc would ask nscd rather than read the file.
+        if std::path::Path::new("/var/run/nscd/socket").exists() {
+            eprintln!("skipped: nscd answers group look-ups, not /etc/group");
+            return;
+        }
+        // 4000 members of 11 bytes each: their names alone are more than 40 KiB.
+        let members: Vec<String> = (0..4000).map(|n| format!("member{n:05}")).collect();
+        let mut groups = std::fs::read_to_string("/etc/group").unwrap();
+        groups.push_str(&format!("vduse-big:x:4000123:{}\n", members.join(",")));
+        let group_file = std::env::temp_dir().join(format!(
+            "vduse-privileges-test-{}-group",
+            std::process::id()
+        ));
+        std::fs::write(&group_file, groups).unwrap();
+        let resolved = with_etc_group(&group_file, || {
+            (
+                resolve("nobody", Some("vduse-big")),
+                resolve("nobody", Some("root")),
+            )
+        });
+        std::fs::remove_file(&group_file).unwrap();
+        let Some((big, root)) = resolved else {
+            eprintln!("skipped: no mount namespace of a thread's own (not root)");
+            return;
+        };
+        assert_eq!(big.unwrap().gid, 4_000_123);
+        // The host's groups are still there.
+        assert_eq!(root.unwrap().gid, 0);
     }
 }
