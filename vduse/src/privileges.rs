@@ -267,6 +267,7 @@ fn lookup_group(name: &str) -> std::io::Result<Option<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libc::{c_char, c_int, group};
 
     #[test]
     fn names_and_numbers_resolve() {
@@ -305,8 +306,7 @@ mod tests {
     fn needing(
         needed: usize,
         sizes: &mut Vec<usize>,
-    ) -> impl FnMut(*mut libc::group, *mut libc::c_char, usize, *mut *mut libc::group) -> libc::c_int
-    {
+    ) -> impl FnMut(*mut group, *mut c_char, usize, *mut *mut group) -> c_int {
         move |entry, _, len, found| {
             sizes.push(len);
             if len < needed {
@@ -342,8 +342,8 @@ mod tests {
 
     #[test]
     fn lookups_tell_no_entry_from_a_database_that_cannot_answer() {
-        let answering = |rc: libc::c_int| {
-            lookup::<libc::group>(FIRST_BUFFER_SIZE, move |_, _, _, _| rc)
+        let answering = |rc: c_int| {
+            lookup::<group>(FIRST_BUFFER_SIZE, move |_, _, _, _| rc)
                 .map(|entry| entry.is_some())
                 .map_err(|error| error.raw_os_error())
         };
