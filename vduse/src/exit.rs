@@ -92,10 +92,10 @@ const _: () = assert!(crate::uapi::VDUSE_F_QUEUE_READY == 0 && crate::uapi::VDUS
 /// Sets up logging to stderr for a tool.
 ///
 /// The level comes from `level` (a `--log-level` flag) if given, else from `VDUSE_LOG` or
-/// `RUST_LOG` (env_logger's syntax, e.g. `debug` or `vduse=debug`), else `info`. Under
-/// systemd (`JOURNAL_STREAM` set: stderr goes to the journal) each line starts with its
-/// syslog priority (`<3>` error ... `<7>` debug), which journald reads as the message's
-/// priority, and carries no timestamp, which journald adds; elsewhere lines look like
+/// `RUST_LOG` (env_logger's syntax, e.g. `debug` or `vduse=debug`), else `info`. When
+/// stderr is the journal (see [`stderr_is_journal`]) each line starts with its syslog
+/// priority (`<3>` error ... `<7>` debug), which journald reads as the message's priority,
+/// and carries no timestamp, which journald adds; elsewhere lines look like
 /// `[INFO  target] message`.
 #[cfg(feature = "cli")]
 pub fn init_logging(level: Option<log::LevelFilter>) {
@@ -115,7 +115,7 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
             }
         },
     }
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    if stderr_is_journal() {
         builder.format(|out, record| {
             let priority = match record.level() {
                 log::Level::Error => 3,
@@ -133,12 +133,46 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
 /// the syslog priority prefix `<3>` when stderr goes to the journal (see
 /// [`init_logging`]).
 pub fn print_error(tool: &str, error: &dyn std::fmt::Display) {
-    let priority = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        "<3>"
-    } else {
-        ""
-    };
+    let priority = if stderr_is_journal() { "<3>" } else { "" };
     eprintln!("{priority}{tool}: error: {error:#}");
+}
+
+/// Whether stderr is the stream systemd connected to the journal. systemd names that stream
+/// in `JOURNAL_STREAM` as `DEVICE:INODE`; a child whose stderr was redirected (to a file, a
+/// pipe, a terminal) inherits the variable all the same, so it counts only if it names
+/// stderr itself.
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    // A duplicate of the descriptor, to read its metadata through `File`; closed at once.
+    let stderr = match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(stderr) => std::fs::File::from(stderr),
+        Err(_) => return false,
+    };
+    match stderr.metadata() {
+        Ok(metadata) => journal_stream_is(&value, metadata.dev(), metadata.ino()),
+        Err(_) => false,
+    }
+}
+
+/// Whether `value`, a `JOURNAL_STREAM`, names the stream with device `dev` and inode `ino`.
+/// Anything but two decimal numbers around a colon names no stream.
+fn journal_stream_is(value: &std::ffi::OsStr, dev: u64, ino: u64) -> bool {
+    let decimal = |text: &str| {
+        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        text.parse::<u64>().ok()
+    };
+    let Some((value_dev, value_ino)) = value.to_str().and_then(|value| value.split_once(':'))
+    else {
+        return false;
+    };
+    decimal(value_dev) == Some(dev) && decimal(value_ino) == Some(ino)
 }
 
 /// The flags a server's signal handlers set: `stop` on SIGINT and SIGTERM, `log_state` on
@@ -167,5 +201,50 @@ impl ServeSignals {
                 .map_err(|error| format!("cannot handle signal {signal}: {error}"))?;
         }
         Ok(signals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_names_one_device_and_inode() {
+        let is = |value: &str| journal_stream_is(value.as_ref(), 8, 12345);
+        assert!(is("8:12345"));
+        assert!(!is("8:12346"));
+        assert!(!is("9:12345"));
+        assert!(!is("12345:8"));
+        // What is not two decimal numbers names nothing, even with the right digits in it.
+        for value in [
+            "",
+            ":",
+            "8",
+            "8:",
+            ":12345",
+            "8:12345:0",
+            " 8:12345",
+            "8:12345\n",
+            "+8:12345",
+            "0x8:12345",
+            "8:-12345",
+            "8;12345",
+            "8:99999999999999999999",
+        ] {
+            assert!(!is(value), "{value:?}");
+        }
+        // A value that is not UTF-8 names nothing either.
+        use std::os::unix::ffi::OsStrExt;
+        assert!(!journal_stream_is(
+            std::ffi::OsStr::from_bytes(b"8:12345\xff"),
+            8,
+            12345
+        ));
+        // The largest device and inode numbers parse.
+        assert!(journal_stream_is(
+            format!("{}:{}", u64::MAX, u64::MAX).as_ref(),
+            u64::MAX,
+            u64::MAX
+        ));
     }
 }
