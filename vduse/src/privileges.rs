@@ -355,45 +355,26 @@ mod tests {
         assert_eq!(answering(libc::EMFILE), Err(Some(libc::EMFILE)));
     }
 
-    /// Runs `body` on a thread of its own whose `/etc/group` is `group_file`, bound over
-    /// the host's in a mount namespace of that thread's (nothing else sees it). `None`: this
-    /// process may not make one (not root).
-    fn with_etc_group<R: Send + 'static>(
-        group_file: &std::path::Path,
-        body: impl FnOnce() -> R + Send + 'static,
-    ) -> Option<R> {
-        use rustix::mount::MountPropagationFlags;
-        use rustix::thread::{UnshareFlags, unshare_unsafe};
-        let group_file = group_file.to_owned();
-        std::thread::spawn(move || {
-            // CLONE_FS too: a thread of a process with others can only leave its mount
-            // namespace with a root and working directory of its own.
-            // SAFETY: neither flag is FILES: the descriptor table stays shared by every
-            // thread.
-            match unsafe { unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS) } {
-                Err(rustix::io::Errno::PERM) => return None,
-                result => result.expect("unshare(CLONE_NEWNS)"),
-            }
-            // The bind mount must not reach the host's namespace.
-            rustix::mount::mount_change(
-                "/",
-                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-            )
-            .expect("making mounts private");
-            rustix::mount::mount_bind(&group_file, "/etc/group").expect("binding /etc/group");
-            Some(body())
-        })
-        .join()
-        .unwrap()
-    }
+    /// The environment variable naming the group file a re-executed test binds over
+    /// `/etc/group` in the mount namespace `unshare(1)` made for it.
+    const GROUP_FILE_VAR: &str = "VDUSE_PRIVILEGES_TEST_GROUP_FILE";
 
     #[test]
     fn a_group_too_big_for_a_small_buffer_is_found() {
-        // glibc would ask nscd rather than read the file.
-        if std::path::Path::new("/var/run/nscd/socket").exists() {
-            eprintln!("skipped: nscd answers group look-ups, not /etc/group");
+        if let Some(group_file) = std::env::var_os(GROUP_FILE_VAR) {
+            // Re-executed alone, in a mount namespace of its own (see below): nothing
+            // this does reaches the host's.
+            rustix::mount::mount_bind(&group_file, "/etc/group").expect("binding /etc/group");
+            assert_eq!(resolve("nobody", Some("vduse-big")).unwrap().gid, 4_000_123);
+            // The host's groups are still there.
+            assert_eq!(resolve("nobody", Some("root")).unwrap().gid, 0);
             return;
         }
+        // glibc would ask nscd rather than read the file.
+        assert!(
+            !std::path::Path::new("/var/run/nscd/socket").exists(),
+            "nscd answers group look-ups on this host, not /etc/group: stop nscd to run this test"
+        );
         // 4000 members of 11 bytes each: their names alone are more than 40 KiB.
         let members: Vec<String> = (0..4000).map(|n| format!("member{n:05}")).collect();
         let mut groups = std::fs::read_to_string("/etc/group").unwrap();
@@ -403,19 +384,37 @@ mod tests {
             std::process::id()
         ));
         std::fs::write(&group_file, groups).unwrap();
-        let resolved = with_etc_group(&group_file, || {
-            (
-                resolve("nobody", Some("vduse-big")),
-                resolve("nobody", Some("root")),
-            )
-        });
+        // This test again, alone, in a mount namespace of its own; without root, inside a
+        // user namespace that maps this user to root, so that it may mount there.
+        let mut unshare = std::process::Command::new("unshare");
+        unshare.arg("--mount");
+        if !rustix::process::geteuid().is_root() {
+            unshare.arg("--user").arg("--map-root-user");
+        }
+        let output = unshare
+            .arg("--")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "privileges::tests::a_group_too_big_for_a_small_buffer_is_found",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(GROUP_FILE_VAR, &group_file)
+            .output()
+            .expect("running unshare (util-linux)");
         std::fs::remove_file(&group_file).unwrap();
-        let Some((big, root)) = resolved else {
-            eprintln!("skipped: no mount namespace of a thread's own (not root)");
-            return;
-        };
-        assert_eq!(big.unwrap().gid, 4_000_123);
-        // The host's groups are still there.
-        assert_eq!(root.unwrap().gid, 0);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "in a mount namespace of its own:\n{said}"
+        );
+        assert!(
+            said.contains("1 passed"),
+            "the test did not run again:\n{said}"
+        );
     }
 }
