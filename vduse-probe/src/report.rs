@@ -23,6 +23,12 @@ pub const PROBE_DEVICE_PREFIX: &str = "vduse-probe-";
 /// The vdpa drivers the probe reports on.
 pub use vduse::vdpa::VDPA_DRIVERS;
 
+/// The last note when VDUSE is not available: where to see it work anyway (README.md,
+/// "See it work").
+pub const DEMO_NOTE: &str = "to see VDUSE at work without it here: `tests/demo` in the \
+    vduse-rs sources boots a Debian kernel that has it under QEMU and runs these tools there \
+    (README.md, \"See it work\")";
+
 /// Everything the probe reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -298,6 +304,9 @@ pub fn collect(
              drivers use VDUSE devices; `modprobe vhost_vdpa` hands them to VMs"
                 .to_owned(),
         );
+    }
+    if !report.available {
+        report.notes.push(DEMO_NOTE.to_owned());
     }
     Ok(report)
 }

@@ -288,6 +288,37 @@ fn module_not_loaded_says_modprobe() {
 }
 
 #[test]
+fn not_available_points_to_the_demo() {
+    let mut not_loaded = FakeHost::new(Some(KernelProfile::Linux6_12));
+    not_loaded.module_loaded = false;
+    for host in [FakeHost::new(None), not_loaded] {
+        let report = collect(&host);
+        assert!(!report.available);
+        // Last, after what to do on this host.
+        assert_eq!(
+            report.notes.last().map(String::as_str),
+            Some(report::DEMO_NOTE)
+        );
+        assert!(report::DEMO_NOTE.contains("`tests/demo`"));
+    }
+    for (name, host) in profiles().into_iter().skip(1) {
+        let report = collect(&host);
+        assert!(report.available, "{name}");
+        assert!(
+            !report.notes.iter().any(|n| n.contains("tests/demo")),
+            "{name}: {:?}",
+            report.notes
+        );
+    }
+    // Available but not usable (no privilege): no pointer to the demo either.
+    let mut user = FakeHost::new(Some(KernelProfile::Linux7_3));
+    user.root = false;
+    let report = collect(&user);
+    assert!(report.available && !report.usable);
+    assert!(!report.notes.iter().any(|n| n.contains("tests/demo")));
+}
+
+#[test]
 fn exit_statuses() {
     let none = FakeHost::new(None);
     let old = FakeHost::new(Some(KernelProfile::Linux6_12));
