@@ -1,5 +1,5 @@
 # shellcheck shell=dash
-# A soak test behind BENCHMARKS.md ("8 MiB by default"): vduse-blk with a small VDUSE
+# A soak test behind BENCHMARKS.md ("Small bounce buffers"): vduse-blk with a small VDUSE
 # bounce buffer under three concurrent fio jobs (1M sequential writes at depth 4, 4k
 # random writes at depth 16, mixed 4k-512k random I/O at depth 8) in 8 s rounds for
 # DURATION seconds. A round still running 60 s after its end is a stall: the block

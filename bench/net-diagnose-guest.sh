@@ -1,5 +1,5 @@
 # shellcheck shell=dash
-# Checks behind BENCHMARKS.md ("Network: where the time goes"): what limits pktgen's rate
+# Checks behind BENCHMARKS.md ("Network: `bench/net`"): what limits pktgen's rate
 # into vduse-net-null (drop mode). Runs in a guest booted by tests/vm-run:
 #
 #   tests/vm-run --release --kernel 7.3 --memory 1024 --cpus 2 --host ip --host perf \

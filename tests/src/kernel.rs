@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The kernel series every real-kernel test covers, oldest first.
 ///
 /// 6.1 (bookworm) has no VDUSE at all; 6.12, 7.2 and 7.3 have the `vduse` module with
-/// different API versions and features (see the project's kernel facts).
+/// different API versions and features (docs/kernel-facts.md, section 1).
 pub const MATRIX: [&str; 4] = ["6.1", "6.12", "7.2", "7.3"];
 
 /// The cache `tests/fetch-kernels` fills:

@@ -1,7 +1,8 @@
 //! `vduse-probe` on the real kernels of the matrix: its JSON, env output and exit codes
-//! must equal what the kernel facts say, as root and as an unprivileged user; an interrupted
-//! probe leaves no device behind; existing devices are reported with who serves them, and
-//! `vduse-probe remove` removes the orphaned and unattached ones but refuses a served one.
+//! must equal the matrix of docs/kernel-facts.md (section 1), as root and as an
+//! unprivileged user; an interrupted probe leaves no device behind; existing devices are
+//! reported with who serves them, and `vduse-probe remove` removes the orphaned and
+//! unattached ones but refuses a served one.
 //!
 //! One boot per kernel runs every scenario; the assertions read the results back.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vduse_tests::{Guest, GuestRun, Kernel};
 
-/// What the kernel facts say a kernel supports.
+/// What a kernel supports, as docs/kernel-facts.md's matrix (section 1) says.
 struct Expected {
     api_version: u64,
     features: &'static str,

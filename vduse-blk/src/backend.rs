@@ -28,7 +28,8 @@ use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segm
 /// largest DMA mapping, which for VDUSE is the whole bounce buffer. Requests are at most
 /// 1280 KiB by default (`max_sectors_kb`), so this seldom splits a segment; 128 KiB, the
 /// largest range the kernel's IOVA allocator caches per CPU, was measured and did not
-/// make the server touch less of the bounce buffer (BENCHMARKS.md, run F).
+/// make the server touch less of the bounce buffer (BENCHMARKS.md, "What shapes these
+/// figures"; docs/kernel-facts.md, section 7).
 pub const SIZE_MAX_BYTES: u32 = 1 << 20;
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's

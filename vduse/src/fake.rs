@@ -1,6 +1,6 @@
 //! A fake control device that answers like the kernels of the support matrix, as recorded in
-//! the project's kernel facts (Debian 6.12, 7.2 and 7.3), for tests of code built on
-//! [`crate::Control`].
+//! docs/kernel-facts.md, sections 1 to 3 (Debian 6.12, 7.2 and 7.3), for tests of code
+//! built on [`crate::Control`].
 //!
 //! It checks `VDUSE_CREATE_DEV`'s bytes with its own reading of the kernel's rules, so a
 //! test through it also checks the encoding.
