@@ -1,0 +1,661 @@
+//! [`FileSystem`] for [`DurableFs`]: every request goes to the inner filesystem with the
+//! guest's numbers mapped to its own; the replies are mapped back and written down.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
+};
+use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
+    ZeroCopyReader, ZeroCopyWriter,
+};
+use fuse_backend_rs::transport::FsCacheReqHandler;
+
+use super::again::done_before;
+use super::layer::{DurableFs, Handle, Inode};
+use super::record::Record;
+use super::table::Tables;
+use super::{ROOT, errno};
+
+impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> {
+    type Inode = Inode;
+    type Handle = Handle;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let options = self.inner.init(capable)?;
+        let mut tables = self.tables.write().unwrap();
+        let record = Record::Init {
+            capable: capable.bits(),
+        };
+        tables.apply(record.clone());
+        if let Some(journal) = &self.journal {
+            journal.lock().unwrap().rewrite(&[record]);
+        }
+        Ok(options)
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy();
+        let mut tables = self.tables.write().unwrap();
+        *tables = Tables::new();
+        if let Some(journal) = &self.journal {
+            journal.lock().unwrap().rewrite(&[]);
+        }
+    }
+
+    fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        let entry = self.inner.lookup(ctx, self.node(parent)?, name)?;
+        Ok(self.entry(parent, name, entry))
+    }
+
+    fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
+        if let Some(inner) = self.forget_node(inode, count) {
+            self.inner.forget(ctx, inner, 1);
+        }
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
+        for (inode, count) in requests {
+            self.forget(ctx, inode, count);
+        }
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner
+            .getattr(ctx, self.node(inode)?, self.optional_file(handle)?)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        attr: stat64,
+        handle: Option<Handle>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.setattr(
+            ctx,
+            self.node(inode)?,
+            attr,
+            self.optional_file(handle)?,
+            valid,
+        )
+    }
+
+    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
+        self.inner.readlink(ctx, self.node(inode)?)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        let parent_inner = self.node(parent)?;
+        let made = self.inner.symlink(ctx, linkname, parent_inner, name);
+        let entry = if done_before(&made, libc::EEXIST, "SYMLINK") {
+            self.inner.lookup(ctx, parent_inner, name)?
+        } else {
+            made?
+        };
+        Ok(self.entry(parent, name, entry))
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        let parent_inner = self.node(parent)?;
+        let made = self.inner.mknod(ctx, parent_inner, name, mode, rdev, umask);
+        let entry = if done_before(&made, libc::EEXIST, "MKNOD") {
+            self.inner.lookup(ctx, parent_inner, name)?
+        } else {
+            made?
+        };
+        Ok(self.entry(parent, name, entry))
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        let parent_inner = self.node(parent)?;
+        let made = self.inner.mkdir(ctx, parent_inner, name, mode, umask);
+        let entry = if done_before(&made, libc::EEXIST, "MKDIR") {
+            self.inner.lookup(ctx, parent_inner, name)?
+        } else {
+            made?
+        };
+        Ok(self.entry(parent, name, entry))
+    }
+
+    fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        let removed = self.inner.unlink(ctx, self.node(parent)?, name);
+        if !done_before(&removed, libc::ENOENT, "UNLINK") {
+            removed?;
+        }
+        self.unlinked(parent, name);
+        Ok(())
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        let removed = self.inner.rmdir(ctx, self.node(parent)?, name);
+        if !done_before(&removed, libc::ENOENT, "RMDIR") {
+            removed?;
+        }
+        self.unlinked(parent, name);
+        Ok(())
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: Inode,
+        oldname: &CStr,
+        newdir: Inode,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        let renamed = self.inner.rename(
+            ctx,
+            self.node(olddir)?,
+            oldname,
+            self.node(newdir)?,
+            newname,
+            flags,
+        );
+        if done_before(&renamed, libc::ENOENT, "RENAME") {
+            return Ok(());
+        }
+        renamed?;
+        let mut tables = self.tables.write().unwrap();
+        let old_key = (olddir, oldname.to_owned());
+        let new_key = (newdir, newname.to_owned());
+        let moved = tables.by_name.get(&old_key).copied();
+        let target = tables.by_name.get(&new_key).copied();
+        let mut records = Vec::new();
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            if let Some(id) = target {
+                tables.rename(id, olddir, oldname.to_owned());
+                records.push(Record::Renamed {
+                    id,
+                    parent: olddir,
+                    name: oldname.to_owned(),
+                });
+            }
+        } else {
+            tables.by_name.remove(&new_key);
+        }
+        if let Some(id) = moved {
+            if tables.by_name.get(&old_key) == Some(&id) {
+                tables.by_name.remove(&old_key);
+            }
+            tables.rename(id, newdir, newname.to_owned());
+            records.push(Record::Renamed {
+                id,
+                parent: newdir,
+                name: newname.to_owned(),
+            });
+        }
+        self.write_down(&tables, &records);
+        Ok(())
+    }
+
+    fn link(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        newparent: Inode,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
+        let newparent_inner = self.node(newparent)?;
+        let made = self
+            .inner
+            .link(ctx, self.node(inode)?, newparent_inner, newname);
+        let entry = if done_before(&made, libc::EEXIST, "LINK") {
+            self.inner.lookup(ctx, newparent_inner, newname)?
+        } else {
+            made?
+        };
+        Ok(self.entry(newparent, newname, entry))
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+        let (fh, options, passthrough) =
+            self.inner.open(ctx, self.node(inode)?, flags, fuse_flags)?;
+        Ok((self.opened(fh, inode, flags, false), options, passthrough))
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
+        let flags = args.flags;
+        let parent_inner = self.node(parent)?;
+        let made = self.inner.create(ctx, parent_inner, name, args);
+        let (entry, fh, options, passthrough) = if done_before(&made, libc::EEXIST, "CREATE") {
+            let entry = self.inner.lookup(ctx, parent_inner, name)?;
+            let reopen = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
+            match self.inner.open(ctx, entry.inode, reopen, args.fuse_flags) {
+                Ok((fh, options, passthrough)) => (entry, fh, options, passthrough),
+                Err(error) => {
+                    self.inner.forget(ctx, entry.inode, 1);
+                    return Err(error);
+                }
+            }
+        } else {
+            made?
+        };
+        let entry = self.entry(parent, name, entry);
+        let fh = self.opened(fh, entry.inode, flags, false);
+        Ok((entry, fh, options, passthrough))
+    }
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        self.inner.read(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            w,
+            size,
+            offset,
+            lock_owner,
+            flags,
+        )
+    }
+
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.inner.write(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn flush(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        lock_owner: u64,
+    ) -> io::Result<()> {
+        self.inner
+            .flush(ctx, self.node(inode)?, self.file(handle)?, lock_owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+        self.inner
+            .fsync(ctx, self.node(inode)?, datasync, self.file(handle)?)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.inner.fallocate(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            mode,
+            offset,
+            length,
+        )
+    }
+
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        let node = self.node(inode);
+        let inner = self.released(handle)?;
+        self.inner
+            .release(ctx, node?, flags, inner, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, self.node(inode)?)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner
+            .setxattr(ctx, self.node(inode)?, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.inner.getxattr(ctx, self.node(inode)?, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
+        self.inner.listxattr(ctx, self.node(inode)?, size)
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.inner.removexattr(ctx, self.node(inode)?, name)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
+        let (fh, options) = self.inner.opendir(ctx, self.node(inode)?, flags)?;
+        Ok((self.opened(fh, inode, flags, true), options))
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner.readdir(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            size,
+            offset,
+            add_entry,
+        )
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let mut extra = Vec::new();
+        let result = self.inner.readdirplus(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            size,
+            offset,
+            &mut |dir_entry, mut entry| {
+                let name = CString::new(dir_entry.name)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                let inner = entry.inode;
+                let before = extra.len();
+                self.adopt(inode, &name, &mut entry, &mut extra);
+                // A node already known gave its extra reference to `extra`.
+                let known = extra.len() > before;
+                let id = entry.inode;
+                let added = add_entry(dir_entry, entry)?;
+                if added == 0 && inner != 0 && inner != ROOT {
+                    // Not sent: the passthrough gives its reference back itself; undo ours.
+                    if known {
+                        extra.pop();
+                        let mut tables = self.tables.write().unwrap();
+                        if let Some(node) = tables.nodes.get_mut(&id) {
+                            node.lookups = node.lookups.saturating_sub(1);
+                        }
+                    } else if self.forget_node(id, 1).is_none() {
+                        log::debug!("node {id} was looked up meanwhile");
+                    }
+                }
+                Ok(added)
+            },
+        );
+        self.give_back(extra);
+        result
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.inner
+            .fsyncdir(ctx, self.node(inode)?, datasync, self.file(handle)?)
+    }
+
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        let node = self.node(inode);
+        let inner = self.released(handle)?;
+        self.inner.releasedir(ctx, node?, flags, inner)
+    }
+
+    fn setupmapping(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        foffset: u64,
+        len: u64,
+        flags: u64,
+        moffset: u64,
+        vu_req: &mut dyn FsCacheReqHandler,
+    ) -> io::Result<()> {
+        let _ = (ctx, inode, handle, foffset, len, flags, moffset, vu_req);
+        errno(libc::ENOSYS)
+    }
+
+    fn removemapping(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        requests: Vec<RemovemappingOne>,
+        vu_req: &mut dyn FsCacheReqHandler,
+    ) -> io::Result<()> {
+        let _ = (ctx, inode, requests, vu_req);
+        errno(libc::ENOSYS)
+    }
+
+    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
+        self.inner.access(ctx, self.node(inode)?, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner
+            .lseek(ctx, self.node(inode)?, self.file(handle)?, offset, whence)
+    }
+
+    fn getlk(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<FileLock> {
+        self.inner.getlk(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            owner,
+            lock,
+            flags,
+        )
+    }
+
+    fn setlk(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlk(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            owner,
+            lock,
+            flags,
+        )
+    }
+
+    fn setlkw(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlkw(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            owner,
+            lock,
+            flags,
+        )
+    }
+
+    fn ioctl(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        flags: u32,
+        cmd: u32,
+        data: IoctlData,
+        out_size: u32,
+    ) -> io::Result<IoctlData<'_>> {
+        self.inner.ioctl(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            flags,
+            cmd,
+            data,
+            out_size,
+        )
+    }
+
+    fn bmap(&self, ctx: &Context, inode: Inode, block: u64, blocksize: u32) -> io::Result<u64> {
+        self.inner.bmap(ctx, self.node(inode)?, block, blocksize)
+    }
+
+    fn poll(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        khandle: Handle,
+        flags: u32,
+        events: u32,
+    ) -> io::Result<u32> {
+        self.inner.poll(
+            ctx,
+            self.node(inode)?,
+            self.file(handle)?,
+            khandle,
+            flags,
+            events,
+        )
+    }
+
+    fn notify_reply(&self) -> io::Result<()> {
+        self.inner.notify_reply()
+    }
+}
