@@ -1,52 +1,6 @@
-//! The vdpa bus over generic netlink: list management devices and vdpa
-//! devices, and attach (`VDPA_CMD_DEV_NEW`) or detach (`VDPA_CMD_DEV_DEL`) a
-//! VDUSE device without the iproute2 `vdpa` tool.
-//!
-//! The kernel side is `drivers/vdpa/vdpa.c`: the generic netlink family
-//! `"vdpa"` (version 1), registered when the `vdpa` module loads (`vduse`
-//! depends on it, so loading `vduse` loads it too). [`VdpaBus`] owns one
-//! `NETLINK_GENERIC` socket and speaks four of its commands:
-//!
-//! | method | command | kernel permission |
-//! |---|---|---|
-//! | [`VdpaBus::management_devices`] | `VDPA_CMD_MGMTDEV_GET`, dump | anyone |
-//! | [`VdpaBus::devices`], [`VdpaBus::device`] | `VDPA_CMD_DEV_GET`, dump or single | anyone |
-//! | [`VdpaBus::add_device`] | `VDPA_CMD_DEV_NEW` | `GENL_ADMIN_PERM`: CAP_NET_ADMIN |
-//! | [`VdpaBus::remove_device`] | `VDPA_CMD_DEV_DEL` | `GENL_ADMIN_PERM`: CAP_NET_ADMIN |
-//!
-//! Kernel facts this module relies on (Linux 7.3, `vdpa.c`, `vduse_dev.c`):
-//! - The family is registered with `netnsok = false`: from a network namespace
-//!   other than the initial one it does not exist (the controller answers
-//!   ENOENT exactly as when the module is not loaded). So [`VdpaError::NotLoaded`]
-//!   also covers "this process is in another network namespace".
-//! - The `vduse` management device has no bus, so it has no bus name; its
-//!   classes (`id_table`) are block and net only, though an fs VDUSE device
-//!   can be added through it all the same.
-//! - `VDPA_CMD_DEV_NEW` on `vduse` answers **EINVAL** (not ENODEV) when no VDUSE
-//!   device of that name exists *or* when one of its virtqueues never had
-//!   `VDUSE_VQ_SETUP` (`vduse_dev_is_ready` checks every vq's `num_max`); that
-//!   is [`VdpaError::DeviceNotReady`]. EEXIST when the device is already on the
-//!   bus; ENODEV when the management device does not exist.
-//! - `VDPA_CMD_DEV_DEL` answers ENODEV for an unknown name.
-//! - The device dump leaves out vdpa devices that no management device created.
-//! - Both dumps are allowed to any user; a dump datagram is at most 32 KiB, so
-//!   a long device list spans several datagrams.
-//!
-//! Seen on Debian's 7.3.4 kernel under QEMU: `vduse` reports classes net and
-//! block, `max_supported_vqs` 0 and `supported_features` 0; adding a VDUSE
-//! device before (or with only some of) its `VDUSE_VQ_SETUP` calls gets EINVAL,
-//! after them succeeds, a second add gets EEXIST; removing a name twice or an
-//! unknown name gets ENODEV; add and remove as an unprivileged user get EPERM;
-//! `VDUSE_DESTROY_DEV` on a device still on the bus gets EBUSY.
-//!
-//! A caution for device servers: with a virtio driver bound to the bus
-//! (`virtio_vdpa`, `vhost_vdpa`), `VDPA_CMD_DEV_NEW` and `VDPA_CMD_DEV_DEL`
-//! probe or remove that driver *inside* the netlink request, and the driver
-//! talks to the VDUSE device (status changes, resets) through requests that the
-//! device server must answer. Call [`VdpaBus::add_device`] and
-//! [`VdpaBus::remove_device`] from a thread other than the one answering the
-//! device's requests, or the call stalls until the device's `msg_timeout`
-//! expires and the device is marked broken.
+//! The generic netlink codec: the bytes of requests to the controller and to the vdpa
+//! family, and the decoding of the replies, as pure functions the bus calls and the unit
+//! tests drive without a kernel.
 //!
 //! # Why a hand-written codec
 //!
@@ -73,21 +27,12 @@
 //! Not done: extended acks (`NETLINK_EXT_ACK` needs a raw `setsockopt` that
 //! rustix does not offer); the typed errors say what the kernel's text would.
 
-use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
-
-use rustix::io::Errno;
-use rustix::net::netlink::{self, SocketAddrNetlink};
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-use serde::Serialize;
+use super::device::{ManagementDevice, VdpaDevice};
 
 /// Name of the vdpa generic netlink family (`VDPA_GENL_NAME`).
 pub const VDPA_GENL_NAME: &str = "vdpa";
 /// Version of the vdpa family this module speaks (`VDPA_GENL_VERSION`).
 pub const VDPA_GENL_VERSION: u8 = 1;
-
-/// Name of the management device the `vduse` module registers.
-pub const VDUSE_MANAGEMENT_DEVICE: &str = "vduse";
 
 // Netlink framing, from include/uapi/linux/netlink.h.
 const NLMSG_HDRLEN: usize = 16;
@@ -96,29 +41,29 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_ACK: u16 = 0x04;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_REQUEST: u16 = 0x01;
+pub(super) const NLM_F_ACK: u16 = 0x04;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000); // ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
 
 // Generic netlink, from include/uapi/linux/genetlink.h.
 const GENL_HDRLEN: usize = 4;
-const GENL_ID_CTRL: u16 = 0x10;
-const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
-const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+pub(super) const GENL_ID_CTRL: u16 = 0x10;
+pub(super) const CTRL_CMD_GETFAMILY: u8 = 3;
+pub(super) const CTRL_ATTR_FAMILY_ID: u16 = 1;
+pub(super) const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 /// Version byte sent to the controller (any value is accepted).
-const CTRL_VERSION: u8 = 1;
+pub(super) const CTRL_VERSION: u8 = 1;
 
 // The vdpa family, from include/uapi/linux/vdpa.h.
-const VDPA_CMD_MGMTDEV_GET: u8 = 2;
-const VDPA_CMD_DEV_NEW: u8 = 3;
-const VDPA_CMD_DEV_DEL: u8 = 4;
-const VDPA_CMD_DEV_GET: u8 = 5;
+pub(super) const VDPA_CMD_MGMTDEV_GET: u8 = 2;
+pub(super) const VDPA_CMD_DEV_NEW: u8 = 3;
+pub(super) const VDPA_CMD_DEV_DEL: u8 = 4;
+pub(super) const VDPA_CMD_DEV_GET: u8 = 5;
 const VDPA_ATTR_MGMTDEV_BUS_NAME: u16 = 1;
-const VDPA_ATTR_MGMTDEV_DEV_NAME: u16 = 2;
+pub(super) const VDPA_ATTR_MGMTDEV_DEV_NAME: u16 = 2;
 const VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES: u16 = 3;
-const VDPA_ATTR_DEV_NAME: u16 = 4;
+pub(super) const VDPA_ATTR_DEV_NAME: u16 = 4;
 const VDPA_ATTR_DEV_ID: u16 = 5;
 const VDPA_ATTR_DEV_VENDOR_ID: u16 = 6;
 const VDPA_ATTR_DEV_MAX_VQS: u16 = 7;
@@ -126,191 +71,6 @@ const VDPA_ATTR_DEV_MAX_VQ_SIZE: u16 = 8;
 const VDPA_ATTR_DEV_MIN_VQ_SIZE: u16 = 9;
 const VDPA_ATTR_DEV_MGMTDEV_MAX_VQS: u16 = 15;
 const VDPA_ATTR_DEV_SUPPORTED_FEATURES: u16 = 16;
-
-/// Size of the receive buffer. The kernel sizes dump datagrams after the
-/// reader's buffer, up to 32 KiB; a larger datagram is still read whole
-/// because [`VdpaBus`] peeks at its length first.
-const RECV_BUFFER_SIZE: usize = 32 * 1024;
-
-/// A management device on the vdpa bus: a parent that can create vdpa devices
-/// (`vduse` for VDUSE, `vdpasim_net` for the simulator, a PCI function for
-/// hardware).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ManagementDevice {
-    /// Bus of the parent device (`VDPA_ATTR_MGMTDEV_BUS_NAME`), e.g. `pci`;
-    /// `None` for bus-less parents such as `vduse`.
-    pub bus_name: Option<String>,
-    /// Name of the parent device (`VDPA_ATTR_MGMTDEV_DEV_NAME`), e.g. `vduse`.
-    pub name: String,
-    /// Bitmap of the virtio device ids it can create, bit N for id N
-    /// (`VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES`).
-    pub supported_classes: u64,
-    /// Most virtqueues one device may have (`VDPA_ATTR_DEV_MGMTDEV_MAX_VQS`),
-    /// when the kernel sends it. 0 means the management device set no limit:
-    /// `vduse` reports 0 (Linux 7.3), the VDUSE device's `vq_num` decides.
-    pub max_supported_vqs: Option<u32>,
-    /// Virtio features it can offer (`VDPA_ATTR_DEV_SUPPORTED_FEATURES`),
-    /// when the kernel sends it. `vduse` reports 0: each VDUSE device states
-    /// its own features at `VDUSE_CREATE_DEV`.
-    pub supported_features: Option<u64>,
-}
-
-impl ManagementDevice {
-    /// Whether it advertises the virtio device id `device_id` (1 net, 2 block...).
-    pub fn supports(&self, device_id: u32) -> bool {
-        device_id < 64 && self.supported_classes & (1 << device_id) != 0
-    }
-
-    /// The virtio device ids in [`Self::supported_classes`], ascending.
-    pub fn supported_device_ids(&self) -> Vec<u32> {
-        (0..64).filter(|&id| self.supports(id)).collect()
-    }
-
-    /// The handle `vdpa mgmtdev show` prints: `bus/name`, or `name` without a bus.
-    pub fn handle(&self) -> String {
-        match &self.bus_name {
-            Some(bus) => format!("{bus}/{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-}
-
-/// A device on the vdpa bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VdpaDevice {
-    /// Device name (`VDPA_ATTR_DEV_NAME`); for VDUSE, the VDUSE device's name.
-    pub name: String,
-    /// Name of the management device that created it (`VDPA_ATTR_MGMTDEV_DEV_NAME`).
-    pub management_device: String,
-    /// Bus of that management device, if it has one (`VDPA_ATTR_MGMTDEV_BUS_NAME`).
-    pub management_bus: Option<String>,
-    /// Virtio device id (`VDPA_ATTR_DEV_ID`): 1 net, 2 block, 26 fs...
-    pub device_id: u32,
-    /// Virtio vendor id (`VDPA_ATTR_DEV_VENDOR_ID`).
-    pub vendor_id: u32,
-    /// Number of virtqueues (`VDPA_ATTR_DEV_MAX_VQS`).
-    pub max_vqs: u32,
-    /// Largest virtqueue size (`VDPA_ATTR_DEV_MAX_VQ_SIZE`).
-    pub max_vq_size: u16,
-    /// Smallest virtqueue size (`VDPA_ATTR_DEV_MIN_VQ_SIZE`), when the kernel says.
-    pub min_vq_size: Option<u16>,
-}
-
-/// The name of a virtio device id, as `vdpa` prints it, for the common ones.
-pub fn virtio_device_name(device_id: u32) -> Option<&'static str> {
-    Some(match device_id {
-        1 => "net",
-        2 => "block",
-        3 => "console",
-        4 => "rng",
-        5 => "balloon",
-        8 => "scsi",
-        9 => "9p",
-        16 => "gpu",
-        18 => "input",
-        19 => "vsock",
-        20 => "crypto",
-        23 => "iommu",
-        24 => "mem",
-        25 => "sound",
-        26 => "fs",
-        27 => "pmem",
-        _ => return None,
-    })
-}
-
-/// What went wrong talking to the vdpa bus.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum VdpaError {
-    /// The kernel has no "vdpa" generic netlink family here.
-    #[error(
-        "the vdpa bus is not available: the kernel has no \"vdpa\" generic netlink family \
-         (run `modprobe vdpa`, or `modprobe vduse`, which loads it; the family is also \
-         invisible from a network namespace other than the initial one)"
-    )]
-    NotLoaded,
-    /// The command needs CAP_NET_ADMIN (the kernel answered EPERM).
-    #[error("{op}: permission denied (needs CAP_NET_ADMIN)")]
-    PermissionDenied {
-        /// What was attempted.
-        op: String,
-    },
-    /// A vdpa device of that name is already on the bus (EEXIST).
-    #[error("vdpa device {name:?} already exists on the vdpa bus")]
-    AlreadyExists {
-        /// The device name.
-        name: String,
-    },
-    /// The management device refused the new device with EINVAL. For `vduse`
-    /// that means no VDUSE device of that name exists, or not every one of its
-    /// virtqueues was set up with `VDUSE_VQ_SETUP`.
-    #[error(
-        "management device {management_device:?} refused vdpa device {name:?} (EINVAL); \
-         for vduse: no VDUSE device of that name exists, or not all of its virtqueues \
-         were set up with VDUSE_VQ_SETUP"
-    )]
-    DeviceNotReady {
-        /// The device name.
-        name: String,
-        /// The management device asked to create it.
-        management_device: String,
-    },
-    /// No management device of that name (ENODEV from `VDPA_CMD_DEV_NEW`).
-    #[error("no management device {0:?} on the vdpa bus (for \"vduse\": run `modprobe vduse`)")]
-    NoSuchManagementDevice(String),
-    /// No vdpa device of that name (ENODEV).
-    #[error("no vdpa device {0:?} on the vdpa bus")]
-    NoSuchDevice(String),
-    /// The kernel refused a request with another error.
-    #[error("{op}: {}", std::io::Error::from_raw_os_error(*errno))]
-    Kernel {
-        /// What was attempted.
-        op: String,
-        /// The positive errno the kernel answered.
-        errno: i32,
-    },
-    /// A system call on the netlink socket failed.
-    #[error("netlink socket: {what}: {source}")]
-    Socket {
-        /// The system call.
-        what: &'static str,
-        /// Its error (in the message, not as a `source`, so it prints once).
-        source: std::io::Error,
-    },
-    /// The kernel's reply could not be decoded.
-    #[error("malformed netlink reply: {0}")]
-    Malformed(DecodeError),
-    /// A vdpa bus driver asked for is not loaded.
-    #[error("the vdpa bus driver {0} is not loaded: load it with `modprobe {0}`")]
-    DriverNotLoaded(String),
-    /// A sysfs file of the vdpa bus could not be written.
-    #[error("{what}: {source}")]
-    Sysfs {
-        /// What was attempted.
-        what: String,
-        /// Its error (in the message, not as a `source`, so it prints once).
-        source: std::io::Error,
-    },
-    /// The driver did not take the device.
-    #[error("vdpa device {name:?} should be bound to {driver} but is bound to {bound}")]
-    NotBound {
-        /// The device.
-        name: String,
-        /// The driver asked for.
-        driver: String,
-        /// What it is bound to.
-        bound: String,
-    },
-}
-
-// By hand rather than `#[from]`, which would also make the error a `source` and print it
-// twice under `{:#}`.
-impl From<DecodeError> for VdpaError {
-    fn from(error: DecodeError) -> Self {
-        VdpaError::Malformed(error)
-    }
-}
 
 /// Why bytes from the kernel could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,7 +102,7 @@ pub enum DecodeError {
 
 /// What a datagram told about the request in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Progress {
+pub(super) enum Progress {
     /// More datagrams follow.
     Continue,
     /// The request completed: an ack (`NLMSG_ERROR` with 0) or the end of a
@@ -371,7 +131,7 @@ fn put_attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 /// order), `genlmsghdr` (cmd, version, 2 reserved bytes), then each
 /// `(type, string)` attribute as a NUL-terminated string (4-byte header,
 /// value padded to 4 bytes). `nlmsg_pid` is 0: the kernel fills in the port.
-fn encode_request(
+pub(super) fn encode_request(
     family: u16,
     flags: u16,
     seq: u32,
@@ -426,7 +186,7 @@ fn parse_attributes(mut bytes: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> 
 /// whether the request is over. Generic netlink messages of `family` are
 /// appended to `replies`; messages for other sequence numbers (late answers
 /// to an earlier, abandoned request) are skipped.
-fn absorb_datagram(
+pub(super) fn absorb_datagram(
     mut datagram: &[u8],
     seq: u32,
     family: u16,
@@ -527,7 +287,7 @@ fn attr_string(value: &[u8]) -> String {
 }
 
 /// Decodes the family id from the controller's answer to `CTRL_CMD_GETFAMILY`.
-fn decode_family_id(attributes: &[u8]) -> Result<u16, DecodeError> {
+pub(super) fn decode_family_id(attributes: &[u8]) -> Result<u16, DecodeError> {
     let mut id = None;
     for (kind, value) in parse_attributes(attributes)? {
         if kind == CTRL_ATTR_FAMILY_ID {
@@ -539,7 +299,7 @@ fn decode_family_id(attributes: &[u8]) -> Result<u16, DecodeError> {
 
 /// Decodes one management device from a `VDPA_CMD_MGMTDEV_GET` answer.
 /// Attributes this module does not know are ignored.
-fn decode_management_device(attributes: &[u8]) -> Result<ManagementDevice, DecodeError> {
+pub(super) fn decode_management_device(attributes: &[u8]) -> Result<ManagementDevice, DecodeError> {
     let (mut bus_name, mut name, mut classes) = (None, None, None);
     let (mut max_vqs, mut features) = (None, None);
     for (kind, value) in parse_attributes(attributes)? {
@@ -563,7 +323,7 @@ fn decode_management_device(attributes: &[u8]) -> Result<ManagementDevice, Decod
 
 /// Decodes one vdpa device from a `VDPA_CMD_DEV_GET` answer. Attributes this
 /// module does not know are ignored.
-fn decode_device(attributes: &[u8]) -> Result<VdpaDevice, DecodeError> {
+pub(super) fn decode_device(attributes: &[u8]) -> Result<VdpaDevice, DecodeError> {
     let (mut name, mut mgmt, mut bus) = (None, None, None);
     let (mut device_id, mut vendor_id, mut max_vqs) = (None, None, None);
     let (mut max_vq_size, mut min_vq_size) = (None, None);
@@ -591,303 +351,6 @@ fn decode_device(attributes: &[u8]) -> Result<VdpaDevice, DecodeError> {
         max_vq_size: max_vq_size.ok_or(Missing("VDPA_ATTR_DEV_MAX_VQ_SIZE"))?,
         min_vq_size,
     })
-}
-
-/// Maps the errnos every vdpa command may get; `None` for the rest.
-fn common_error(op: &str, errno: i32) -> Option<VdpaError> {
-    match Errno::from_raw_os_error(errno) {
-        Errno::PERM => Some(VdpaError::PermissionDenied { op: op.to_owned() }),
-        // genetlink answers ENOENT for a family id that was unregistered
-        // since `open` (the vdpa module was unloaded).
-        Errno::NOENT => Some(VdpaError::NotLoaded),
-        _ => None,
-    }
-}
-
-fn kernel_error(op: &str, errno: i32) -> VdpaError {
-    common_error(op, errno).unwrap_or_else(|| VdpaError::Kernel {
-        op: op.to_owned(),
-        errno,
-    })
-}
-
-/// A connection to the kernel's vdpa bus: one `NETLINK_GENERIC` socket,
-/// opened close-on-exec and connected to the kernel (so no other process can
-/// inject answers), and the resolved id of the "vdpa" family.
-///
-/// Requests are blocking and one at a time (`&mut self`).
-pub struct VdpaBus {
-    fd: OwnedFd,
-    family: u16,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl fmt::Debug for VdpaBus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VdpaBus")
-            .field("fd", &self.fd)
-            .field("family", &self.family)
-            .field("seq", &self.seq)
-            .finish_non_exhaustive()
-    }
-}
-
-fn socket_error(what: &'static str) -> impl FnOnce(Errno) -> VdpaError {
-    move |errno| VdpaError::Socket {
-        what,
-        source: errno.into(),
-    }
-}
-
-impl VdpaBus {
-    /// Opens a generic netlink socket and resolves the "vdpa" family.
-    ///
-    /// [`VdpaError::NotLoaded`] if the family does not exist (module `vdpa`
-    /// not loaded, or not in the initial network namespace).
-    pub fn open() -> Result<Self, VdpaError> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::NETLINK,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            Some(netlink::GENERIC),
-        )
-        .map_err(socket_error("socket(AF_NETLINK, NETLINK_GENERIC)"))?;
-        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0)).map_err(socket_error("bind"))?;
-        rustix::net::connect(&fd, &SocketAddrNetlink::new(0, 0))
-            .map_err(socket_error("connect"))?;
-        // Start from the clock, as libnl does, so replies meant for an
-        // earlier socket that reused our port are not mistaken for ours.
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() as u32);
-        let mut bus = VdpaBus {
-            fd,
-            family: GENL_ID_CTRL,
-            seq,
-            buf: vec![0; RECV_BUFFER_SIZE],
-        };
-        let replies = bus
-            .transact(
-                GENL_ID_CTRL,
-                CTRL_CMD_GETFAMILY,
-                CTRL_VERSION,
-                NLM_F_ACK,
-                &[(CTRL_ATTR_FAMILY_NAME, VDPA_GENL_NAME)],
-            )?
-            .map_err(|errno| match Errno::from_raw_os_error(errno) {
-                Errno::NOENT => VdpaError::NotLoaded,
-                _ => kernel_error("resolve generic netlink family \"vdpa\"", errno),
-            })?;
-        let first = replies
-            .first()
-            .ok_or(DecodeError::MissingAttribute("CTRL_ATTR_FAMILY_ID"))?;
-        bus.family = decode_family_id(first)?;
-        Ok(bus)
-    }
-
-    /// The numeric id the kernel gave the "vdpa" family.
-    pub fn family_id(&self) -> u16 {
-        self.family
-    }
-
-    /// Lists the management devices (`VDPA_CMD_MGMTDEV_GET` dump).
-    pub fn management_devices(&mut self) -> Result<Vec<ManagementDevice>, VdpaError> {
-        let op = "list vdpa management devices";
-        let replies = self
-            .vdpa_request(VDPA_CMD_MGMTDEV_GET, NLM_F_DUMP, &[])?
-            .map_err(|errno| kernel_error(op, errno))?;
-        let devices = replies
-            .iter()
-            .map(|r| decode_management_device(r))
-            .collect::<Result<_, _>>()?;
-        Ok(devices)
-    }
-
-    /// Lists the vdpa devices that management devices created
-    /// (`VDPA_CMD_DEV_GET` dump).
-    pub fn devices(&mut self) -> Result<Vec<VdpaDevice>, VdpaError> {
-        let op = "list vdpa devices";
-        let replies = self
-            .vdpa_request(VDPA_CMD_DEV_GET, NLM_F_DUMP, &[])?
-            .map_err(|errno| kernel_error(op, errno))?;
-        let devices = replies
-            .iter()
-            .map(|r| decode_device(r))
-            .collect::<Result<_, _>>()?;
-        Ok(devices)
-    }
-
-    /// Looks up one vdpa device by name (`VDPA_CMD_DEV_GET`); `None` if the
-    /// bus has no device of that name.
-    pub fn device(&mut self, name: &str) -> Result<Option<VdpaDevice>, VdpaError> {
-        let answer =
-            self.vdpa_request(VDPA_CMD_DEV_GET, NLM_F_ACK, &[(VDPA_ATTR_DEV_NAME, name)])?;
-        match answer {
-            Ok(replies) => match replies.first() {
-                Some(reply) => Ok(Some(decode_device(reply)?)),
-                None => Err(DecodeError::MissingAttribute("VDPA_ATTR_DEV_NAME").into()),
-            },
-            Err(errno) if errno == Errno::NODEV.raw_os_error() => Ok(None),
-            Err(errno) => Err(kernel_error(&format!("get vdpa device {name:?}"), errno)),
-        }
-    }
-
-    /// Creates vdpa device `name` through `management_device`
-    /// (`VDPA_CMD_DEV_NEW`); for a VDUSE device, `management_device` is
-    /// [`VDUSE_MANAGEMENT_DEVICE`] and `name` the VDUSE device's name, whose
-    /// virtqueues must all have been set up with `VDUSE_VQ_SETUP` first.
-    /// Needs CAP_NET_ADMIN. See the module docs for the thread to call it from.
-    pub fn add_device(&mut self, name: &str, management_device: &str) -> Result<(), VdpaError> {
-        let answer = self.vdpa_request(
-            VDPA_CMD_DEV_NEW,
-            NLM_F_ACK,
-            &[
-                (VDPA_ATTR_MGMTDEV_DEV_NAME, management_device),
-                (VDPA_ATTR_DEV_NAME, name),
-            ],
-        )?;
-        let Err(errno) = answer else { return Ok(()) };
-        let op = format!("add vdpa device {name:?} (management device {management_device:?})");
-        Err(match Errno::from_raw_os_error(errno) {
-            Errno::EXIST => VdpaError::AlreadyExists {
-                name: name.to_owned(),
-            },
-            Errno::INVAL => VdpaError::DeviceNotReady {
-                name: name.to_owned(),
-                management_device: management_device.to_owned(),
-            },
-            Errno::NODEV => VdpaError::NoSuchManagementDevice(management_device.to_owned()),
-            _ => kernel_error(&op, errno),
-        })
-    }
-
-    /// Removes vdpa device `name` from the bus (`VDPA_CMD_DEV_DEL`). For a
-    /// VDUSE device this detaches it; the VDUSE device itself stays until
-    /// `VDUSE_DESTROY_DEV`. Needs CAP_NET_ADMIN.
-    pub fn remove_device(&mut self, name: &str) -> Result<(), VdpaError> {
-        let answer =
-            self.vdpa_request(VDPA_CMD_DEV_DEL, NLM_F_ACK, &[(VDPA_ATTR_DEV_NAME, name)])?;
-        let Err(errno) = answer else { return Ok(()) };
-        Err(match Errno::from_raw_os_error(errno) {
-            Errno::NODEV => VdpaError::NoSuchDevice(name.to_owned()),
-            _ => kernel_error(&format!("remove vdpa device {name:?}"), errno),
-        })
-    }
-
-    fn vdpa_request(
-        &mut self,
-        cmd: u8,
-        flags: u16,
-        attributes: &[(u16, &str)],
-    ) -> Result<Result<Vec<Vec<u8>>, i32>, VdpaError> {
-        self.transact(self.family, cmd, VDPA_GENL_VERSION, flags, attributes)
-    }
-
-    /// Sends one request and reads every datagram of its answer. The outer
-    /// error is the socket's or the decoder's; the inner one the errno the
-    /// kernel answered.
-    fn transact(
-        &mut self,
-        family: u16,
-        cmd: u8,
-        version: u8,
-        flags: u16,
-        attributes: &[(u16, &str)],
-    ) -> Result<Result<Vec<Vec<u8>>, i32>, VdpaError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let request = encode_request(family, NLM_F_REQUEST | flags, seq, cmd, version, attributes);
-        let sent = retry_on_intr(|| rustix::net::send(&self.fd, &request, SendFlags::empty()))
-            .map_err(socket_error("send"))?;
-        if sent != request.len() {
-            return Err(VdpaError::Socket {
-                what: "send",
-                source: std::io::Error::other("short write to a netlink socket"),
-            });
-        }
-        let mut replies = Vec::new();
-        loop {
-            let len = self.recv_datagram()?;
-            match absorb_datagram(&self.buf[..len], seq, family, &mut replies)? {
-                Progress::Continue => {}
-                Progress::Finished => return Ok(Ok(replies)),
-                Progress::Failed(errno) => return Ok(Err(errno)),
-            }
-        }
-    }
-
-    /// Receives one datagram whole into `self.buf`, growing it if the
-    /// datagram is larger (its length is peeked first with MSG_TRUNC).
-    fn recv_datagram(&mut self) -> Result<usize, VdpaError> {
-        let fd = self.fd.as_fd();
-        let (_, size) = retry_on_intr(|| {
-            rustix::net::recv(fd, &mut self.buf[..], RecvFlags::PEEK | RecvFlags::TRUNC)
-        })
-        .map_err(socket_error("recv"))?;
-        if size > self.buf.len() {
-            self.buf.resize(size, 0);
-        }
-        let (_, len) =
-            retry_on_intr(|| rustix::net::recv(fd, &mut self.buf[..], RecvFlags::empty()))
-                .map_err(socket_error("recv"))?;
-        Ok(len.min(self.buf.len()))
-    }
-}
-
-fn retry_on_intr<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
-    loop {
-        match call() {
-            Err(Errno::INTR) => continue,
-            other => return other,
-        }
-    }
-}
-
-/// The vdpa bus drivers: `virtio_vdpa` hands a device to this host's own virtio drivers
-/// (`/dev/vdX`, an `ethX`, a virtiofs tag); `vhost_vdpa` hands it to VMs and user programs
-/// through `/dev/vhost-vdpa-N`.
-pub const VDPA_DRIVERS: [&str; 2] = ["virtio_vdpa", "vhost_vdpa"];
-
-/// Where the vdpa bus lives in sysfs.
-const SYS_BUS_VDPA: &str = "/sys/bus/vdpa";
-
-/// Makes the vdpa bus driver `driver` serve the attached device `name`, whichever driver the
-/// kernel picked when it was added: sets the device's `driver_override`, unbinds another
-/// driver, and asks the bus to probe the device again.
-///
-/// Unbinding a driver runs its remove, which sends the device requests: call this from a
-/// thread other than the one answering them.
-pub fn bind_driver(name: &str, driver: &str) -> Result<(), VdpaError> {
-    let bus = std::path::Path::new(SYS_BUS_VDPA);
-    let device = bus.join("devices").join(name);
-    let io = |what: String| move |source: std::io::Error| VdpaError::Sysfs { what, source };
-    if !bus.join("drivers").join(driver).exists() {
-        return Err(VdpaError::DriverNotLoaded(driver.to_owned()));
-    }
-    let bound = |device: &std::path::Path| {
-        std::fs::read_link(device.join("driver"))
-            .ok()
-            .and_then(|link| link.file_name().map(|n| n.to_string_lossy().into_owned()))
-    };
-    std::fs::write(device.join("driver_override"), driver)
-        .map_err(io(format!("setting driver_override of vdpa device {name}")))?;
-    match bound(&device) {
-        Some(current) if current == driver => return Ok(()),
-        Some(current) => std::fs::write(device.join("driver/unbind"), name)
-            .map_err(io(format!("unbinding vdpa device {name} from {current}")))?,
-        None => {}
-    }
-    std::fs::write(bus.join("drivers_probe"), name)
-        .map_err(io(format!("probing vdpa device {name} for {driver}")))?;
-    match bound(&device) {
-        Some(current) if current == driver => Ok(()),
-        other => Err(VdpaError::NotBound {
-            name: name.to_owned(),
-            driver: driver.to_owned(),
-            bound: other.unwrap_or_else(|| "no driver".to_owned()),
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -1289,30 +752,5 @@ mod tests {
         assert_eq!(attr_string(attrs[0].1), "ab");
         assert_eq!(attr_string(b"no-nul"), "no-nul");
         assert_eq!(attr_string(b"\xffx\0"), "\u{fffd}x");
-    }
-
-    #[test]
-    fn errors_read_well() {
-        assert!(VdpaError::NotLoaded.to_string().contains("modprobe vdpa"));
-        let e = VdpaError::PermissionDenied {
-            op: "add vdpa device \"blk0\"".into(),
-        };
-        assert!(e.to_string().contains("CAP_NET_ADMIN"));
-        let e = kernel_error("remove vdpa device \"x\"", libc::EOPNOTSUPP);
-        assert!(matches!(e, VdpaError::Kernel { errno, .. } if errno == libc::EOPNOTSUPP));
-        assert!(
-            e.to_string().starts_with("remove vdpa device \"x\": "),
-            "{e}"
-        );
-        assert!(matches!(
-            kernel_error("x", libc::EPERM),
-            VdpaError::PermissionDenied { .. }
-        ));
-        assert!(matches!(
-            kernel_error("x", libc::ENOENT),
-            VdpaError::NotLoaded
-        ));
-        assert_eq!(virtio_device_name(26), Some("fs"));
-        assert_eq!(virtio_device_name(1000), None);
     }
 }
