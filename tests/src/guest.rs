@@ -83,6 +83,18 @@ impl Guest {
         self
     }
 
+    /// Copies the workspace's example `name` (`target/<profile>/examples/NAME`, built in
+    /// the same target directory and profile as the running executable) to
+    /// `/usr/bin/NAME` in the guest, with the shared libraries it needs.
+    ///
+    /// # Panics
+    /// When it is not there, naming the command that builds it.
+    pub fn example(mut self, name: &str) -> Guest {
+        let path = workspace_example(name);
+        self.files.push((path, format!("/usr/bin/{name}"), true));
+        self
+    }
+
     /// Copies a program of the host (a name looked up in `PATH`, or a path) to the same
     /// path in the guest, with the shared libraries it needs: e.g. `"vdpa"`, `"fio"`,
     /// `"setpriv"` (util-linux's; busybox's lacks `--reuid`). Replaces a busybox applet
@@ -783,15 +795,7 @@ fn parse_results(text: &str) -> Option<BTreeMap<String, Vec<u8>>> {
 /// # Panics
 /// When it is not there, saying to run `cargo build --workspace`.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("cannot find the running executable");
-    let mut dir = exe
-        .parent()
-        .expect("executable has a directory")
-        .to_path_buf();
-    if dir.ends_with("deps") || dir.ends_with("examples") {
-        dir.pop();
-    }
-    let path = dir.join(name);
+    let path = workspace_binary_dir().join(name);
     if !path.is_file() {
         panic!(
             "workspace binary {name:?} not found at {}: run `cargo build --workspace` \
@@ -800,6 +804,41 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// The path of an example of this workspace, `target/<profile>/examples/<name>`, in the
+/// profile of the running executable (see [`workspace_binary`]).
+///
+/// `cargo build --workspace` builds no examples; `cargo test --workspace` builds them all
+/// before it runs any test. Examples with required features are skipped silently when
+/// those features are off, so a missing one fails here rather than leaving a test with
+/// nothing to run.
+fn workspace_example(name: &str) -> PathBuf {
+    let binary_dir = workspace_binary_dir();
+    let path = binary_dir.join("examples").join(name);
+    if !path.is_file() {
+        panic!(
+            "workspace example {name:?} not found at {}: run `cargo build --workspace \
+             --examples` (with the same profile as the tests) first",
+            path.display()
+        );
+    }
+    path
+}
+
+/// Where the workspace's binaries are: `target/<profile>` of the running executable
+/// (`target/<profile>/deps/test-hash`, `target/<profile>/examples/NAME` or
+/// `target/<profile>/NAME`).
+fn workspace_binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("cannot find the running executable");
+    let mut dir = exe
+        .parent()
+        .expect("executable has a directory")
+        .to_path_buf();
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir
 }
 
 /// A program of the host: `name` as a path if it has a `/`, else looked up in `PATH`

@@ -1,5 +1,8 @@
-//! The device runtime (`vduse::runtime`) on the real kernels of the matrix, through
-//! `vduse-ramblk`, a minimal in-memory virtio-blk server built on it.
+//! The device runtime (`vduse::runtime`) on the real kernels of the matrix, through the
+//! crate's `ramdisk` example (`vduse/examples/ramdisk.rs`), a minimal in-memory virtio-blk
+//! server built on it and the template new devices start from: this test keeps it working.
+//! `cargo test --workspace` builds it before running the tests; alone, this test needs
+//! `cargo build --workspace --examples` first, and fails saying so when it is missing.
 //!
 //! One boot per kernel: the server creates and attaches its device and the kernel's own
 //! virtio-blk driver binds to it (`/dev/vda`); data written with O_DIRECT reads back the
@@ -18,7 +21,7 @@ use serde_json::Value;
 use vduse_tests::{Guest, GuestRun, Kernel};
 
 /// The device's name and size.
-const NAME: &str = "ramblk0";
+const NAME: &str = "ram0";
 const SIZE_MIB: u64 = 64;
 
 /// What the server must report on each kernel: API version, VDUSE features.
@@ -50,7 +53,7 @@ umount /mnt/vda
         r#"
 # The server creates the device and attaches it itself; the kernel's virtio-blk binds.
 export RUST_LOG=debug
-spawn server vduse-ramblk --name {NAME} --size-mib {SIZE_MIB}
+spawn server ramdisk --name {NAME} --size-mib {SIZE_MIB}
 capture ready wait_for 60 grep -q READY /results/server.out
 capture vda wait_for 60 test -b /dev/vda
 cat /sys/block/vda/size | result size
@@ -99,7 +102,7 @@ capture after-vdpa vdpa dev show
 # A start that fails half-way undoes itself: nobody may create a device through a
 # world-writable control node, but not open the device's root-only node.
 chmod 0666 /dev/vduse/control
-capture half setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all vduse-ramblk --name half
+capture half setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all ramdisk --name half
 chmod 0600 /dev/vduse/control
 ls /dev/vduse | result after-half.vduse
 "#
@@ -117,7 +120,7 @@ fn boot(series: &str) -> (GuestRun, bool) {
     );
     let modules = ["vduse", "virtio_vdpa", "virtio_blk", "ext4"];
     let run = Guest::new(&kernel)
-        .binary("vduse-ramblk")
+        .example("ramdisk")
         .binary("vduse-probe")
         .host_program("vdpa")
         .host_program("mkfs.ext4")
@@ -167,7 +170,7 @@ fn check(series: &str) {
         run.assert_success(step);
     }
     assert_eq!(run.text("size").trim(), (SIZE_MIB << 11).to_string());
-    assert_eq!(run.text("serial").trim(), "vduse-ramblk");
+    assert_eq!(run.text("serial").trim(), "vduse-ramdisk");
     same(&run, "pattern.md5", "back.md5");
     same(&run, "pattern.md5", "back-far.md5");
 
@@ -197,7 +200,7 @@ fn check(series: &str) {
     assert_eq!(device["attached"], true, "{device:#}");
     assert_eq!(device["driver"], "virtio_vdpa", "{device:#}");
     assert_eq!(device["served"], true, "{device:#}");
-    assert_eq!(device["served_by"][0]["comm"], "vduse-ramblk", "{device:#}");
+    assert_eq!(device["served_by"][0]["comm"], "ramdisk", "{device:#}");
     assert_eq!(device["orphaned"], Value::Bool(false), "{device:#}");
 
     for step in ["del", "gone", "add", "vda-again", "read-again"] {
