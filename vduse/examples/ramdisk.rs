@@ -15,8 +15,9 @@
 //! `--no-attach` leaves the device off the vdpa bus (`vdpa dev add name ram0 mgmtdev
 //! vduse` attaches it by hand). The log level comes from `RUST_LOG` (default `info`;
 //! `debug` shows every request of the kernel). The example needs the crate's `cli`
-//! feature, for [`vduse::exit::init_logging`] and [`vduse::exit::ServeSignals`]; a build
-//! of the whole workspace has it, `cargo run -p vduse` needs `--features cli`.
+//! feature, for [`vduse::exit::init_logging`] and [`vduse::exit::ServeSignals`]: from the
+//! workspace's root it is on (the tools ask for it); `-p vduse`, or a build inside
+//! `vduse/`, needs `--features cli`.
 //!
 //! # What a device is made of
 //!

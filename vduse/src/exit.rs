@@ -131,7 +131,8 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
 
 /// Prints a tool's fatal error on stderr as `TOOL: error: ...` (all causes, `{:#}`), with
 /// the syslog priority prefix `<3>` when stderr goes to the journal (see
-/// [`init_logging`]).
+/// [`stderr_is_journal`]; `init_logging`, with the `cli` feature, does the same for log
+/// lines).
 pub fn print_error(tool: &str, error: &dyn std::fmt::Display) {
     let priority = if stderr_is_journal() { "<3>" } else { "" };
     eprintln!("{priority}{tool}: error: {error:#}");
