@@ -17,14 +17,14 @@ use super::record::Record;
 use super::table::Tables;
 
 /// The journal's first bytes.
-pub(super) const MAGIC: &[u8; 8] = b"VDUSEFSN";
+const MAGIC: &[u8; 8] = b"VDUSEFSN";
 
 /// Journal size that starts a compaction (rewriting it as the live table), at least.
-pub(super) const COMPACT_AT: u64 = 4 << 20;
+const COMPACT_AT: u64 = 4 << 20;
 
 /// The journal file's first length: records go into a shared mapping of the file, which
 /// doubles when they reach its end (tmpfs allocates only the pages written).
-pub(super) const MAPPED_AT_LEAST: u64 = 256 << 10;
+const MAPPED_AT_LEAST: u64 = 256 << 10;
 
 /// The journal file, reached through its directory's descriptor: the filesystem threads
 /// that write it live in a mount namespace without that directory. Records are copied into
@@ -32,23 +32,23 @@ pub(super) const MAPPED_AT_LEAST: u64 = 256 << 10;
 /// stores are in the page cache all the same.
 #[derive(Debug)]
 pub(super) struct Journal {
-    pub(super) place: JournalPlace,
-    pub(super) file: File,
+    place: JournalPlace,
+    file: File,
     /// `None` once the journal is removed (or could not be mapped again).
-    pub(super) mapped: Option<GuestRegionMmap<()>>,
+    mapped: Option<GuestRegionMmap<()>>,
     /// Bytes in use: the magic and the records.
-    pub(super) written: u64,
+    written: u64,
     /// The file's length, all mapped.
-    pub(super) capacity: u64,
-    pub(super) compact_at: u64,
+    capacity: u64,
+    compact_at: u64,
 }
 
 /// Where the journal goes: its directory, opened (before the filesystem threads enter
 /// their namespace, which has no such directory), and its file name.
 #[derive(Debug)]
 pub struct JournalPlace {
-    pub(super) dir: OwnedFd,
-    pub(super) name: OsString,
+    dir: OwnedFd,
+    name: OsString,
     pub(super) shown: String,
 }
 
@@ -167,7 +167,7 @@ impl Journal {
     /// Copies `records` into the mapping after the last one. Each record's kind byte is
     /// stored last, with release ordering: a server killed while copying leaves a record
     /// whose kind is still 0, which ends the list for the server that reads it.
-    pub(super) fn put(&mut self, records: &[Record]) {
+    fn put(&mut self, records: &[Record]) {
         let mut bytes = Vec::new();
         for record in records {
             bytes.clear();
@@ -203,7 +203,7 @@ impl Journal {
 
     /// Lengthens the file to hold `end` bytes (at least twice its length) and maps it
     /// again.
-    pub(super) fn grow(&mut self, end: u64) -> io::Result<()> {
+    fn grow(&mut self, end: u64) -> io::Result<()> {
         if self.mapped.is_none() {
             return Ok(());
         }
@@ -226,7 +226,7 @@ impl Journal {
     /// Writes `records` as a new journal renamed over this one; false when that cannot be
     /// done (a server running as `user:` cannot create a file in root's directory), in
     /// which case this one stays, and keeps growing.
-    pub(super) fn replace(&mut self, records: &[Record]) -> bool {
+    fn replace(&mut self, records: &[Record]) -> bool {
         let replaced = rustix::io::dup(&self.place.dir)
             .map_err(io::Error::from)
             .and_then(|dir| {

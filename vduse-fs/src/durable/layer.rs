@@ -135,7 +135,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
     }
 
     /// Looks node `id` up again under its parent (found first); `depth` bounds the walk.
-    pub(super) fn find(&self, tables: &mut Tables, id: u64, depth: u32) -> Option<u64> {
+    fn find(&self, tables: &mut Tables, id: u64, depth: u32) -> Option<u64> {
         if id == ROOT {
             return Some(ROOT);
         }

@@ -8,7 +8,7 @@ use super::ROOT;
 use super::record::Record;
 
 /// Lookup count of a node restored from the journal: unknown, so never reached by forgets.
-pub(super) const RESTORED: u64 = u64::MAX / 2;
+const RESTORED: u64 = u64::MAX / 2;
 
 /// A node the guest holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
