@@ -7,7 +7,14 @@
 
 use std::time::Duration;
 
-use vduse_tests::{Guest, Kernel};
+use vduse_tests::{Boot, Guest, Kernel, Scenario, Step, kernel_tests, step};
+
+const STEPS: &[Step] = &[
+    step!("harness/01-kernel.sh", kernel),
+    step!("harness/02-capture.sh", capture),
+    step!("harness/03-results.sh", results),
+    step!("harness/04-background.sh", background),
+];
 
 /// Checks of the harness, the same on every kernel.
 fn smoke(series: &str) {
@@ -22,48 +29,25 @@ fn smoke(series: &str) {
     if vduse {
         guest = guest.modules(&["vduse", "virtio_vdpa"]);
     }
-    let run = guest
-        .script(
-            r#"
-capture uname uname -r
-capture control test -c /dev/vduse/control
-capture class test -d /sys/class/vduse
-capture modprobe-vduse modprobe vduse
-lsmod | result lsmod
-capture fails sh -c 'echo to-out; echo to-err >&2; exit 3'
-capture echo guest-echo hello  world
-capture nobody setpriv --reuid=65534 --regid=65534 --clear-groups guest-echo --ids as nobody
-capture tester su tester -c 'id -u; touch ~/x && echo home ok'
-head -c 65536 /dev/urandom >/tmp/blob
-cp /tmp/blob /results/blob
-od -An -tx1 -v /tmp/blob | tr -d ' \n' | result blob.hex
-echo '{"answer": 42, "kernel": "'"$(uname -r)"'"}' | result doc.json
-spawn server sh -c 'echo started; trap "echo bye; exit 0" TERM; while :; do sleep 0.1; done'
-(sleep 0.3; touch /tmp/flag) &
-capture wait-flag wait_for 10 test -e /tmp/flag
-capture wait-never wait_for 1 test -e /nonexistent
-stop server
-spawn quick sh -c 'echo quick >&2; exit 4'
-reap quick
-exit 7
-"#,
-        )
-        .run();
-    eprintln!(
-        "{series}: boot + scenario took {:.1} s",
-        run.elapsed().as_secs_f64()
-    );
+    Scenario::new(guest).steps(STEPS).run();
+}
 
+kernel_tests!(smoke: linux_6_1, linux_6_12, linux_7_2, linux_7_3);
+
+/// The running kernel, and VDUSE's modules loaded where it has them.
+fn kernel(run: &Boot) {
     run.assert_success("uname");
     assert_eq!(
         run.out("uname").trim(),
-        kernel.release(),
+        run.kernel().release(),
         "{}",
         run.report("uname")
     );
-    assert_eq!(run.script_rc(), 7, "the scenario's exit code");
-
-    if vduse {
+    assert!(
+        run.console()
+            .contains("vduse-tests: capture uname: exit code 0")
+    );
+    if run.kernel().has_module("vduse") {
         run.assert_success("control");
         run.assert_success("class");
         run.assert_success("modprobe-vduse");
@@ -83,9 +67,12 @@ exit 7
             "{}",
             run.report("modprobe-vduse")
         );
-        assert!(!kernel.is_loadable("vduse") && !kernel.is_builtin("vduse"));
+        assert!(!run.kernel().is_loadable("vduse") && !run.kernel().is_builtin("vduse"));
     }
+}
 
+/// Output and exit codes, programs as other users.
+fn capture(run: &Boot) {
     run.assert_rc("fails", 3);
     assert_eq!(run.out("fails"), "to-out\n");
     assert_eq!(run.err("fails"), "to-err\n");
@@ -106,7 +93,10 @@ exit 7
         "{}",
         run.report("tester")
     );
+}
 
+/// Binary and JSON results.
+fn results(run: &Boot) {
     let blob = run.file("blob");
     assert_eq!(blob.len(), 65536);
     let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
@@ -118,36 +108,16 @@ exit 7
 
     let doc = run.json("doc.json");
     assert_eq!(doc["answer"], 42);
-    assert_eq!(doc["kernel"], kernel.release());
+    assert_eq!(doc["kernel"], run.kernel().release());
+}
 
+/// The scenario's exit code, and the kernel's log after it.
+fn background(run: &Boot) {
+    assert_eq!(run.script_rc(), 7, "the scenario's exit code");
     assert!(
         run.dmesg().contains("Linux version"),
         "dmesg result missing the banner"
     );
-    assert!(
-        run.console()
-            .contains("vduse-tests: capture uname: exit code 0")
-    );
-}
-
-#[test]
-fn harness_6_1() {
-    smoke("6.1");
-}
-
-#[test]
-fn harness_6_12() {
-    smoke("6.12");
-}
-
-#[test]
-fn harness_7_2() {
-    smoke("7.2");
-}
-
-#[test]
-fn harness_7_3() {
-    smoke("7.3");
 }
 
 /// A guest that dies (here a kernel panic) fails the test with the console's tail.

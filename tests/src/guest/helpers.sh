@@ -95,8 +95,8 @@ wait_for() {
 # kill_server: SIGKILL for server number $SERVER (spawned as srv$SERVER), reap it, then
 # count on to the next number (the takeover tests start one server after another).
 kill_server() {
-    kill -KILL "$(cat /run/vduse-test/srv$SERVER.pid)"
-    reap srv$SERVER
+    kill -KILL "$(cat "/run/vduse-test/srv$SERVER.pid")"
+    reap "srv$SERVER"
     SERVER=$((SERVER + 1))
 }
 
