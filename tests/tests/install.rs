@@ -12,13 +12,14 @@
 //!    `Type=notify` has it: READY=1 arrives, the disk appears with the example's size and
 //!    serial, the interface with the example's MAC, the virtiofs tag mounts with
 //!    `mount -t virtiofs fs0 /mnt` and shows the shared directory, and SIGTERM (systemd's
-//!    stop) removes the three devices.
+//!    stop) removes the three devices. The guest's steps are the shell files of
+//!    `tests/scenarios/install/`, each checked by the function of the same name below.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use vduse_tests::{Guest, Kernel, workspace_binary};
+use vduse_tests::{Boot, Guest, Kernel, Scenario, Step, kernel_tests, step, workspace_binary};
 
 const TOOLS: [&str; 4] = ["vduse-probe", "vduse-blk", "vduse-net-null", "vduse-fs"];
 
@@ -224,63 +225,19 @@ fn the_installed_units_pass_systemd_analyze_verify() {
     }
 }
 
-/// The guest script: what systemd and an administrator would do with the installed tree.
-const SCRIPT: &str = r#"
-# systemd-modules-load: the installed snippet.
-grep -v '^#' /usr/lib/modules-load.d/vduse.conf | while read -r m; do
-    [ -n "$m" ] && modprobe "$m"
-done
-lsmod | awk '{ print $1 }' | result modules
-# The administrator: one device each, from the installed examples; the fs one shares an
-# existing directory (/srv/share, made here; the sed keeps that whatever the example says).
-mkdir -p /etc/vduse/blk /etc/vduse/net-null /etc/vduse/fs /var/lib/vduse /srv/share /mnt
-cp /usr/share/doc/vduse/examples/vduse-blk.yaml /etc/vduse/blk/disk0.yaml
-cp /usr/share/doc/vduse/examples/vduse-net-null.yaml /etc/vduse/net-null/null0.yaml
-sed 's|^shared-dir: .*|shared-dir: /srv/share|' /usr/share/doc/vduse/examples/vduse-fs.yaml \
-    >/etc/vduse/fs/fs0.yaml
-grep '^shared-dir:' /etc/vduse/fs/fs0.yaml | result fs.shared-dir
-echo from-the-host >/srv/share/hello
-modprobe virtio_blk
-modprobe virtio_net
-# systemd: ExecStart of the unit, %i = the instance, NOTIFY_SOCKET for Type=notify.
-exec_start() {
-    sed -n 's/^ExecStart=//p' "/usr/lib/systemd/system/$1@.service" | sed "s/%i/$2/g"
-}
-exec_start vduse-blk disk0 | result blk.exec
-exec_start vduse-net-null null0 | result net.exec
-exec_start vduse-fs fs0 | result fs.exec
-for unit in blk:vduse-blk:disk0:/sys/bus/vdpa/devices/disk0 net:vduse-net-null:null0:/sys/bus/vdpa/devices/null0 fs:vduse-fs:fs0:/sys/bus/vdpa/devices/fs0; do
-    name=${unit%%:*}; rest=${unit#*:}; tool=${rest%%:*}; rest=${rest#*:}; inst=${rest%%:*}; check=${rest#*:}
-    spawn $name-ready notify-listen /run/$name.sock --check "$check"
-    wait_for 60 test -S /run/$name.sock
-    cmd=$(exec_start $tool $inst)
-    NOTIFY_SOCKET=/run/$name.sock spawn $name sh -c "exec $cmd"
-    capture $name-ready reap $name-ready
-done
-for d in /sys/block/vd*; do
-    [ "$(cat $d/serial)" = disk0-0001 ] && cat $d/size | result disk0.size
-done
-cat /sys/bus/vdpa/devices/null0/virtio*/net/*/address | result null0.mac
-# The virtiofs driver registers the tag once it has probed the device.
-capture fs-tag wait_for 60 virtiofs_tag fs0
-capture fs-mount mount -t virtiofs fs0 /mnt
-cat /mnt/hello | result fs0.hello
-echo from-the-guest >/mnt/written
-cat /srv/share/written | result fs0.written
-capture fs-umount umount /mnt
-vduse-blk --version | result version
-stop blk
-stop net
-stop fs
-ls /dev/vduse | result after.vduse
-ls /sys/bus/vdpa/devices | result after.bus
-"#;
+const STEPS: &[Step] = &[
+    step!("install/01-modules.sh", modules),
+    step!("install/02-configure.sh", configure),
+    step!("install/03-start.sh", start),
+    step!("install/04-devices.sh", devices),
+    step!("install/05-stop.sh", stop),
+];
 
-#[test]
-fn servers_run_from_their_installed_units_on_7_3() {
+/// The servers run from their installed units, in a guest holding the installed tree.
+fn installed_units(series: &str) {
     let (_stage, root) = install();
     let at = |path: &str| root.join(path.trim_start_matches('/'));
-    let kernel = Kernel::load("7.3");
+    let kernel = Kernel::load(series);
     let mut guest = Guest::new(&kernel).binary("notify-listen");
     for tool in TOOLS {
         let path = format!("/usr/bin/{tool}");
@@ -289,18 +246,22 @@ fn servers_run_from_their_installed_units_on_7_3() {
     for file in FILES.iter().filter(|f| !f.starts_with("/usr/bin/")) {
         guest = guest.file(at(file), file);
     }
-    let run = guest
-        .modules(&[])
-        .timeout(Duration::from_secs(120))
-        .script(SCRIPT)
-        .run();
-    let servers = || {
-        ["blk.err", "blk.rc", "net.err", "net.rc", "fs.err", "fs.rc"]
-            .iter()
-            .filter(|name| run.has(name))
-            .map(|name| format!("--- {name}:\n{}", run.text(name)))
-            .collect::<String>()
-    };
+    let guest = guest.modules(&[]).timeout(Duration::from_secs(120));
+    Scenario::new(guest).steps(STEPS).run();
+}
+
+kernel_tests!(installed_units: linux_7_3);
+
+/// What the servers left, for failure messages.
+fn servers(run: &Boot) -> String {
+    ["blk.err", "blk.rc", "net.err", "net.rc", "fs.err", "fs.rc"]
+        .iter()
+        .filter(|name| run.has(name))
+        .map(|name| format!("--- {name}:\n{}", run.text(name)))
+        .collect::<String>()
+}
+
+fn modules(run: &Boot) {
     let modules = run.text("modules");
     for module in ["vduse", "virtio_vdpa"] {
         assert!(
@@ -308,6 +269,13 @@ fn servers_run_from_their_installed_units_on_7_3() {
             "{module} not loaded:\n{modules}"
         );
     }
+}
+
+fn configure(run: &Boot) {
+    assert_eq!(run.text("fs.shared-dir").trim(), "shared-dir: /srv/share");
+}
+
+fn start(run: &Boot) {
     assert_eq!(
         run.text("blk.exec").trim(),
         "/usr/bin/vduse-blk --config /etc/vduse/blk/disk0.yaml"
@@ -320,29 +288,36 @@ fn servers_run_from_their_installed_units_on_7_3() {
         run.text("fs.exec").trim(),
         "/usr/bin/vduse-fs --config /etc/vduse/fs/fs0.yaml"
     );
-    assert_eq!(run.text("fs.shared-dir").trim(), "shared-dir: /srv/share");
     for name in ["blk-ready", "net-ready", "fs-ready"] {
         assert_eq!(
             run.rc(name),
             0,
             "{name}: no READY=1\n{}\n{}",
             run.report(name),
-            servers()
+            servers(run)
         );
     }
+}
+
+fn devices(run: &Boot) {
     // The example: size 8G (in 512-byte sectors), serial disk0-0001, MAC 02:00:00:00:00:01.
-    assert_eq!(run.text("disk0.size").trim(), "16777216", "{}", servers());
+    assert_eq!(
+        run.text("disk0.size").trim(),
+        "16777216",
+        "{}",
+        servers(run)
+    );
     assert_eq!(
         run.text("null0.mac").trim(),
         "02:00:00:00:00:01",
         "{}",
-        servers()
+        servers(run)
     );
     assert_eq!(
         run.rc("fs-tag"),
         0,
         "the virtiofs driver registered no tag fs0 in 60 s\n{}",
-        servers()
+        servers(run)
     );
     // The example's tag is its name: `mount -t virtiofs fs0 /mnt` shows /srv/share, both ways.
     assert_eq!(
@@ -350,28 +325,36 @@ fn servers_run_from_their_installed_units_on_7_3() {
         0,
         "{}\n{}",
         run.report("fs-mount"),
-        servers()
+        servers(run)
     );
     assert_eq!(
         run.text("fs0.hello").trim(),
         "from-the-host",
         "{}",
-        servers()
+        servers(run)
     );
     assert_eq!(
         run.text("fs0.written").trim(),
         "from-the-guest",
         "{}",
-        servers()
+        servers(run)
     );
     assert_eq!(run.rc("fs-umount"), 0, "{}", run.report("fs-umount"));
     assert!(run.text("version").contains("VDUSE API versions: 0, 1"));
+}
+
+fn stop(run: &Boot) {
     assert_eq!(
         (run.rc("blk"), run.rc("net"), run.rc("fs")),
         (0, 0, 0),
         "{}",
-        servers()
+        servers(run)
     );
-    assert_eq!(run.text("after.vduse").trim(), "control", "{}", servers());
-    assert_eq!(run.text("after.bus").trim(), "", "{}", servers());
+    assert_eq!(
+        run.text("after.vduse").trim(),
+        "control",
+        "{}",
+        servers(run)
+    );
+    assert_eq!(run.text("after.bus").trim(), "", "{}", servers(run));
 }
