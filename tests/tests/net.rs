@@ -1,6 +1,7 @@
 //! `vduse-net-null` on the real kernels of the matrix that have VDUSE (6.12, 7.2, 7.3).
 //!
-//! One boot per kernel runs, in this order:
+//! One boot per kernel runs, in this order, the steps of `tests/scenarios/net/`, each
+//! checked by the function of the same name below (after `01-setup.sh`):
 //!
 //! 1. Without the `vduse` module the server exits 69 saying `modprobe vduse`; without
 //!    CAP_NET_ADMIN (root with the capability dropped) it exits 77 naming CAP_NET_ADMIN,
@@ -34,10 +35,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use vduse_tests::{Guest, GuestRun, Kernel};
+use vduse_tests::{Boot, Guest, GuestRun, Kernel, Scenario, Step, kernel_tests, step};
 
 const NET0_YAML: &str = "\
-# Written by tests/tests/net.rs; --mtu 9000 on the command line overrides mtu.
+# Written by tests/scenarios/net/02-errors.sh; --mtu 9000 on the command line overrides mtu.
 name: net0
 mode: drop
 mac: 02:00:00:00:00:10
@@ -61,172 +62,46 @@ const TAKEOVER_MAC: &str = "02:00:00:00:00:30";
 const ECHO_SIZES: [u64; 3] = [60, 1514, 9014];
 const ECHO_DELAYS_NS: [u64; 3] = [200_000, 500_000, 5_000_000];
 
-fn scenario() -> String {
-    format!(
-        r#"
-phase() {{
-    echo "vduse-net-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
-}}
-# The interface virtio_net made for vdpa device $1.
-iface_of() {{
-    ls /sys/bus/vdpa/devices/"$1"/virtio*/net 2>/dev/null | head -n1 | grep .
-}}
-stat_of() {{ cat /sys/class/net/"$1"/statistics/"$2"; }}
-carrier_is() {{ [ "$(cat /sys/class/net/"$1"/carrier 2>/dev/null)" = "$2" ]; }}
-# pktgen IFACE COUNT SIZE DST_MAC DELAY_NS: send COUNT frames of SIZE bytes; prints
-# pktgen's result line.
-pktgen() {{
-    local dev=/proc/net/pktgen/"$1"
-    echo rem_device_all >/proc/net/pktgen/kpktgend_0
-    echo "add_device $1" >/proc/net/pktgen/kpktgend_0
-    echo "count $2" >"$dev"
-    echo "pkt_size $3" >"$dev"
-    echo "dst_mac $4" >"$dev"
-    echo "dst 127.0.0.2" >"$dev"
-    echo "delay $5" >"$dev"
-    echo "clone_skb 0" >"$dev"
-    echo start >/proc/net/pktgen/pgctrl
-    grep -A2 '^Result' "$dev"
-}}
-# counters NAME SIGNAL_COUNT: SIGUSR1 to server NAME, then wait for its SIGNAL_COUNT-th
-# "signal" line on stdout.
-counters() {{
-    kill -USR1 "$(cat /run/vduse-test/"$1".pid)"
-    wait_for 60 sh -c "[ \$(grep -c '\"event\":\"signal\"' /results/$1.out) -ge $2 ]"
-}}
+const STEPS: &[Step] = &[
+    step!("net/01-setup.sh", setup),
+    step!("net/02-errors.sh", errors),
+    step!("net/03-drop.sh", drop_mode),
+    step!("net/04-link.sh", link),
+    step!("net/05-sigterm.sh", sigterm),
+    step!("net/06-echo.sh", echo_mode),
+    step!("net/07-take-over.sh", take_over),
+];
 
-# --- 1. Errors.
-phase 1 errors
-capture no-vduse vduse-net-null --name nomod
-mkdir -p /etc/vduse/net-null
-cat >/etc/vduse/net-null/net0.yaml <<'EOF'
-{NET0_YAML}EOF
-capture print-config vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000 --print-config
-capture check-config vduse-net-null --config /etc/vduse/net-null/net0.yaml --check-config
-capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_net pktgen; do modprobe $m || exit 1; done'
-capture nocap setpriv --inh-caps=-net_admin --bounding-set=-net_admin vduse-net-null --name nocap
-ls /dev/vduse | result nocap.vduse
-# New interfaces get no IPv6, so the kernel sends nothing on them by itself.
-echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6
-
-# --- 2. Drop mode.
-phase 2 drop
-# Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
-spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/net0
-wait_for 60 test -S /run/notify.sock
-export NOTIFY_SOCKET=/run/notify.sock
-spawn net0 vduse-net-null --config /etc/vduse/net-null/net0.yaml --mtu 9000
-unset NOTIFY_SOCKET
-capture net0-ready reap notify
-capture net0-up wait_for 60 iface_of net0
-I=$(iface_of net0)
-cat /sys/class/net/$I/address | result net0.mac
-cat /sys/class/net/$I/mtu | result net0.mtu
-capture net0-link ip link set "$I" up
-capture net0-carrier wait_for 60 carrier_is "$I" 1
-stat_of "$I" tx_packets | result drop.tx_packets.before
-stat_of "$I" tx_bytes | result drop.tx_bytes.before
-capture drop-pktgen pktgen "$I" {DROP_FRAMES} {DROP_FRAME_SIZE} {NET0_MAC} 0
-stat_of "$I" tx_packets | result drop.tx_packets.after
-stat_of "$I" tx_bytes | result drop.tx_bytes.after
-capture drop-counters counters net0 1
-
-# --- 3. Link down and up.
-phase 3 link
-kill -USR2 "$(cat /run/vduse-test/net0.pid)"
-capture link-down wait_for 60 carrier_is "$I" 0
-kill -USR2 "$(cat /run/vduse-test/net0.pid)"
-capture link-up wait_for 60 carrier_is "$I" 1
-
-# --- 4. SIGTERM.
-phase 4 SIGTERM
-stop net0
-ls /sys/class/net | result net0.after.net
-ls /dev/vduse | result net0.after.vduse
-capture net0-after-vdpa vdpa dev show
-
-# --- 5. Echo mode.
-phase 5 echo
-spawn echo0 vduse-net-null --name echo0 --mode echo --mac {ECHO_MAC} --mtu 9000 --stats-interval 1 \
-    --bounce-size 8M --user tester
-capture echo0-up wait_for 60 iface_of echo0
-capture echo0-switched wait_for 60 grep -q "serving as user tester" /results/echo0.err
-threads_of echo0 | result echo0.threads
-cat /sys/class/vduse/echo0/bounce_size | result echo0.bounce_size
-E=$(iface_of echo0)
-capture echo0-link ip link set "$E" up
-capture echo0-carrier wait_for 60 carrier_is "$E" 1
-stat_of "$E" rx_packets | result echo.rx_packets.before
-n=0
-for job in {ECHO_JOBS}; do
-    size=${{job%:*}}
-    n=$((n + 1))
-    capture echo-pktgen-$size pktgen "$E" {ECHO_FRAMES} $size {ECHO_MAC} ${{job#*:}}
-    want=$(($(cat /results/echo.rx_packets.before) + n * {ECHO_FRAMES}))
-    wait_for 15 sh -c "[ \$(cat /sys/class/net/$E/statistics/rx_packets) -ge $want ]" ||
-        echo "vduse-net-test: $size-byte frames: not all came back"
-    stat_of "$E" rx_packets | result echo.rx_packets.$size
-    stat_of "$E" rx_bytes | result echo.rx_bytes.$size
-    ip -s -s link show "$E" | result echo.link.$size
-    capture echo-counters-$size counters echo0 $n
-done
-stop echo0
-ls /dev/vduse | result echo0.after.vduse
-capture echo0-after-vdpa vdpa dev show
-
-# --- 6. Killed, then taken over.
-phase 6 take over
-spawn tk0 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC}
-capture tk0-up wait_for 60 iface_of tk0
-T=$(iface_of tk0)
-capture tk0-link ip link set "$T" up
-capture tk0-carrier wait_for 60 carrier_is "$T" 1
-kill -KILL "$(cat /run/vduse-test/tk0.pid)"
-reap tk0
-ls /sys/class/net | result tk0.killed.net
-# The new server serves as tester: it takes over as root, then switches.
-spawn tk1 vduse-net-null --name tk0 --mode echo --mac {TAKEOVER_MAC} --user tester
-capture tk1-takeover wait_for 60 grep -q "device tk0: taken over" /results/tk1.err
-capture tk1-switched wait_for 60 grep -q "serving as user tester" /results/tk1.err
-threads_of tk1 | result tk1.threads
-iface_of tk0 | result tk1.iface
-stat_of "$T" rx_packets | result tk1.rx_packets.before
-capture tk1-pktgen pktgen "$T" {ECHO_FRAMES} 60 {TAKEOVER_MAC} 0
-want=$(($(cat /results/tk1.rx_packets.before) + {ECHO_FRAMES}))
-capture tk1-echoed wait_for 30 sh -c "[ \$(cat /sys/class/net/$T/statistics/rx_packets) -ge $want ]"
-stop tk1
-ls /dev/vduse | result tk1.after.vduse
-stat -c '%n %s' /run/vduse/net/tk0.inflight | result tk1.after.log
-phase end
-"#,
-        ECHO_JOBS = ECHO_SIZES
-            .iter()
-            .zip(ECHO_DELAYS_NS)
-            .map(|(size, delay)| format!("{size}:{delay}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
-fn boot(series: &str) -> GuestRun {
+fn net(series: &str) {
     let kernel = Kernel::load_with(series, &["vduse", "virtio_vdpa", "virtio_net", "pktgen"]);
-    let run = Guest::new(&kernel)
+    let guest = Guest::new(&kernel)
         .binary("vduse-net-null")
         .binary("notify-listen")
         .host_program("vdpa")
         .host_program("ip")
         .host_program("setpriv")
         .modules(&[])
-        .timeout(Duration::from_secs(150))
-        .script(&scenario())
+        .timeout(Duration::from_secs(150));
+    let echo_jobs = ECHO_SIZES
+        .iter()
+        .zip(ECHO_DELAYS_NS)
+        .map(|(size, delay)| format!("{size}:{delay}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Scenario::new(guest)
+        .var("NET0_YAML", NET0_YAML)
+        .var("NET0_MAC", NET0_MAC)
+        .var("ECHO_MAC", ECHO_MAC)
+        .var("TAKEOVER_MAC", TAKEOVER_MAC)
+        .var("DROP_FRAMES", DROP_FRAMES)
+        .var("DROP_FRAME_SIZE", DROP_FRAME_SIZE)
+        .var("ECHO_FRAMES", ECHO_FRAMES)
+        .var("ECHO_JOBS", echo_jobs)
+        .steps(STEPS)
         .run();
-    eprintln!(
-        "vduse-net-null on {series} ({}): boot took {:.1} s",
-        kernel.release(),
-        run.elapsed().as_secs_f64()
-    );
-    run
 }
+
+kernel_tests!(net: linux_6_12, linux_7_2, linux_7_3);
 
 /// The servers this test spawns, whose logs go into failure messages.
 const SERVERS: &[&str] = &["net0", "echo0"];
@@ -268,37 +143,35 @@ fn pktgen_sent(run: &GuestRun, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name}: no frame count in pktgen's result: {out}"))
 }
 
-fn check(series: &str) {
-    let run = boot(series);
+/// The helpers only: nothing to check.
+fn setup(_: &Boot) {}
 
-    // 1. Errors, and the configuration.
+fn errors(run: &Boot) {
+    // Errors, and the configuration.
     run.assert_rc_says("no-vduse", 69, "modprobe vduse");
     run.assert_success("print-config");
     run.assert_out_contains("print-config", "mtu: 9000\n");
     run.assert_out_contains("print-config", &format!("mac: {NET0_MAC}\n"));
     run.assert_success("check-config");
     run.assert_out_contains("check-config", "configuration OK: device net0 (drop mode");
-    ok(&run, "modprobe");
+    ok(run, "modprobe");
     run.assert_rc_says("nocap", 77, "CAP_NET_ADMIN");
     assert_eq!(run.words("nocap.vduse"), ["control"]);
+}
 
-    // 2. The interface, and the frames pktgen sent, counted by everyone alike.
-    ok(&run, "net0-up");
+fn drop_mode(run: &Boot) {
+    // The interface, and the frames pktgen sent, counted by everyone alike.
+    ok(run, "net0-up");
     assert_eq!(
         run.text("net0.mac").trim(),
         NET0_MAC,
         "MAC\n{}",
-        servers(&run)
+        servers(run)
     );
-    assert_eq!(
-        run.text("net0.mtu").trim(),
-        "9000",
-        "MTU\n{}",
-        servers(&run)
-    );
-    ok(&run, "net0-link");
-    ok(&run, "net0-carrier");
-    let sent = pktgen_sent(&run, "drop-pktgen");
+    assert_eq!(run.text("net0.mtu").trim(), "9000", "MTU\n{}", servers(run));
+    ok(run, "net0-link");
+    ok(run, "net0-carrier");
+    let sent = pktgen_sent(run, "drop-pktgen");
     assert_eq!(sent, DROP_FRAMES);
     let tx_packets = run.number("drop.tx_packets.after") - run.number("drop.tx_packets.before");
     let tx_bytes = run.number("drop.tx_bytes.after") - run.number("drop.tx_bytes.before");
@@ -306,15 +179,15 @@ fn check(series: &str) {
         tx_packets,
         DROP_FRAMES,
         "interface tx_packets\n{}",
-        servers(&run)
+        servers(run)
     );
     assert_eq!(
         tx_bytes,
         DROP_FRAMES * DROP_FRAME_SIZE,
         "interface tx_bytes"
     );
-    ok(&run, "drop-counters");
-    let counted = &reports(&run, "net0", "signal")[0];
+    ok(run, "drop-counters");
+    let counted = &reports(run, "net0", "signal")[0];
     assert_eq!(counted["device"], "net0");
     assert_eq!(counted["mode"], "drop");
     assert_eq!(
@@ -328,15 +201,19 @@ fn check(series: &str) {
     );
     assert_eq!(counted["tx"]["errors"], 0, "{counted}");
     assert_eq!(counted["rx"]["frames"], 0, "{counted}");
+}
 
-    // 3. Carrier off and on again.
-    ok(&run, "link-down");
-    ok(&run, "link-up");
+fn link(run: &Boot) {
+    // Carrier off and on again.
+    ok(run, "link-down");
+    ok(run, "link-up");
+}
 
-    // 4. SIGTERM: a last report, and nothing left.
-    assert_eq!(run.rc("net0"), 0, "net0 exit code\n{}", servers(&run));
-    let last = reports(&run, "net0", "exit");
-    assert_eq!(last.len(), 1, "one exit report\n{}", servers(&run));
+fn sigterm(run: &Boot) {
+    // SIGTERM: a last report, and nothing left.
+    assert_eq!(run.rc("net0"), 0, "net0 exit code\n{}", servers(run));
+    let last = reports(run, "net0", "exit");
+    assert_eq!(last.len(), 1, "one exit report\n{}", servers(run));
     assert_eq!(last[0]["tx"]["frames"], DROP_FRAMES);
     assert_eq!(last[0]["link"], "up");
     let log = run.text("net0.err");
@@ -348,34 +225,36 @@ fn check(series: &str) {
     let left: Vec<String> = run.words("net0.after.net");
     assert_eq!(left, ["lo"], "interfaces after net0 stopped");
     assert_eq!(run.words("net0.after.vduse"), ["control"]);
-    ok(&run, "net0-after-vdpa");
+    ok(run, "net0-after-vdpa");
     assert_eq!(run.out("net0-after-vdpa").trim(), "", "vdpa devices left");
+}
 
-    // 5. Echo: every frame back, of every size, counted alike on both sides.
-    ok(&run, "echo0-up");
+fn echo_mode(run: &Boot) {
+    // Echo: every frame back, of every size, counted alike on both sides.
+    ok(run, "echo0-up");
     assert_eq!(
         run.text("echo0.bounce_size").trim(),
         "8388608",
         "--bounce-size 8M"
     );
-    ok(&run, "echo0-link");
-    ok(&run, "echo0-carrier");
+    ok(run, "echo0-link");
+    ok(run, "echo0-carrier");
     let mut rx_before = run.number("echo.rx_packets.before");
-    let echoed = reports(&run, "echo0", "signal");
-    assert_eq!(echoed.len(), ECHO_SIZES.len(), "reports\n{}", servers(&run));
+    let echoed = reports(run, "echo0", "signal");
+    assert_eq!(echoed.len(), ECHO_SIZES.len(), "reports\n{}", servers(run));
     // Running totals of what the server reports (its counters never reset).
     let (mut sent, mut received, mut bytes, mut dropped) = (0, 0, 0, 0);
     for (size, report) in ECHO_SIZES.iter().zip(&echoed) {
         assert_eq!(
-            pktgen_sent(&run, &format!("echo-pktgen-{size}")),
+            pktgen_sent(run, &format!("echo-pktgen-{size}")),
             ECHO_FRAMES
         );
-        ok(&run, &format!("echo-counters-{size}"));
+        ok(run, &format!("echo-counters-{size}"));
         let rx_packets = run.number(&format!("echo.rx_packets.{size}"));
         let context = || {
             format!(
                 "{size}-byte frames: {report}\n{}{}",
-                servers(&run),
+                servers(run),
                 run.text(&format!("echo.link.{size}"))
             )
         };
@@ -412,12 +291,8 @@ fn check(series: &str) {
         rx_before = rx_packets;
     }
     // --stats-interval 1: a line every second besides those asked for.
-    let periodic = reports(&run, "echo0", "interval");
-    assert!(
-        !periodic.is_empty(),
-        "no periodic report\n{}",
-        servers(&run)
-    );
+    let periodic = reports(run, "echo0", "interval");
+    assert!(!periodic.is_empty(), "no periodic report\n{}", servers(run));
     let uptimes: Vec<f64> = periodic
         .iter()
         .map(|r| r["uptime_s"].as_f64().unwrap_or(-1.0))
@@ -429,11 +304,13 @@ fn check(series: &str) {
             "periodic reports at {uptimes:?} s"
         );
     }
-    ok(&run, "echo0-switched");
+    ok(run, "echo0-switched");
     run.assert_serves_as("echo0.threads", 1000, 1000);
     run.assert_stopped_cleanly("echo0", &["echo0"]);
+}
 
-    // 6. Killed, then taken over: the same interface, and it echoes again.
+fn take_over(run: &Boot) {
+    // Killed, then taken over: the same interface, and it echoes again.
     for step in ["tk0-up", "tk0-link", "tk0-carrier"] {
         run.assert_ok_with(step, &["tk0"]);
     }
@@ -453,19 +330,4 @@ fn check(series: &str) {
     run.assert_serves_as("tk1.threads", 1000, 1000);
     assert_eq!(run.words("tk1.after.vduse"), ["control"]);
     assert_eq!(run.text("tk1.after.log"), "/run/vduse/net/tk0.inflight 0\n");
-}
-
-#[test]
-fn linux_6_12() {
-    check("6.12");
-}
-
-#[test]
-fn linux_7_2() {
-    check("7.2");
-}
-
-#[test]
-fn linux_7_3() {
-    check("7.3");
 }
