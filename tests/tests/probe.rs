@@ -4,12 +4,14 @@
 //! reported with who serves them, and `vduse-probe remove` removes the orphaned and
 //! unattached ones but refuses a served one.
 //!
-//! One boot per kernel runs every scenario; the assertions read the results back.
+//! One boot per kernel runs the steps of `tests/scenarios/probe/` (on 6.1, which has no
+//! VDUSE, those of `tests/scenarios/probe-without-vduse/`), each checked by the function
+//! of the same name below.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vduse_tests::{Guest, GuestRun, Kernel};
+use vduse_tests::{Boot, Guest, GuestRun, Kernel, Scenario, Step, kernel_tests, step};
 
 /// What a kernel supports, as docs/kernel-facts.md's matrix (section 1) says.
 struct Expected {
@@ -43,136 +45,42 @@ fn expected(series: &str) -> Expected {
     }
 }
 
-/// Runs as nobody, with util-linux setpriv (busybox's lacks these options).
-const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all";
+const STEPS: &[Step] = &[
+    step!("probe/01-setup.sh", setup),
+    step!("probe/02-unloaded.sh", unloaded),
+    step!("probe/03-root.sh", root),
+    step!("probe/04-requirements.sh", requirements),
+    step!("probe/05-unprivileged.sh", unprivileged),
+    step!("probe/06-interrupted.sh", interrupted),
+    step!("probe/07-killed.sh", killed),
+    step!("probe/08-devices.sh", devices),
+];
 
-/// Every scenario, in one boot of a kernel that has VDUSE.
-fn vduse_scenario() -> String {
-    format!(
-        r#"
-# Before the module is loaded.
-capture unloaded vduse-probe --json
-capture unloaded-require vduse-probe -q --require available
+/// The steps on a kernel without VDUSE.
+const STEPS_WITHOUT_VDUSE: &[Step] = &[step!("probe-without-vduse/01-probe.sh", no_vduse)];
 
-modprobe vduse
-modprobe vhost_vdpa
-capture root-json vduse-probe --json
-capture root-env vduse-probe --format env
-capture root-human vduse-probe
-capture get-api vduse-probe get api-version
-capture get-features vduse-probe get features
-capture get-types vduse-probe get device-types
-capture req-all vduse-probe -q --require 'api-version>=0' --require device=block --require vdpa-bus --require driver=vhost_vdpa
-capture req-new vduse-probe -q --require 'api-version>=1' --require device=fs --require feature=suspend
-capture req-unmet vduse-probe --require driver=virtio_vdpa --require 'api-version>5'
-capture req-bad vduse-probe --require 'api-version>>1'
-capture bad-flag vduse-probe --frobnicate
-capture no-create vduse-probe --json --no-create
-
-# Unprivileged: the control device is root's.
-capture user-json {AS_NOBODY} vduse-probe --json
-capture user-get {AS_NOBODY} vduse-probe get api-version
-capture user-env {AS_NOBODY} vduse-probe --format env
-# A group given the control device (a udev rule) may create block and fs, but net needs
-# CAP_NET_ADMIN.
-chmod 0666 /dev/vduse/control
-capture group-json {AS_NOBODY} vduse-probe --json
-chmod 0600 /dev/vduse/control
-
-# Interrupted while a throwaway device exists: the probe holds each device 20 s.
-for sig in INT TERM HUP; do
-    VDUSE_PROBE_HOLD_MS=20000 vduse-probe --json >/dev/null 2>/results/int-$sig.err &
-    pid=$!
-    wait_for 60 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
-    ls /dev/vduse | result int-$sig.during
-    kill -$sig $pid
-    wait $pid
-    echo $? >/results/int-$sig.rc
-    ls /dev/vduse | result int-$sig.after
-done
-# Interrupted at arbitrary moments.
-i=0
-while [ $i -lt 25 ]; do
-    vduse-probe >/dev/null 2>&1 &
-    pid=$!
-    usleep $((i * 4000))
-    kill -INT $pid 2>/dev/null
-    wait $pid
-    echo "$i $?" >>/results/random.rcs
-    i=$((i + 1))
-done
-ls /dev/vduse | result random.after
-ls /sys/class/vduse | result random.class
-
-# SIGKILL cannot be caught: the next probe removes what the killed one left.
-VDUSE_PROBE_HOLD_MS=20000 vduse-probe >/dev/null 2>&1 &
-pid=$!
-wait_for 60 sh -c 'ls /dev/vduse | grep -q vduse-probe-'
-kill -KILL $pid
-wait $pid
-ls /dev/vduse | result killed.during
-capture after-kill vduse-probe --json
-ls /dev/vduse | result killed.after
-
-# Existing devices: one served, one attached and served by nobody, one not attached.
-spawn served vduse-testdev create served --attach --hold
-capture served-ready wait_for 60 grep -q READY /results/served.out
-capture create-ghost vduse-testdev create ghost
-echo 2 >/sys/class/vduse/ghost/msg_timeout
-capture attach-ghost vduse-testdev attach ghost
-capture create-spare vduse-testdev create spare
-capture devices-json vduse-probe --json
-capture devices-env vduse-probe --format env
-capture devices-human vduse-probe
-capture devices-get vduse-probe get orphaned-devices
-capture devices-user {AS_NOBODY} vduse-probe --json
-# vduse-probe remove: a served device, a name no device has and an unprivileged caller
-# are refused; the orphan is detached and destroyed, the unattached one destroyed.
-capture remove-refused vduse-probe remove served
-capture remove-none vduse-probe remove nosuch
-capture remove-user {AS_NOBODY} vduse-probe remove spare
-stop served
-capture remove-served vduse-testdev remove served
-capture remove-ghost vduse-probe remove ghost
-capture remove-spare vduse-probe remove spare
-capture after-remove-vdpa vdpa dev show
-ls /dev/vduse | result final
-"#
-    )
-}
-
-fn boot(series: &str) -> (Kernel, GuestRun) {
+fn probe(series: &str) {
     let kernel = Kernel::load(series);
-    let has_vduse = kernel.has_module("vduse");
-    let script = if has_vduse {
-        vduse_scenario()
+    let steps = if kernel.has_module("vduse") {
+        STEPS
     } else {
-        r#"
-capture json vduse-probe --json
-capture env vduse-probe --format env
-capture human vduse-probe
-capture get-available vduse-probe get available
-capture get-api vduse-probe get api-version
-capture require vduse-probe -q --require available
-capture modprobe modprobe vduse
-"#
-        .to_owned()
+        STEPS_WITHOUT_VDUSE
     };
     let mut guest = Guest::new(&kernel);
     // Where Debian installs it, for the probe's CONFIG_VDPA_USER line.
     if let Some(config) = kernel.config_file() {
         guest = guest.file(config, &format!("/boot/config-{}", kernel.release()));
     }
-    let run = guest
+    let guest = guest
         .binary("vduse-probe")
         .binary("vduse-testdev")
         .host_program("setpriv")
         .host_program("vdpa")
-        .timeout(Duration::from_secs(300))
-        .script(&script)
-        .run();
-    (kernel, run)
+        .timeout(Duration::from_secs(300));
+    Scenario::new(guest).steps(steps).run();
 }
+
+kernel_tests!(probe: linux_6_1, linux_6_12, linux_7_2, linux_7_3);
 
 fn env_lines(run: &GuestRun, name: &str) -> Vec<String> {
     run.out(name).lines().map(str::to_owned).collect()
@@ -204,11 +112,10 @@ fn device<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no device {name} in {report:#}"))
 }
 
-fn check_vduse_kernel(series: &str) {
-    let (kernel, run) = boot(series);
-    let want = expected(series);
-    let types_word = want.device_types.join(" ");
+/// `as_nobody`: nothing to check.
+fn setup(_: &Boot) {}
 
+fn unloaded(run: &Boot) {
     // Module present but not loaded: EX_UNAVAILABLE, and the fix is named.
     run.assert_rc("unloaded", 69);
     let unloaded = run.json("unloaded");
@@ -223,12 +130,16 @@ fn check_vduse_kernel(series: &str) {
         run.err("unloaded-require")
             .contains("requirement not met: available")
     );
+}
 
+fn root(run: &Boot) {
+    let want = expected(run.series());
+    let types_word = want.device_types.join(" ");
     // Root: the matrix.
     run.assert_success("root-json");
     let report = run.json("root-json");
     assert_eq!(report["schema"], 1);
-    assert_eq!(report["kernel_release"], kernel.release());
+    assert_eq!(report["kernel_release"], run.kernel().release());
     assert_eq!(report["available"], true);
     assert_eq!(report["usable"], true);
     assert_eq!(report["module"]["state"], "loaded");
@@ -277,7 +188,7 @@ fn check_vduse_kernel(series: &str) {
     };
     let suspend = format!("VDUSE_FEATURE_SUSPEND={}", u8::from(want.features == "0x3"));
     assert_env(
-        &run,
+        run,
         "root-env",
         &[
             "VDUSE_AVAILABLE=1",
@@ -298,12 +209,14 @@ fn check_vduse_kernel(series: &str) {
     assert_eq!(run.out("get-api"), format!("{}\n", want.api_version));
     assert_eq!(run.out("get-features"), format!("{}\n", want.features));
     assert_eq!(run.out("get-types"), format!("{types_word}\n"));
+}
 
+fn requirements(run: &Boot) {
     // Requirements.
     run.assert_rc("req-all", 0);
     assert_eq!(run.out("req-all"), "", "-q prints nothing");
-    run.assert_rc("req-new", if series == "7.3" { 0 } else { 1 });
-    if series == "6.12" {
+    run.assert_rc("req-new", if run.series() == "7.3" { 0 } else { 1 });
+    if run.series() == "6.12" {
         assert!(
             run.err("req-new").contains("api-version>=1"),
             "{}",
@@ -329,7 +242,10 @@ fn check_vduse_kernel(series: &str) {
     run.assert_rc("bad-flag", 64);
     run.assert_success("no-create");
     assert_eq!(run.json("no-create")["device_types"], Value::Null);
+}
 
+fn unprivileged(run: &Boot) {
+    let want = expected(run.series());
     // Unprivileged: EX_NOPERM, and the answers that need privilege are named.
     run.assert_rc("user-json", 77);
     let user = run.json("user-json");
@@ -359,7 +275,7 @@ fn check_vduse_kernel(series: &str) {
         run.report("user-get")
     );
     assert_env(
-        &run,
+        run,
         "user-env",
         &["VDUSE_AVAILABLE=1", "VDUSE_USABLE=0", "VDUSE_API_VERSION="],
     );
@@ -385,7 +301,9 @@ fn check_vduse_kernel(series: &str) {
         .filter(|t| *t != "net")
         .collect();
     assert_eq!(group["device_types"], json!(without_net));
+}
 
+fn interrupted(run: &Boot) {
     // Interruption leaves nothing behind.
     for (sig, rc) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let during = run.text(&format!("int-{sig}.during"));
@@ -402,7 +320,7 @@ fn check_vduse_kernel(series: &str) {
             run.text(&format!("int-{sig}.err"))
                 .contains("every throwaway device was removed")
         );
-        only_control(&run, &format!("int-{sig}.after"));
+        only_control(run, &format!("int-{sig}.after"));
     }
     let random = run.text("random.rcs");
     assert_eq!(random.lines().count(), 25);
@@ -413,14 +331,16 @@ fn check_vduse_kernel(series: &str) {
             "random interrupt: exit status {line}"
         );
     }
-    only_control(&run, "random.after");
+    only_control(run, "random.after");
     assert_eq!(
         run.text("random.class")
             .split_whitespace()
             .collect::<Vec<_>>(),
         ["control"]
     );
+}
 
+fn killed(run: &Boot) {
     // A SIGKILLed probe leaves its device; the next run removes it.
     assert!(
         run.text("killed.during").contains("vduse-probe-"),
@@ -434,8 +354,10 @@ fn check_vduse_kernel(series: &str) {
             .contains("left by a vduse-probe that was killed"),
         "{after_kill:#}"
     );
-    only_control(&run, "killed.after");
+    only_control(run, "killed.after");
+}
 
+fn devices(run: &Boot) {
     // Existing devices.
     for step in [
         "served-ready",
@@ -472,7 +394,7 @@ fn check_vduse_kernel(series: &str) {
     assert_eq!(spare["type"], Value::Null);
     assert_eq!(spare["orphaned"], false);
     assert_env(
-        &run,
+        run,
         "devices-env",
         &[
             "VDUSE_DEVICES='ghost served spare'",
@@ -515,15 +437,14 @@ fn check_vduse_kernel(series: &str) {
     );
     assert_eq!(run.out("remove-spare"), "spare: destroyed it\n");
     assert_eq!(run.out("after-remove-vdpa").trim(), "");
-    only_control(&run, "final");
+    only_control(run, "final");
 }
 
-#[test]
-fn linux_6_1_has_no_vduse() {
-    let (kernel, run) = boot("6.1");
+/// 6.1 has no VDUSE: every output says so, with the reason.
+fn no_vduse(run: &Boot) {
     run.assert_rc("json", 69);
     let report = run.json("json");
-    assert_eq!(report["kernel_release"], kernel.release());
+    assert_eq!(report["kernel_release"], run.kernel().release());
     assert_eq!(report["available"], false);
     assert_eq!(report["module"]["state"], "absent");
     assert_eq!(report["module"]["config"], "not set");
@@ -536,7 +457,7 @@ fn linux_6_1_has_no_vduse() {
     );
     run.assert_rc("env", 69);
     assert_env(
-        &run,
+        run,
         "env",
         &[
             "VDUSE_AVAILABLE=0",
@@ -551,19 +472,4 @@ fn linux_6_1_has_no_vduse() {
     run.assert_rc("get-api", 69);
     run.assert_rc("require", 1);
     assert_ne!(run.rc("modprobe"), 0, "6.1 has no vduse module");
-}
-
-#[test]
-fn linux_6_12() {
-    check_vduse_kernel("6.12");
-}
-
-#[test]
-fn linux_7_2() {
-    check_vduse_kernel("7.2");
-}
-
-#[test]
-fn linux_7_3() {
-    check_vduse_kernel("7.3");
 }
