@@ -1,6 +1,7 @@
 //! `vduse-blk` on the real kernels of the matrix that have VDUSE (6.12, 7.2, 7.3).
 //!
-//! One boot per kernel runs every scenario, in this order:
+//! One boot per kernel runs, in this order, the steps of `tests/scenarios/blk/`, each
+//! checked by the function of the same name below (after `01-setup.sh`):
 //!
 //! 1. Error paths before and around a running server: without the `vduse` module the
 //!    server exits 69 and says `modprobe vduse`; a missing backing file exits 78 naming
@@ -35,11 +36,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use vduse_tests::{Guest, GuestRun, Kernel};
+use vduse_tests::{Boot, Guest, GuestRun, Kernel, Scenario, Step, kernel_tests, step};
 
 /// The read-write device: its YAML file and what sysfs must show for it.
 const DISK0_YAML: &str = "\
-# Written by tests/tests/blk.rs; --num-queues 2 on the command line overrides num-queues.
+# Written by tests/scenarios/blk/02-errors.sh; --num-queues 2 on the command line overrides num-queues.
 name: disk0
 backing: /tmp/disk0.img
 size: 64M
@@ -73,198 +74,28 @@ const FIO_JOB_MIB: u64 = 16;
 const DISCARD_OFFSET_MIB: u64 = 40;
 const DISCARD_MIB: u64 = 8;
 
-fn scenario() -> String {
-    let discard_offset = DISCARD_OFFSET_MIB << 20;
-    let discard_len = DISCARD_MIB << 20;
-    format!(
-        r#"
-# key=value lines of what sysfs says about disk $1.
-sysfs_of() {{
-    for f in size ro queue/logical_block_size queue/physical_block_size \
-        queue/max_segment_size queue/max_segments serial; do
-        echo "$f=$(cat "/sys/block/$1/$f")"
-    done
-    echo "mq=$(ls "/sys/block/$1/mq" | wc -l)"
-}}
-FILES="big small dir/numbers"
-# Marks a phase on the console, with the guest's uptime.
-phase() {{
-    echo "vduse-blk-test: $* at $(cut -d' ' -f1 /proc/uptime) s"
-}}
+const STEPS: &[Step] = &[
+    step!("blk/01-setup.sh", setup),
+    step!("blk/02-errors.sh", errors),
+    step!("blk/03-device.sh", device),
+    step!("blk/04-fio.sh", fio),
+    step!("blk/05-discard.sh", discard),
+    step!("blk/06-ext4.sh", ext4),
+    step!("blk/07-sigterm.sh", sigterm),
+    step!("blk/08-ext4-from-backing.sh", ext4_from_backing),
+    step!("blk/09-read-only.sh", read_only),
+    step!("blk/10-vhost.sh", vhost),
+    step!("blk/11-no-io-uring.sh", no_io_uring),
+    step!("blk/12-as-a-user.sh", as_a_user),
+];
 
-# --- 1. No VDUSE yet: the module is not loaded.
-phase 1 errors without vduse
-capture no-vduse vduse-blk --name nomod --backing /tmp/nomod.img --size 1M --create
-ls /dev | grep vduse | result no-vduse.dev
-
-mkdir -p /etc/vduse/blk
-cat >/etc/vduse/blk/disk0.yaml <<'EOF'
-{DISK0_YAML}EOF
-cat >/etc/vduse/blk/ro.yaml <<'EOF'
-{RO_YAML}EOF
-capture print-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --print-config
-capture check-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --check-config
-
-capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_blk ext4 loop; do modprobe $m || exit 1; done'
-
-# --- 2. The device, from the YAML file and a flag.
-phase 2 device
-spawn disk0 vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
-capture disk0-up wait_for 60 disk_by_serial vduse-blk-disk0
-D=$(disk_by_serial vduse-blk-disk0)
-sysfs_of "$D" | result disk0.sysfs
-cat /sys/class/vduse/disk0/bounce_size | result disk0.bounce_size
-
-# Error paths while it runs: the same configuration again, a missing backing.
-capture dup vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2
-capture missing vduse-blk --name missing --backing /tmp/missing.img
-ls /dev/vduse | result errors.vduse
-
-# --- 3. fio, verified, from each vCPU (so through each queue).
-phase 3 fio
-# One job per vCPU, each on its own {FIO_JOB_MIB} MiB of the disk.
-capture fio fio --filename=/dev/$D --direct=1 --ioengine=libaio --iodepth=8 \
-    --rw=randwrite --bsrange=4k-64k --size={FIO_JOB_MIB}M \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=json \
-    --name=cpu0 --cpus_allowed=0 --offset=0 --name=cpu1 --cpus_allowed=1 --offset={FIO_JOB_MIB}M
-# Which CPUs submit to which queue: blk-mq sends a CPU's requests to its queue.
-for q in /sys/block/$D/mq/*; do
-    echo "${{q##*/}} $(cat "$q/cpu_list")"
-done | result fio.cpu_lists
-# SIGUSR1: the server logs each queue's ring state and goes on serving.
-kill -USR1 "$(cat /run/vduse-test/disk0.pid)"
-capture ring-state wait_for 10 sh -c '[ "$(grep -c "avail ring: idx" /results/disk0.err)" -ge {DISK0_QUEUES} ]'
-
-# --- 4. Discard: data in, then a hole.
-phase 4 discard
-dd if=/dev/urandom of=/tmp/rand bs=1M count={DISCARD_MIB} 2>/dev/null
-sha256sum </tmp/rand | result discard.data.sha
-capture discard-fill dd if=/tmp/rand of=/dev/$D bs=1M seek={DISCARD_OFFSET_MIB} oflag=direct
-capture discard-reread dd if=/dev/$D of=/tmp/range bs=1M skip={DISCARD_OFFSET_MIB} count={DISCARD_MIB} iflag=direct
-sha256sum </tmp/range | result discard.reread.sha
-sync
-stat -c %b /tmp/disk0.img | result discard.blocks-before
-capture discard blkdiscard -f -o {discard_offset} -l {discard_len} /dev/$D
-sync
-stat -c %b /tmp/disk0.img | result discard.blocks-after
-capture discard-read dd if=/dev/$D of=/tmp/range bs=1M skip={DISCARD_OFFSET_MIB} count={DISCARD_MIB} iflag=direct
-sha256sum </tmp/range | result discard.read.sha
-head -c {discard_len} /dev/zero | sha256sum | result zeros.sha
-
-# --- 5. ext4 through the device.
-phase 5 ext4
-capture mkfs mkfs.ext4 -q -F /dev/$D
-mkdir -p /mnt/disk0 /mnt/loop
-capture mount mount -t ext4 /dev/$D /mnt/disk0
-dd if=/dev/urandom of=/mnt/disk0/big bs=1M count=8 2>/dev/null
-echo "hello from vduse-blk" >/mnt/disk0/small
-mkdir /mnt/disk0/dir && seq 1 2000 >/mnt/disk0/dir/numbers
-capture fs-sync sync
-(cd /mnt/disk0 && sha256sum $FILES) | result fs.device.sums
-capture umount umount /mnt/disk0
-
-# --- 6. SIGTERM.
-phase 6 SIGTERM
-stop disk0
-ls /dev/vduse | result disk0.after.vduse
-ls /sys/bus/vdpa/devices | result disk0.after.bus
-ls /sys/block | grep vd | result disk0.after.block
-capture disk0-after-vdpa vdpa dev show
-
-# The file system, read from the backing file outside the device.
-phase 5 ext4, read from the backing
-capture fsck e2fsck -fn /tmp/disk0.img
-capture loop-mount mount -t ext4 -o ro,loop /tmp/disk0.img /mnt/loop
-(cd /mnt/loop && sha256sum $FILES) | result fs.loop.sums
-umount /mnt/loop
-capture debugfs debugfs -R "dump /big /tmp/big" /tmp/disk0.img
-(cd /tmp && sha256sum big) | result fs.debugfs.sums
-
-# --- 7. Read-only, over the same backing.
-phase 7 read-only
-sha256sum </tmp/disk0.img | result ro.before.sha
-# Under systemd (Type=notify): READY=1 comes once the device is on the vdpa bus.
-spawn notify notify-listen /run/notify.sock --check /sys/bus/vdpa/devices/ro0
-wait_for 60 test -S /run/notify.sock
-export NOTIFY_SOCKET=/run/notify.sock
-spawn ro0 vduse-blk --config /etc/vduse/blk/ro.yaml
-unset NOTIFY_SOCKET
-reap notify
-capture ro0-up wait_for 60 disk_by_serial vduse-blk-ro0
-R=$(disk_by_serial vduse-blk-ro0)
-sysfs_of "$R" | result ro0.sysfs
-cat /sys/class/vduse/ro0/bounce_size | result ro0.bounce_size
-capture ro-write dd if=/tmp/rand of=/dev/$R bs=4k count=16 oflag=direct
-capture ro-discard blkdiscard -f -o 0 -l 1048576 /dev/$R
-capture ro-mount mount -t ext4 -o ro /dev/$R /mnt/disk0
-(cd /mnt/disk0 && sha256sum $FILES) | result fs.ro.sums
-umount /mnt/disk0
-stop ro0
-sha256sum </tmp/disk0.img | result ro.after.sha
-ls /dev/vduse | result ro0.after.vduse
-capture ro0-after-vdpa vdpa dev show
-
-# --- 8. Attached for VMs: bound to vhost_vdpa while virtio_vdpa is loaded too.
-phase 8 vhost
-capture vhost-missing vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --create --attach vhost
-modprobe vhost_vdpa
-# READY=1 says the server is done setting up, binding included.
-spawn vh0-notify notify-listen /run/vh0.sock
-wait_for 60 test -S /run/vh0.sock
-export NOTIFY_SOCKET=/run/vh0.sock
-spawn vh0 vduse-blk --name vh0 --backing /tmp/vh0.img --size 16M --create --attach vhost --serial vduse-blk-vh0
-unset NOTIFY_SOCKET
-capture vh0-up reap vh0-notify
-basename "$(readlink /sys/bus/vdpa/devices/vh0/driver)" | result vh0.driver
-ls /sys/bus/vdpa/devices/vh0 | result vh0.children
-capture vh0-no-disk sh -c '! grep -qs vduse-blk-vh0 /sys/block/*/serial'
-stop vh0
-ls /dev/vduse | result vh0.after.vduse
-
-# --- 9. io_uring disabled by the administrator (EPERM from io_uring_setup): the
-# io-uring engine falls back to the thread pool, and the disk still works.
-phase 9 no io_uring
-echo 2 >/proc/sys/kernel/io_uring_disabled
-spawn nouring vduse-blk --name nouring --backing /tmp/nouring.img --size 16M --create \
-    --io-engine io-uring --serial vduse-blk-nouring
-capture nouring-up wait_for 60 disk_by_serial vduse-blk-nouring
-N=$(disk_by_serial vduse-blk-nouring)
-capture nouring-write dd if=/tmp/rand of=/dev/$N bs=1M count=8 oflag=direct
-capture nouring-read dd if=/dev/$N of=/tmp/nouring.back bs=1M count=8 iflag=direct
-sha256sum </tmp/nouring.back | result nouring.sha
-stop nouring
-echo 0 >/proc/sys/kernel/io_uring_disabled
-ls /dev/vduse | result nouring.after.vduse
-
-# --- 10. Served as tester once attached.
-phase 10 user
-capture user-unknown vduse-blk --name asuser --backing /tmp/asuser.img --size 16M --create \
-    --user nosuchuser --check-config
-spawn asuser vduse-blk --name asuser --backing /tmp/asuser.img --size 16M --create \
-    --user tester --serial vduse-blk-asuser
-capture asuser-up wait_for 60 disk_by_serial vduse-blk-asuser
-A=$(disk_by_serial vduse-blk-asuser)
-capture asuser-switched wait_for 60 grep -q "serving as user tester" /results/asuser.err
-threads_of asuser | result asuser.threads
-capture asuser-write dd if=/tmp/rand of=/dev/$A bs=1M count=8 oflag=direct
-echo 3 >/proc/sys/vm/drop_caches
-capture asuser-read dd if=/dev/$A of=/tmp/asuser.back bs=1M count=8 iflag=direct
-sha256sum </tmp/asuser.back | result asuser.sha
-stop asuser
-ls /dev/vduse | result asuser.after.vduse
-capture asuser-after-vdpa vdpa dev show
-phase end
-"#
-    )
-}
-
-fn boot(series: &str) -> GuestRun {
+fn blk(series: &str) {
     let kernel = Kernel::load_with(
         series,
         &["vduse", "virtio_vdpa", "virtio_blk", "ext4", "loop"],
     );
-    // The script loads the modules itself, after checking the server without them.
-    let run = Guest::new(&kernel)
+    // The steps load the modules themselves, after checking the server without them.
+    let guest = Guest::new(&kernel)
         .binary("vduse-blk")
         .binary("notify-listen")
         .host_program("vdpa")
@@ -274,16 +105,21 @@ fn boot(series: &str) -> GuestRun {
         .host_program("debugfs")
         .host_program("blkdiscard")
         .modules(&[])
-        .timeout(Duration::from_secs(150))
-        .script(&scenario())
+        .timeout(Duration::from_secs(150));
+    Scenario::new(guest)
+        .var("DISK0_YAML", DISK0_YAML)
+        .var("RO_YAML", RO_YAML)
+        .var("DISK0_QUEUES", DISK0_QUEUES)
+        .var("FIO_JOB_MIB", FIO_JOB_MIB)
+        .var("DISCARD_OFFSET_MIB", DISCARD_OFFSET_MIB)
+        .var("DISCARD_MIB", DISCARD_MIB)
+        .var("DISCARD_OFFSET", DISCARD_OFFSET_MIB << 20)
+        .var("DISCARD_LEN", DISCARD_MIB << 20)
+        .steps(STEPS)
         .run();
-    eprintln!(
-        "vduse-blk on {series} ({}): boot took {:.1} s",
-        kernel.release(),
-        run.elapsed().as_secs_f64()
-    );
-    run
 }
+
+kernel_tests!(blk: linux_6_12, linux_7_2, linux_7_3);
 
 /// The servers this test spawns, whose logs go into failure messages.
 const SERVERS: &[&str] = &["disk0", "ro0"];
@@ -368,10 +204,11 @@ fn fio_json(run: &GuestRun) -> Value {
         .unwrap_or_else(|e| panic!("fio's output is not JSON: {e}\n{}", run.report("fio")))
 }
 
-fn check(series: &str) {
-    let run = boot(series);
+/// The helpers only: nothing to check.
+fn setup(_: &Boot) {}
 
-    // 1. Without the module: 69, saying how to load it; nothing created.
+fn errors(run: &Boot) {
+    // Without the module: 69, saying how to load it; nothing created.
     run.assert_rc_says("no-vduse", 69, "modprobe vduse");
     assert_eq!(run.text("no-vduse.dev").trim(), "", "/dev/vduse exists");
     run.assert_success("print-config");
@@ -379,10 +216,12 @@ fn check(series: &str) {
     run.assert_out_contains("print-config", "serial: vduse-blk-disk0\n");
     run.assert_success("check-config");
     run.assert_out_contains("check-config", "configuration OK: device disk0");
-    ok(&run, "modprobe");
+    ok(run, "modprobe");
+}
 
-    // 2. What the guest's kernel sees of the device.
-    ok(&run, "disk0-up");
+fn device(run: &Boot) {
+    // What the guest's kernel sees of the device.
+    ok(run, "disk0-up");
     assert_eq!(
         run.key_values("disk0.sysfs"),
         sysfs_map(
@@ -395,7 +234,7 @@ fn check(series: &str) {
             126
         ),
         "disk0 in sysfs (left: seen, right: configured)\n{}",
-        servers(&run)
+        servers(run)
     );
     // No bounce-size: the kernel's 64 MiB.
     assert_eq!(run.number("disk0.bounce_size"), 64 << 20);
@@ -410,10 +249,12 @@ fn check(series: &str) {
         run.report("dup"),
         run.report("missing")
     );
+}
 
-    // 3. fio: every byte written read back with its crc32c, through both queues.
-    ok(&run, "fio");
-    let fio = fio_json(&run);
+fn fio(run: &Boot) {
+    // Fio: every byte written read back with its crc32c, through both queues.
+    ok(run, "fio");
+    let fio = fio_json(run);
     let jobs = fio["jobs"]
         .as_array()
         .unwrap_or_else(|| panic!("fio JSON without jobs: {fio:#}"));
@@ -446,14 +287,16 @@ fn check(series: &str) {
         "CPUs of the hardware queues (queue, cpu_list):\n{cpu_lists}"
     );
     // SIGUSR1 logged both queues' rings (and the server served on: the later phases).
-    ok(&run, "ring-state");
+    ok(run, "ring-state");
+}
 
-    // 4. Discard: the data was there, the range reads zeros, the file has a hole.
+fn discard(run: &Boot) {
+    // Discard: the data was there, the range reads zeros, the file has a hole.
     for step in ["discard-fill", "discard-reread", "discard", "discard-read"] {
-        ok(&run, step);
+        ok(run, step);
     }
-    same(&run, "discard.data.sha", "discard.reread.sha");
-    same(&run, "zeros.sha", "discard.read.sha");
+    same(run, "discard.data.sha", "discard.reread.sha");
+    same(run, "zeros.sha", "discard.read.sha");
     let before = run.number("discard.blocks-before");
     let after = run.number("discard.blocks-after");
     assert_eq!(
@@ -461,10 +304,12 @@ fn check(series: &str) {
         Some(DISCARD_MIB << 11),
         "allocated 512-byte blocks of the backing: {before} before the discard, {after} after"
     );
+}
 
-    // 5. ext4 through the device, read back from the backing file.
+fn ext4(run: &Boot) {
+    // Ext4 through the device, read back from the backing file.
     for step in ["mkfs", "mount", "fs-sync", "umount"] {
-        ok(&run, step);
+        ok(run, step);
     }
     let sums = run.text("fs.device.sums");
     assert_eq!(
@@ -473,26 +318,32 @@ fn check(series: &str) {
         "checksums of the files through the device:\n{sums}\n{}",
         run.console_tail(30)
     );
+}
 
-    // 6. SIGTERM: exit 0, nothing left.
+fn sigterm(run: &Boot) {
+    // SIGTERM: exit 0, nothing left.
     run.assert_stopped_cleanly("disk0", SERVERS);
     assert_eq!(
         run.text("disk0.after.bus").trim(),
         "",
         "/sys/bus/vdpa/devices after disk0 stopped\n{}",
-        servers(&run)
+        servers(run)
     );
     assert_eq!(
         run.text("disk0.after.block").trim(),
         "",
         "vd* disks in /sys/block after disk0 stopped\n{}",
-        servers(&run)
+        servers(run)
     );
+}
 
-    ok(&run, "fsck");
-    ok(&run, "loop-mount");
-    same(&run, "fs.device.sums", "fs.loop.sums");
-    ok(&run, "debugfs");
+fn ext4_from_backing(run: &Boot) {
+    let sums = run.text("fs.device.sums");
+    // The file system, read from the backing file outside the device.
+    ok(run, "fsck");
+    ok(run, "loop-mount");
+    same(run, "fs.device.sums", "fs.loop.sums");
+    ok(run, "debugfs");
     let big = sums
         .lines()
         .find(|line| line.ends_with(" big"))
@@ -503,8 +354,10 @@ fn check(series: &str) {
         "big dumped by debugfs from the backing, and as read through the device\n{}",
         run.report("debugfs")
     );
+}
 
-    // 7. Read-only.
+fn read_only(run: &Boot) {
+    // Read-only.
     assert_eq!(
         run.rc("notify"),
         0,
@@ -515,34 +368,36 @@ fn check(series: &str) {
         run.out("notify"),
         "message: READY=1\ncheck: /sys/bus/vdpa/devices/ro0 exists=true\n",
         "readiness before the device was attached\n{}",
-        servers(&run)
+        servers(run)
     );
-    ok(&run, "ro0-up");
+    ok(run, "ro0-up");
     // The size is the backing's, the block sizes and queue count the defaults.
     assert_eq!(
         run.key_values("ro0.sysfs"),
         sysfs_map(DISK0_SECTORS, true, 512, 512, "vduse-blk-ro0", 1, 254),
         "ro0 in sysfs\n{}",
-        servers(&run)
+        servers(run)
     );
     assert_eq!(run.number("ro0.bounce_size"), 16 << 20, "bounce-size: 16M");
     // The kernel refuses the write itself (EPERM): the disk is read-only.
-    exits_failing(&run, "ro-write", "Operation not permitted");
-    fails(&run, "ro-discard");
-    ok(&run, "ro-mount");
-    same(&run, "fs.device.sums", "fs.ro.sums");
+    exits_failing(run, "ro-write", "Operation not permitted");
+    fails(run, "ro-discard");
+    ok(run, "ro-mount");
+    same(run, "fs.device.sums", "fs.ro.sums");
     run.assert_stopped_cleanly("ro0", SERVERS);
-    same(&run, "ro.before.sha", "ro.after.sha");
+    same(run, "ro.before.sha", "ro.after.sha");
+}
 
-    // 8. vhost_vdpa: without the module the fix is named; with it, vhost_vdpa serves the
+fn vhost(run: &Boot) {
+    // Vhost_vdpa: without the module the fix is named; with it, vhost_vdpa serves the
     // device (a vhost-vdpa-N child) although virtio_vdpa was loaded first.
     run.assert_rc_says("vhost-missing", 69, "modprobe vhost_vdpa");
-    ok(&run, "vh0-up");
+    ok(run, "vh0-up");
     assert_eq!(
         run.text("vh0.driver").trim(),
         "vhost_vdpa",
         "{}",
-        servers(&run)
+        servers(run)
     );
     assert!(
         run.text("vh0.children")
@@ -551,18 +406,20 @@ fn check(series: &str) {
         "no vhost-vdpa char device under vh0: {}",
         run.text("vh0.children")
     );
-    ok(&run, "vh0-no-disk");
+    ok(run, "vh0-no-disk");
     assert_eq!(
         run.rc("vh0"),
         0,
         "vh0 did not stop cleanly\n{}",
-        servers(&run)
+        servers(run)
     );
     assert_eq!(run.words("vh0.after.vduse"), ["control"]);
+}
 
-    // 9. Without io_uring: threads instead, said in the log, and the data round-trips.
+fn no_io_uring(run: &Boot) {
+    // Without io_uring: threads instead, said in the log, and the data round-trips.
     for step in ["nouring-up", "nouring-write", "nouring-read"] {
-        ok(&run, step);
+        ok(run, step);
     }
     let log = run.text("nouring.err");
     assert!(
@@ -570,11 +427,13 @@ fn check(series: &str) {
         "no fallback in the log:\n{log}"
     );
     assert!(log.contains("(io-engine threads)"), "{log}");
-    same(&run, "discard.data.sha", "nouring.sha");
+    same(run, "discard.data.sha", "nouring.sha");
     assert_eq!(run.rc("nouring"), 0, "nouring exit code\n{log}");
     assert_eq!(run.words("nouring.after.vduse"), ["control"]);
+}
 
-    // 10. As tester (uid and gid 1000): an unknown user is a configuration error naming
+fn as_a_user(run: &Boot) {
+    // As tester (uid and gid 1000): an unknown user is a configuration error naming
     // the key; every thread switched, the disk works, and SIGTERM still detaches and
     // destroys the device (CAP_NET_ADMIN kept for that, the control node opened before).
     assert_eq!(run.rc("user-unknown"), 78, "{}", run.report("user-unknown"));
@@ -593,23 +452,8 @@ fn check(series: &str) {
         run.assert_ok_with(step, &["asuser"]);
     }
     run.assert_serves_as("asuser.threads", 1000, 1000);
-    same(&run, "discard.data.sha", "asuser.sha");
+    same(run, "discard.data.sha", "asuser.sha");
     run.assert_stopped_cleanly("asuser", &["asuser"]);
 
     assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
-}
-
-#[test]
-fn blk_on_6_12() {
-    check("6.12");
-}
-
-#[test]
-fn blk_on_7_2() {
-    check("7.2");
-}
-
-#[test]
-fn blk_on_7_3() {
-    check("7.3");
 }
