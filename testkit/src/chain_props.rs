@@ -5,7 +5,7 @@
 //! byte changed outside the buffers the device may write.
 //!
 //! `vduse-blk/tests/proptest_requests.rs` and `vduse-net-null/tests/proptest_frames.rs`
-//! include this file.
+//! use it.
 
 use std::fmt::{Debug, Display};
 use std::sync::mpsc;

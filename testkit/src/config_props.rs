@@ -3,13 +3,14 @@
 //! that every error names the key at fault and the line it is on.
 //!
 //! The loaders are all `vduse::config::ConfigFile` plus a tool's `Config::resolve`, so
-//! one set of checks covers them; each server's `tests/proptest_config.rs` includes this
-//! file and says which keys it has and which ones it cannot do without.
+//! one set of checks covers them; each server's `tests/proptest_config.rs` uses this
+//! module and says which keys it has and which ones it cannot do without.
 
 use proptest::prelude::*;
 use vduse::config::{ConfigError, Origin};
 
 /// A configuration loader under test.
+#[derive(Debug)]
 pub struct Loader {
     /// Keys and values every file has unless the test replaces one (the required ones).
     pub base: Vec<(&'static str, String)>,
@@ -226,7 +227,8 @@ pub fn check_text(loader: &Loader, text: &str) {
 
 /// The property tests every loader has, as `#[test]` functions where it is invoked:
 /// `config_properties!(loader, KEYS)`, with `loader` a `fn() -> Loader` and `KEYS` the
-/// loader's keys. The including file declares this module as `config_props` at its root.
+/// loader's keys; the invoking crate has `proptest` among its dev-dependencies.
+#[macro_export]
 macro_rules! config_properties {
     ($loader:path, $keys:path) => {
         ::proptest::proptest! {
@@ -258,4 +260,4 @@ macro_rules! config_properties {
         }
     };
 }
-pub(crate) use config_properties;
+pub use crate::config_properties;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A directory of credentials.
+#[derive(Debug)]
 pub struct Credentials {
     /// qemu-nbd's `tls-creds-x509` directory.
     pub server_dir: PathBuf,

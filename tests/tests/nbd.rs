@@ -25,9 +25,7 @@ use serde_json::Value;
 use vduse_tests::{Boot, Guest, GuestRun, Kernel, Scenario, Step, TempDir, kernel_tests, step};
 
 // The certificates vduse-blk's own TLS tests use.
-#[allow(dead_code)]
-#[path = "../../vduse-blk/tests/common/tls_certs.rs"]
-mod tls_certs;
+use vduse_testkit::tls_certs;
 
 /// Size of both images.
 const IMAGE_MIB: u64 = 128;

@@ -6,9 +6,8 @@
 //! `Backend::handle` (one at a time) or through a queue's engine (`start`, `submit`, wait
 //! on the completion eventfd, `reap`), which keeps many in flight.
 
-#[path = "common/bytes.rs"]
-mod bytes;
 use bytes::same;
+use vduse_testkit::bytes;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};

@@ -2,8 +2,7 @@
 //! `openssl`: what connects, and what is refused with which message. (Every request type
 //! over TLS is in `requests.rs`, engine `nbd-tls`.)
 
-#[path = "common/tls_certs.rs"]
-mod tls_certs;
+use vduse_testkit::tls_certs;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

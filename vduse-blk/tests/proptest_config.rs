@@ -1,10 +1,9 @@
 //! Property tests of vduse-blk's configuration loader (`ConfigFile::parse` and
 //! `Config::resolve`): arbitrary text never panics, a wrong value of any key is an error
 //! that names the key and its line, and arbitrary flags never panic and are named as
-//! flags. The checks are shared with the other servers (vduse/tests/common).
+//! flags. The checks are shared with the other servers (`vduse_testkit::config_props`).
 
-#[path = "../../vduse/tests/common/config_props.rs"]
-mod config_props;
+use vduse_testkit::config_props;
 
 use std::path::Path;
 

@@ -11,8 +11,7 @@
 //! chain's device-writable buffers changes; and a request that did not succeed leaves the
 //! disk as it was.
 
-#[path = "../../vduse/tests/common/chain_props.rs"]
-mod chain_props;
+use vduse_testkit::chain_props;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,14 +9,10 @@
 //! backend and its engine, and `=nbd-tls`, the same over TLS (certificates made by
 //! `openssl`).
 
-#[path = "common/bytes.rs"]
-mod bytes;
 use bytes::same;
+use vduse_testkit::bytes;
 
-// Shared with nbd_tls.rs, which uses all of it.
-#[allow(dead_code)]
-#[path = "common/tls_certs.rs"]
-mod tls_certs;
+use vduse_testkit::tls_certs;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

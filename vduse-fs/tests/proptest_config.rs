@@ -1,10 +1,9 @@
 //! Property tests of vduse-fs's configuration loader (`ConfigFile::parse` and
 //! `Config::resolve`): arbitrary text never panics, and a wrong value of any key is an
 //! error that names the key and its line. The checks are shared with the other servers
-//! (vduse/tests/common).
+//! (`vduse_testkit::config_props`).
 
-#[path = "../../vduse/tests/common/config_props.rs"]
-mod config_props;
+use vduse_testkit::config_props;
 
 use std::path::Path;
 

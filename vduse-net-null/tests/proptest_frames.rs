@@ -8,8 +8,7 @@
 //! dropped for want of buffers, or an error); no byte of guest memory outside the offered
 //! receive buffers changes, and no used length exceeds its buffer.
 
-#[path = "../../vduse/tests/common/chain_props.rs"]
-mod chain_props;
+use vduse_testkit::chain_props;
 
 use std::collections::HashMap;
 use std::sync::Arc;

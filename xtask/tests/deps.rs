@@ -529,7 +529,10 @@ fn problems(policy: &Policy, meta: &Json) -> Vec<String> {
             if text(dep, "req") != "*" {
                 continue;
             }
-            if dep["path"].is_string() && private && policy.allow_wildcard_paths {
+            // As cargo-deny reads `allow-wildcard-paths`: path dependencies of private
+            // crates, and path dev-dependencies of any (cargo drops those when packaging).
+            let dev = dep["kind"].as_str() == Some("dev");
+            if dep["path"].is_string() && (private || dev) && policy.allow_wildcard_paths {
                 continue;
             }
             report(
