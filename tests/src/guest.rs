@@ -590,6 +590,19 @@ impl GuestRun {
         self.text("init.dmesg")
     }
 
+    /// Panics when the kernel log says something broke (a device or queue marked broken).
+    /// On a loaded host the clocksource watchdog may say "TSC found unstable after boot,
+    /// most likely due to broken BIOS", which is not about our devices.
+    #[track_caller]
+    pub fn assert_nothing_broken(&self) {
+        let dmesg = self.dmesg();
+        let broken: Vec<&str> = dmesg
+            .lines()
+            .filter(|line| line.contains("broken") && !line.contains("broken BIOS"))
+            .collect();
+        assert!(broken.is_empty(), "{broken:?}\n{dmesg}");
+    }
+
     /// Wall-clock time from QEMU's start to its exit.
     pub fn elapsed(&self) -> Duration {
         self.elapsed

@@ -455,5 +455,5 @@ fn as_a_user(run: &Boot) {
     same(run, "discard.data.sha", "asuser.sha");
     run.assert_stopped_cleanly("asuser", &["asuser"]);
 
-    assert!(!run.dmesg().contains("broken"), "{}", run.dmesg());
+    run.assert_nothing_broken();
 }
