@@ -1,4 +1,5 @@
 # bench/lib.sh: what the benchmark commands share. Sourced, not run.
+# shellcheck shell=bash
 
 # host_ticks: the host's busy and total CPU ticks so far.
 host_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }

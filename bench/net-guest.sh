@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # bench/net-guest.sh: the guest half of bench/net. In one boot, the kernel's pktgen sends
 # frames into
 #   dummy           the kernel's dummy netdev (the ceiling: the frame is freed at once)
@@ -126,4 +127,4 @@ for run in $runs; do
         printf '%s\tfailed: exit %s, /dev/vduse: %s\n' $target "$(cat $R/$target.rc)" "$(ls /dev/vduse | tr '\n' ' ')" >>$R/status.tsv
     fi
 done
-log done
+log "done"
