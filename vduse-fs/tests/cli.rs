@@ -4,7 +4,6 @@
 //! The example shares `/srv/share`, which `Config::resolve` requires to exist: the tests
 //! point `shared-dir` at a temporary directory, in the file or with the flag over it.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -301,40 +300,12 @@ fn version_names_the_vduse_interface() {
 
 #[test]
 fn errors_carry_a_syslog_priority_only_when_stderr_is_the_journal() {
-    // A configuration error: fatal before anything touches VDUSE. stderr goes to a file;
-    // `journal_stream` gives the JOURNAL_STREAM to set, if any, from the file's metadata.
-    let dir = tempfile::tempdir().unwrap();
-    let stderr_path = dir.path().join("stderr");
-    let run = |journal_stream: &dyn Fn(&std::fs::Metadata) -> Option<String>| {
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vduse-fs"));
-        command.args(["--config", "/nonexistent/fs.yaml"]);
-        command.env("VDUSE_LOG", "off").env_remove("JOURNAL_STREAM");
-        if let Some(value) = journal_stream(&stderr.metadata().unwrap()) {
-            command.env("JOURNAL_STREAM", value);
-        }
-        let status = command.stderr(stderr).status().unwrap();
-        assert_eq!(status.code(), Some(78));
-        std::fs::read_to_string(&stderr_path).unwrap()
-    };
-    let stream_of = |metadata: &std::fs::Metadata| format!("{}:{}", metadata.dev(), metadata.ino());
-
-    let plain = run(&|_| None);
-    assert!(plain.starts_with("vduse-fs: error: "), "{plain}");
-    // What systemd sets: the device and inode of the stream it gave as stderr.
-    let journal = run(&|stderr| Some(stream_of(stderr)));
-    assert!(journal.starts_with("<3>vduse-fs: error: "), "{journal}");
-    // A child started from a unit with its stderr redirected inherits JOURNAL_STREAM, which
-    // then names another stream (here another file); one that names no stream at all is
-    // the same.
-    let elsewhere = stream_of(&std::fs::metadata(env!("CARGO_BIN_EXE_vduse-fs")).unwrap());
-    for value in [elsewhere.as_str(), "8:12345", "journal"] {
-        let redirected = run(&|_| Some(value.to_owned()));
-        assert!(
-            redirected.starts_with("vduse-fs: error: "),
-            "{value}: {redirected}"
-        );
-    }
+    // A configuration error: fatal before anything touches VDUSE.
+    vduse_testkit::journal_stream::assert_priority_only_when_stderr_is_the_journal(
+        Path::new(env!("CARGO_BIN_EXE_vduse-fs")),
+        "vduse-fs",
+        &["--config", "/nonexistent/fs.yaml"],
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! The command line end to end (short of serving): exit statuses, `--check-config`,
 //! `--print-config`, and the example configuration in config/vduse-net-null.yaml.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -138,48 +137,12 @@ fn version_names_the_vduse_interface() {
 
 #[test]
 fn errors_carry_a_syslog_priority_only_when_stderr_is_the_journal() {
-    // A configuration error: fatal before anything touches VDUSE. stderr goes to a file;
-    // `journal_stream` gives the JOURNAL_STREAM to set, if any, from the file's metadata.
-    // The file is in a directory of this process's own under the one Cargo keeps for
-    // integration tests (this crate's tests have no tempfile).
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("journal-stream-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let stderr_path = dir.join("stderr");
-    let run = |journal_stream: &dyn Fn(&std::fs::Metadata) -> Option<String>| {
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vduse-net-null"));
-        command.args(["--config", "/nonexistent/net.yaml"]);
-        command.env("VDUSE_LOG", "off").env_remove("JOURNAL_STREAM");
-        if let Some(value) = journal_stream(&stderr.metadata().unwrap()) {
-            command.env("JOURNAL_STREAM", value);
-        }
-        let status = command.stderr(stderr).status().unwrap();
-        assert_eq!(status.code(), Some(78));
-        std::fs::read_to_string(&stderr_path).unwrap()
-    };
-    let stream_of = |metadata: &std::fs::Metadata| format!("{}:{}", metadata.dev(), metadata.ino());
-
-    let plain = run(&|_| None);
-    assert!(plain.starts_with("vduse-net-null: error: "), "{plain}");
-    // What systemd sets: the device and inode of the stream it gave as stderr.
-    let journal = run(&|stderr| Some(stream_of(stderr)));
-    assert!(
-        journal.starts_with("<3>vduse-net-null: error: "),
-        "{journal}"
+    // A configuration error: fatal before anything touches VDUSE.
+    vduse_testkit::journal_stream::assert_priority_only_when_stderr_is_the_journal(
+        Path::new(env!("CARGO_BIN_EXE_vduse-net-null")),
+        "vduse-net-null",
+        &["--config", "/nonexistent/net.yaml"],
     );
-    // A child started from a unit with its stderr redirected inherits JOURNAL_STREAM, which
-    // then names another stream (here another file); one that names no stream at all is
-    // the same.
-    let elsewhere = stream_of(&std::fs::metadata(env!("CARGO_BIN_EXE_vduse-net-null")).unwrap());
-    for value in [elsewhere.as_str(), "8:12345", "journal"] {
-        let redirected = run(&|_| Some(value.to_owned()));
-        assert!(
-            redirected.starts_with("vduse-net-null: error: "),
-            "{value}: {redirected}"
-        );
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
