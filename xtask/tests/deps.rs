@@ -14,7 +14,6 @@
 //! and an unused or unneeded `skip` fails (cargo-deny only warns).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -24,12 +23,6 @@ use toml::{Table, Value};
 /// How cargo names crates.io in `cargo metadata` and lockfiles, whatever the protocol.
 const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
-}
 
 /// A `deny`/`warn`/`allow` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +318,7 @@ fn metadata(targets: &[String]) -> Json {
             "--locked",
             "--manifest-path",
         ])
-        .arg(workspace_root().join("Cargo.toml"));
+        .arg(xtask::workspace_root().join("Cargo.toml"));
     for target in targets {
         command.args(["--filter-platform", target]);
     }
@@ -551,7 +544,7 @@ fn problems(policy: &Policy, meta: &Json) -> Vec<String> {
 fn policy() -> &'static Policy {
     static POLICY: OnceLock<Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let path = workspace_root().join("deny.toml");
+        let path = xtask::workspace_root().join("deny.toml");
         let text = std::fs::read_to_string(&path).expect("deny.toml at the workspace root");
         Policy::parse(&text).unwrap_or_else(|e| panic!("{e}"))
     })
@@ -679,7 +672,7 @@ fn a_published_crate_with_a_bare_path_dependency_is_refused() {
 
 #[test]
 fn unknown_keys_in_deny_toml_are_refused() {
-    let text = std::fs::read_to_string(workspace_root().join("deny.toml")).expect("deny.toml");
+    let text = std::fs::read_to_string(xtask::workspace_root().join("deny.toml")).expect("deny.toml");
     let text = text.replace("[bans]\n", "[bans]\nhighlight = \"all\"\n");
     let err = Policy::parse(&text).expect_err("an unknown key");
     assert!(err.contains("[bans] highlight"), "{err}");

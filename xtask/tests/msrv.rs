@@ -133,16 +133,10 @@ fn newer_syntax(source: &str, declared: (u32, u32)) -> syn::Result<Vec<(Syntax, 
     Ok(finder.found)
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// The workspace's `rust-version`, as (major, minor).
 fn declared_rust_version() -> (u32, u32) {
-    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(xtask::workspace_root().join("Cargo.toml")).unwrap();
     let manifest: toml::Table = manifest.parse().unwrap();
     let version = manifest["workspace"]["package"]["rust-version"]
         .as_str()
@@ -168,7 +162,7 @@ fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
 #[test]
 fn no_syntax_newer_than_the_declared_rust_version() {
     let declared = declared_rust_version();
-    let root = workspace_root();
+    let root = xtask::workspace_root();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     assert!(files.len() > 50, "found only {} Rust files", files.len());
@@ -263,7 +257,7 @@ fn no_dependency_declares_a_newer_rust_version() {
             "--locked",
             "--manifest-path",
         ])
-        .arg(workspace_root().join("Cargo.toml"))
+        .arg(xtask::workspace_root().join("Cargo.toml"))
         .output()
         .unwrap();
     assert!(
