@@ -23,7 +23,6 @@ use toml::{Table, Value};
 /// How cargo names crates.io in `cargo metadata` and lockfiles, whatever the protocol.
 const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
 
-
 /// A `deny`/`warn`/`allow` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -672,7 +671,8 @@ fn a_published_crate_with_a_bare_path_dependency_is_refused() {
 
 #[test]
 fn unknown_keys_in_deny_toml_are_refused() {
-    let text = std::fs::read_to_string(xtask::workspace_root().join("deny.toml")).expect("deny.toml");
+    let text =
+        std::fs::read_to_string(xtask::workspace_root().join("deny.toml")).expect("deny.toml");
     let text = text.replace("[bans]\n", "[bans]\nhighlight = \"all\"\n");
     let err = Policy::parse(&text).expect_err("an unknown key");
     assert!(err.contains("[bans] highlight"), "{err}");

@@ -133,7 +133,6 @@ fn newer_syntax(source: &str, declared: (u32, u32)) -> syn::Result<Vec<(Syntax, 
     Ok(finder.found)
 }
 
-
 /// The workspace's `rust-version`, as (major, minor).
 fn declared_rust_version() -> (u32, u32) {
     let manifest = std::fs::read_to_string(xtask::workspace_root().join("Cargo.toml")).unwrap();
