@@ -2,12 +2,12 @@
 //! of every kind (and of no sensible kind), files built around one key, and the checks
 //! that every error names the key at fault and the line it is on.
 //!
-//! The loaders are all `vduse::config::ConfigFile` plus a tool's `Config::resolve`, so
+//! The loaders are all `vduse_kit::config::ConfigFile` plus a tool's `Config::resolve`, so
 //! one set of checks covers them; each server's `tests/proptest_config.rs` uses this
 //! module and says which keys it has and which ones it cannot do without.
 
 use proptest::prelude::*;
-use vduse::config::{ConfigError, Origin};
+use vduse_kit::config::{ConfigError, Origin};
 
 /// A configuration loader under test.
 #[derive(Debug)]

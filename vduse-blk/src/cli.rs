@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
+pub use vduse_kit::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
 
 use crate::config::{self, ByteSize, Settings};
 
@@ -37,7 +37,7 @@ Examples:
 #[command(
     name = "vduse-blk",
     version,
-    long_version = vduse::long_version!(),
+    long_version = vduse_kit::long_version!(),
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {

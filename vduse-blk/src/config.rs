@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use vduse::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
 
 mod resolve;
 
 /// The configuration file of vduse-blk.
-pub type ConfigFile = vduse::config::ConfigFile<Settings>;
+pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
 
 /// Smallest and largest logical block size.
 pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 4096);
@@ -330,7 +330,7 @@ impl Config {
 
     /// The in-flight log's path; `None` for `inflight-log: none`.
     pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
-        vduse::config::inflight_log_path(&self.inflight_log)
+        vduse_kit::config::inflight_log_path(&self.inflight_log)
     }
 
     /// How to reach the NBD export, for backend `nbd`.

@@ -24,7 +24,7 @@ pub use crate::backing::{Backing, BackingError, BackingOptions};
 pub use crate::config::{Config, ConfigError};
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
-pub use vduse::exit::Exit;
+pub use vduse_kit::exit::Exit;
 
 /// The exit status an error calls for: the first error in its chain that this crate or
 /// `vduse` knows decides.
@@ -56,15 +56,15 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
 
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli: cli::Cli = match vduse::exit::parse_args(args) {
+    let cli: cli::Cli = match vduse_kit::exit::parse_args(args) {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
+    vduse_kit::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
-            vduse::exit::print_error("vduse-blk", &err);
+            vduse_kit::exit::print_error("vduse-blk", &err);
             exit_for(&err).into()
         }
     }
@@ -169,8 +169,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     let backend = prepare(config)?;
     let io_engine = backend.io_engine();
     let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
-    let signals = vduse::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
-    let options = vduse::config::server_options(
+    let signals = vduse_kit::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
+    let options = vduse_kit::config::server_options(
         &config.name,
         config.attach,
         config.keep_device,

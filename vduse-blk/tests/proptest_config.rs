@@ -9,9 +9,9 @@ use std::path::Path;
 
 use config_props::{FILE, Loader};
 use proptest::prelude::*;
-use vduse::config::{ByteSize, ConfigError, Origin};
 use vduse_blk::Config;
 use vduse_blk::config::{ConfigFile, KEYS, Settings};
+use vduse_kit::config::{ByteSize, ConfigError, Origin};
 
 fn resolve(text: &str) -> Result<(), ConfigError> {
     let file = ConfigFile::parse(Path::new(FILE), text.to_owned())?;

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use vduse::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
 
 /// The configuration file of vduse-fs.
-pub type ConfigFile = vduse::config::ConfigFile<Settings>;
+pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
 
 /// Longest tag: `virtio_fs_config.tag` has 36 bytes, with no terminating NUL needed.
 pub const MAX_TAG_LEN: usize = 36;
@@ -271,7 +271,7 @@ pub struct Config {
 impl Config {
     /// Lays `flags` over `file`, fills in defaults and checks every value.
     pub fn resolve(file: Option<&ConfigFile>, flags: &Settings) -> Result<Config, ConfigError> {
-        let layers = vduse::config::Layers::new(file, flags);
+        let layers = vduse_kit::config::Layers::new(file, flags);
         let invalid = |key: &'static str, from_flag: bool, problem: String| {
             layers.invalid(key, from_flag, problem)
         };
@@ -381,7 +381,7 @@ impl Config {
 
     /// The in-flight log's path; `None` for `inflight-log: none`.
     pub fn inflight_log_path(&self) -> Option<PathBuf> {
-        vduse::config::inflight_log_path(&self.inflight_log)
+        vduse_kit::config::inflight_log_path(&self.inflight_log)
     }
 
     /// The node journal's path: beside the in-flight log, with extension `nodes`.

@@ -33,7 +33,7 @@ use std::path::Path;
 use vduse::privileges::RunAs;
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
-pub use vduse::exit::Exit;
+pub use vduse_kit::exit::Exit;
 
 /// The exit status an error calls for: the first error in its chain that this crate or
 /// `vduse` knows decides.
@@ -58,11 +58,11 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
 
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli: cli::Cli = match vduse::exit::parse_args(args) {
+    let cli: cli::Cli = match vduse_kit::exit::parse_args(args) {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
+    vduse_kit::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
     if log::max_level() > log::LevelFilter::Debug {
         // fuse-backend-rs 0.14 names each request's opcode at trace level by transmuting
         // the guest's number into its enum, which is undefined behaviour for the unused
@@ -73,7 +73,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
-            vduse::exit::print_error("vduse-fs", &err);
+            vduse_kit::exit::print_error("vduse-fs", &err);
             exit_for(&err).into()
         }
     }
@@ -338,8 +338,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.num_request_queues,
         config.queue_size,
     ));
-    let signals = vduse::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
-    let mut options = vduse::config::server_options(
+    let signals = vduse_kit::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
+    let mut options = vduse_kit::config::server_options(
         &config.name,
         config.attach,
         config.keep_device,

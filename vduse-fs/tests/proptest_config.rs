@@ -8,9 +8,9 @@ use vduse_testkit::config_props;
 use std::path::Path;
 
 use config_props::{FILE, Loader};
-use vduse::config::ConfigError;
 use vduse_fs::Config;
 use vduse_fs::config::{ConfigFile, KEYS, Settings};
+use vduse_kit::config::ConfigError;
 
 fn resolve(text: &str) -> Result<(), ConfigError> {
     let file = ConfigFile::parse(Path::new(FILE), text.to_owned())?;

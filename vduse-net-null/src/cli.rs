@@ -2,7 +2,7 @@
 //! a [`Settings`] layer laid over the configuration file.
 
 use clap::{CommandFactory, Parser, ValueEnum};
-pub use vduse::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
+pub use vduse_kit::config::cli::{AttachArg, DeviceArgs, FileArgs, LogLevelArg, RunAsArgs};
 
 use crate::config::{self, MacAddress, Settings};
 
@@ -41,7 +41,7 @@ Examples:
 #[command(
     name = "vduse-net-null",
     version,
-    long_version = vduse::long_version!(),
+    long_version = vduse_kit::long_version!(),
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::backend::Mode;
 use crate::net::{MIN_MTU, Mac};
-pub use vduse::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
 
 /// The configuration file of vduse-net-null.
-pub type ConfigFile = vduse::config::ConfigFile<Settings>;
+pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
 
 /// Smallest and largest queue size (the kernel's virtio-net driver takes up to 32768; a
 /// receive queue needs a few buffers to be useful).
@@ -194,7 +194,7 @@ pub struct Config {
 impl Config {
     /// Lays `flags` over `file`, fills in defaults and checks every value.
     pub fn resolve(file: Option<&ConfigFile>, flags: &Settings) -> Result<Config, ConfigError> {
-        let layers = vduse::config::Layers::new(file, flags);
+        let layers = vduse_kit::config::Layers::new(file, flags);
         let invalid = |key: &'static str, from_flag: bool, problem: String| {
             layers.invalid(key, from_flag, problem)
         };

@@ -27,7 +27,7 @@ pub use crate::backend::{Mode, NetBackend, NetOptions, Stats};
 pub use crate::config::{Config, ConfigError};
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
-pub use vduse::exit::Exit;
+pub use vduse_kit::exit::Exit;
 
 /// The exit status an error calls for: the first error in its chain that this crate or
 /// `vduse` knows decides.
@@ -45,15 +45,15 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
 
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli: cli::Cli = match vduse::exit::parse_args(args) {
+    let cli: cli::Cli = match vduse_kit::exit::parse_args(args) {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };
-    vduse::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
+    vduse_kit::exit::init_logging(cli.file.log_level.map(log::LevelFilter::from));
     match main_with_cli(&cli) {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
-            vduse::exit::print_error("vduse-net-null", &err);
+            vduse_kit::exit::print_error("vduse-net-null", &err);
             exit_for(&err).into()
         }
     }
@@ -151,7 +151,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
     let backend = Arc::new(backend(config).context("cannot set up the device's eventfds")?);
     let signals = Signals::register()?;
-    let options = vduse::config::server_options(
+    let options = vduse_kit::config::server_options(
         &config.name,
         config.attach,
         config.keep_device,
@@ -161,7 +161,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let mut options = options;
-    options.inflight_log = vduse::config::inflight_log_path(&config.inflight_log);
+    options.inflight_log = vduse_kit::config::inflight_log_path(&config.inflight_log);
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,

@@ -8,7 +8,7 @@ use vduse_testkit::config_props;
 use std::path::Path;
 
 use config_props::{FILE, Loader};
-use vduse::config::ConfigError;
+use vduse_kit::config::ConfigError;
 use vduse_net_null::Config;
 use vduse_net_null::config::{ConfigFile, KEYS, Settings};
 

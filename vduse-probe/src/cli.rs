@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// `--version` text: the tool's version and the VDUSE interface it knows.
-pub const LONG_VERSION: &str = vduse::long_version!("\nJSON/env schema: 1");
+pub const LONG_VERSION: &str = vduse_kit::long_version!("\nJSON/env schema: 1");
 
 const AFTER_HELP: &str = "\
 Requirements (--require, repeatable; all must hold):

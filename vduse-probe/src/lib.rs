@@ -20,7 +20,7 @@ use crate::require::Requirement;
 
 /// Exit statuses (sysexits.h where one fits), shared with the other tools. Documented in
 /// `--help` and vduse-probe(1).
-pub use vduse::exit::Exit;
+pub use vduse_kit::exit::Exit;
 
 /// Environment variable that keeps each throwaway device for this many milliseconds before
 /// destroying it; a testing aid that makes interruption mid-probe reproducible.
@@ -41,7 +41,7 @@ pub fn report_exit(report: &Report) -> Exit {
 
 /// Runs the tool with `args` (the program name first) and returns its exit status.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli: Cli = match vduse::exit::parse_args(args) {
+    let cli: Cli = match vduse_kit::exit::parse_args(args) {
         Ok(cli) => cli,
         Err(exit) => return exit.into(),
     };

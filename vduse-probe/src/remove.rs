@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vduse::exit::Exit;
 use vduse::host::{SYS_CLASS_VDUSE, device_node, node_holders, sysfs_devices};
 use vduse::vdpa::{VdpaBus, VdpaError};
 use vduse::{Control, Error};
+use vduse_kit::exit::Exit;
 
 /// Why a device was not removed, and the exit status that says so.
 #[derive(Debug)]

@@ -14,10 +14,9 @@
 //! serves it until SIGINT or SIGTERM, then detaches and removes it and prints `STOPPED`.
 //! `--no-attach` leaves the device off the vdpa bus (`vdpa dev add name ram0 mgmtdev
 //! vduse` attaches it by hand). The log level comes from `RUST_LOG` (default `info`;
-//! `debug` shows every request of the kernel). The example needs the crate's `cli`
-//! feature, for [`vduse::exit::init_logging`] and [`vduse::exit::ServeSignals`]: from the
-//! workspace's root it is on (the tools ask for it); `-p vduse`, or a build inside
-//! `vduse/`, needs `--features cli`.
+//! `debug` shows every request of the kernel). It logs with `env_logger` and handles
+//! signals with `signal-hook` (dev-dependencies of this crate); any logger and any way of
+//! setting two flags will do.
 //!
 //! # What a device is made of
 //!
@@ -39,18 +38,18 @@
 //! Left out here, and where to find it: several requests of a queue in flight at once
 //! ([`Backend::engine`], as vduse-blk does with io_uring); taking the device over after a
 //! crash ([`ServerOptions::inflight_log`]); serving as an unprivileged user
-//! ([`ServerOptions::run_as`]); a configuration file (the `config` feature); exit statuses
-//! that say what went wrong ([`vduse::exit::Exit::for_error`]).
+//! ([`ServerOptions::run_as`]); a configuration file, and exit statuses that say what went
+//! wrong (the `vduse-kit` crate, which the workspace's tools share).
 
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory};
 use vduse::device_config::VIRTIO_BLK_CONFIG_SIZE;
-use vduse::exit::{ServeSignals, init_logging, print_error};
 use vduse::runtime::{Server, ServerOptions, notify_ready};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR,
@@ -205,8 +204,17 @@ fn parse_args() -> Result<Args, String> {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    // Before the device exists: a signal from now on stops the server cleanly.
-    let signals = ServeSignals::register()?;
+    // Before the device exists: a signal from now on stops the server cleanly (SIGINT,
+    // SIGTERM), or logs the queues' state (SIGUSR1).
+    let stop = Arc::new(AtomicBool::new(false));
+    let log_state = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGUSR1, &log_state),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(flag))?;
+    }
     let bytes = usize::try_from(args.size_mib)
         .ok()
         .and_then(|mib| mib.checked_mul(1 << 20))
@@ -226,17 +234,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     std::io::stdout().flush()?;
     notify_ready();
-    server.run_until(&signals.stop, &signals.log_state)?;
+    server.run_until(&stop, &log_state)?;
     println!("STOPPED");
     Ok(())
 }
 
 fn main() -> ExitCode {
-    init_logging(None);
+    // The level comes from RUST_LOG, `info` without it.
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .parse_default_env()
+        .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            print_error("ramdisk", &error);
+            eprintln!("ramdisk: error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -51,7 +51,7 @@
 //!    [`ServerOptions`](runtime::ServerOptions) chooses the name, the driver, crash
 //!    takeover ([`runtime::inflight`]) and more.
 //! 3. [`Error`]: the one error type; it says whether VDUSE is missing or this user may not
-//!    use it, and [`exit`] turns it into the tools' exit statuses.
+//!    use it (the `vduse-kit` crate turns it into the tools' exit statuses).
 //! 4. [`privileges`]: serving as an unprivileged user once the device is attached.
 //! 5. [`vdpa`]: the vdpa bus over generic netlink (attach, detach, list), which the runtime
 //!    uses so that no `vdpa` tool is needed.
@@ -74,14 +74,12 @@
 //!
 //! # Features
 //!
-//! - `cli`: what the tools' command lines share: argument parsing with the shared exit
-//!   statuses, logging to stderr or the journal (`exit::init_logging`), the SIGINT,
-//!   SIGTERM and SIGUSR1 flags a server runs until (`exit::ServeSignals`), and the
-//!   `--attach` and `--log-level` values (`config::cli`).
-//! - `config`: the `config` module: what every server's YAML configuration shares (the
-//!   file, sizes with binary suffixes, the attach choice, errors naming the key).
 //! - `fake`: the `fake` module: a control device that answers like each kernel of the
 //!   support matrix, for tests of code built on [`Control`] without VDUSE.
+//!
+//! This crate has no command line, configuration file or exit status of its own: what the
+//! workspace's tools share there (exit statuses, logging, signal flags, the YAML
+//! configuration and its device keys) is the `vduse-kit` crate.
 //!
 //! # An example
 //!
@@ -156,13 +154,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-#[cfg(feature = "config")]
-pub mod config;
 pub mod control;
 pub mod device;
 pub mod device_config;
 pub mod error;
-pub mod exit;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;

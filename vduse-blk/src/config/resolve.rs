@@ -11,7 +11,7 @@ use super::{
     Settings, defaults,
 };
 
-type Layers<'a> = vduse::config::Layers<'a, Settings>;
+type Layers<'a> = vduse_kit::config::Layers<'a, Settings>;
 
 impl Config {
     /// Lays `flags` over `file`, fills in defaults and checks every value.

@@ -43,7 +43,6 @@ impl Attach {
 }
 
 /// `--attach` and `--log-level` values for the servers' command lines.
-#[cfg(feature = "cli")]
 pub mod cli {
     /// `--attach` values.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -161,7 +160,7 @@ pub mod cli {
 }
 
 /// What every server's configuration says about its device's life, as the runtime's
-/// [`ServerOptions`](crate::runtime::ServerOptions): `attach`, `keep-device`, `bounce-size`,
+/// [`ServerOptions`](vduse::runtime::ServerOptions): `attach`, `keep-device`, `bounce-size`,
 /// `busy-poll-us` and, for the servers that have them, `user` and `group`, checked (the
 /// error names the key).
 pub fn server_options(
@@ -171,8 +170,8 @@ pub fn server_options(
     bounce_size: Option<ByteSize>,
     busy_poll_us: u32,
     (user, group): (Option<&str>, Option<&str>),
-) -> Result<crate::runtime::ServerOptions, String> {
-    let mut options = crate::runtime::ServerOptions::new(name);
+) -> Result<vduse::runtime::ServerOptions, String> {
+    let mut options = vduse::runtime::ServerOptions::new(name);
     options.attach = attach.attaches();
     options.driver = attach.driver().map(str::to_owned);
     options.keep_device = keep_device;
@@ -183,7 +182,7 @@ pub fn server_options(
     options.busy_poll =
         check_busy_poll_us(busy_poll_us).map_err(|problem| format!("busy-poll-us: {problem}"))?;
     options.run_as = user
-        .map(|user| crate::privileges::resolve(user, group))
+        .map(|user| vduse::privileges::resolve(user, group))
         .transpose()
         .map_err(|(key, problem)| format!("{}: {problem}", key.name()))?;
     Ok(options)
@@ -445,7 +444,7 @@ impl<'a, S: Default> Layers<'a, S> {
             key: "name",
             what: "NAME",
         })?;
-        crate::device_config::validate_name(&name)
+        vduse::device_config::validate_name(&name)
             .map_err(|err| self.invalid("name", from_flag, err.to_string()))?;
         Ok(name)
     }
@@ -533,12 +532,12 @@ impl<'a, S: Default> Layers<'a, S> {
                 "needs `user` too: the server switches group and user together".to_owned(),
             )),
             None => Ok((None, None)),
-            Some(name) => match crate::privileges::resolve(name, group.as_deref()) {
+            Some(name) => match vduse::privileges::resolve(name, group.as_deref()) {
                 Ok(_) => Ok((user, group)),
-                Err((crate::privileges::Key::User, problem)) => {
+                Err((vduse::privileges::Key::User, problem)) => {
                     Err(self.invalid("user", user_flag, problem))
                 }
-                Err((crate::privileges::Key::Group, problem)) => {
+                Err((vduse::privileges::Key::Group, problem)) => {
                     Err(self.invalid("group", group_flag, problem))
                 }
             },

@@ -34,19 +34,19 @@ impl Exit {
     /// The status a `vduse` error calls for: 69 when VDUSE (or a needed module) is not
     /// there, 77 when this user may not use it, 78 for what the configuration can fix (a
     /// name in use, a configuration the kernel refuses), 70 otherwise.
-    pub fn for_error(error: &crate::Error) -> Exit {
+    pub fn for_error(error: &vduse::Error) -> Exit {
         if error.is_unavailable() {
             Exit::Unavailable
         } else if error.is_permission() {
             Exit::NoPermission
         } else {
             match error {
-                crate::Error::NameInUse { .. }
-                | crate::Error::DeviceServed { .. }
-                | crate::Error::TakeOverRefused { .. }
-                | crate::Error::InvalidConfig { .. }
-                | crate::Error::Backend { .. } => Exit::Config,
-                crate::Error::DeviceTypeRejected { .. } => Exit::Unavailable,
+                vduse::Error::NameInUse { .. }
+                | vduse::Error::DeviceServed { .. }
+                | vduse::Error::TakeOverRefused { .. }
+                | vduse::Error::InvalidConfig { .. }
+                | vduse::Error::Backend { .. } => Exit::Config,
+                vduse::Error::DeviceTypeRejected { .. } => Exit::Unavailable,
                 _ => Exit::Software,
             }
         }
@@ -56,7 +56,6 @@ impl Exit {
 /// Parses a tool's command line. On `--help` or `--version` the text is printed and the
 /// result is `Err(Exit::Ok)`; on a usage error the message is printed and it is
 /// `Err(Exit::Usage)`.
-#[cfg(feature = "cli")]
 pub fn parse_args<P: clap::Parser>(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Result<P, Exit> {
@@ -86,8 +85,8 @@ macro_rules! long_version {
 }
 
 // The text above names what the uapi mirror has: keep them together.
-const _: () = assert!(crate::control::MAX_API_VERSION == 1);
-const _: () = assert!(crate::uapi::VDUSE_F_QUEUE_READY == 0 && crate::uapi::VDUSE_F_SUSPEND == 1);
+const _: () = assert!(vduse::control::MAX_API_VERSION == 1);
+const _: () = assert!(vduse::uapi::VDUSE_F_QUEUE_READY == 0 && vduse::uapi::VDUSE_F_SUSPEND == 1);
 
 /// Sets up logging to stderr for a tool.
 ///
@@ -97,7 +96,6 @@ const _: () = assert!(crate::uapi::VDUSE_F_QUEUE_READY == 0 && crate::uapi::VDUS
 /// priority (`<3>` error ... `<7>` debug), which journald reads as the message's priority,
 /// and carries no timestamp, which journald adds; elsewhere lines look like
 /// `[INFO  target] message`.
-#[cfg(feature = "cli")]
 pub fn init_logging(level: Option<log::LevelFilter>) {
     use std::io::Write;
 
@@ -131,8 +129,7 @@ pub fn init_logging(level: Option<log::LevelFilter>) {
 
 /// Prints a tool's fatal error on stderr as `TOOL: error: ...` (all causes, `{:#}`), with
 /// the syslog priority prefix `<3>` when stderr goes to the journal (see
-/// [`stderr_is_journal`]; `init_logging`, with the `cli` feature, does the same for log
-/// lines).
+/// [`stderr_is_journal`]; [`init_logging`] does the same for log lines).
 pub fn print_error(tool: &str, error: &dyn std::fmt::Display) {
     let priority = if stderr_is_journal() { "<3>" } else { "" };
     eprintln!("{priority}{tool}: error: {error:#}");
@@ -177,8 +174,7 @@ fn journal_stream_is(value: &std::ffi::OsStr, dev: u64, ino: u64) -> bool {
 }
 
 /// The flags a server's signal handlers set: `stop` on SIGINT and SIGTERM, `log_state` on
-/// SIGUSR1 (see [`crate::runtime::Server::run_until`]).
-#[cfg(feature = "cli")]
+/// SIGUSR1 (see [`vduse::runtime::Server::run_until`]).
 #[derive(Debug, Default)]
 pub struct ServeSignals {
     /// Set by SIGINT and SIGTERM.
@@ -187,7 +183,6 @@ pub struct ServeSignals {
     pub log_state: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-#[cfg(feature = "cli")]
 impl ServeSignals {
     /// Installs the handlers; the error names the signal.
     pub fn register() -> Result<Self, String> {

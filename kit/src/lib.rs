@@ -1,0 +1,17 @@
+//! What the device servers of vduse-rs (`vduse-probe`, `vduse-blk`, `vduse-net-null`,
+//! `vduse-fs`) share, on top of the [`vduse`] library, which has no command line,
+//! configuration file or exit status of its own:
+//!
+//! - [`exit`]: the tools' exit statuses (sysexits.h where one fits, and the status each
+//!   [`vduse::Error`] calls for), argument parsing with those statuses, logging to stderr
+//!   or the journal ([`exit::init_logging`]), fatal errors ([`exit::print_error`]), and the
+//!   SIGINT, SIGTERM and SIGUSR1 flags a server runs until ([`exit::ServeSignals`]).
+//! - [`config`]: what every server's YAML configuration shares: the file and where its
+//!   keys are, sizes with binary suffixes, the `attach` choice, the device keys a server
+//!   turns into [`vduse::runtime::ServerOptions`], errors naming the key and where its
+//!   value came from, and the `--attach` and `--log-level` values ([`config::cli`]).
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod exit;
