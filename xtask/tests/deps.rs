@@ -61,6 +61,36 @@ fn keys_known(table: &Table, section: &str, known: &[&str]) -> Result<(), String
     Ok(())
 }
 
+/// The `{ FIELD = "...", reason = "..." }` entries of the array `key` of `table`, as
+/// (field, reason): every accepted exception in deny.toml says why.
+fn reasoned<'a>(
+    table: &'a Table,
+    section: &str,
+    key: &str,
+    field: &str,
+) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let Some(entries) = table.get(key) else {
+        return Ok(Vec::new());
+    };
+    let entries = entries
+        .as_array()
+        .ok_or_else(|| format!("deny.toml: [{section}] {key} is not an array"))?;
+    entries
+        .iter()
+        .map(|entry| {
+            let value = entry.get(field).and_then(Value::as_str);
+            let reason = entry.get("reason").and_then(Value::as_str);
+            match (value, reason) {
+                (Some(value), Some(reason)) if !reason.trim().is_empty() => Ok((value, reason)),
+                _ => Err(format!(
+                    "deny.toml: [{section}] {key}: {entry} is not {{ {field} = \"...\", \
+                     reason = \"...\" }} with a reason"
+                )),
+            }
+        })
+        .collect()
+}
+
 fn section<'a>(top: &'a Table, name: &str) -> Result<&'a Table, String> {
     match top.get(name) {
         Some(Value::Table(t)) => Ok(t),
@@ -143,31 +173,13 @@ impl Policy {
             ],
         )?;
         let mut skip = BTreeMap::new();
-        if let Some(entries) = bans.get("skip") {
-            let entries = entries
-                .as_array()
-                .ok_or("deny.toml: [bans] skip is not an array")?;
-            for entry in entries {
-                let spec = entry.get("crate").and_then(Value::as_str);
-                let reason = entry.get("reason").and_then(Value::as_str);
-                let (Some(spec), Some(reason)) = (spec, reason) else {
-                    return Err(format!(
-                        "deny.toml: [bans] skip: {entry} is not {{ crate = \"NAME@VERSION\", \
-                         reason = \"...\" }}"
-                    ));
-                };
-                let Some((name, version)) = spec.split_once('@') else {
-                    return Err(format!(
-                        "deny.toml: [bans] skip: {spec}: name one version, NAME@VERSION"
-                    ));
-                };
-                if reason.trim().is_empty() {
-                    return Err(format!(
-                        "deny.toml: [bans] skip: {spec} has an empty reason"
-                    ));
-                }
-                skip.insert((name.to_owned(), version.to_owned()), reason.to_owned());
-            }
+        for (spec, reason) in reasoned(bans, "bans", "skip", "crate")? {
+            let Some((name, version)) = spec.split_once('@') else {
+                return Err(format!(
+                    "deny.toml: [bans] skip: {spec}: name one version, NAME@VERSION"
+                ));
+            };
+            skip.insert((name.to_owned(), version.to_owned()), reason.to_owned());
         }
 
         let sources = section(&top, "sources")?;
@@ -189,23 +201,11 @@ impl Policy {
 
         let advisories = section(&top, "advisories")?;
         keys_known(advisories, "advisories", &["ignore"])?;
-        if let Some(ignore) = advisories.get("ignore") {
-            let ignore = ignore
-                .as_array()
-                .ok_or("deny.toml: [advisories] ignore is not an array")?;
-            for entry in ignore {
-                let id = entry.get("id").and_then(Value::as_str);
-                let reason = entry.get("reason").and_then(Value::as_str);
-                match (id, reason) {
-                    (Some(id), Some(reason))
-                        if id.starts_with("RUSTSEC-") && !reason.trim().is_empty() => {}
-                    _ => {
-                        return Err(format!(
-                            "deny.toml: [advisories] ignore: {entry} is not {{ id = \
-                             \"RUSTSEC-...\", reason = \"...\" }}"
-                        ));
-                    }
-                }
+        for (id, _) in reasoned(advisories, "advisories", "ignore", "id")? {
+            if !id.starts_with("RUSTSEC-") {
+                return Err(format!(
+                    "deny.toml: [advisories] ignore: {id} is not a RUSTSEC-... id"
+                ));
             }
         }
 
