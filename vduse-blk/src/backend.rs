@@ -477,7 +477,7 @@ impl Backend for BlockBackend {
         self.options.queue_size
     }
 
-    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain<'_>) -> u32 {
+    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
         self.serve(memory, chain)
     }
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use rustix::event::{EventfdFlags, eventfd};
-use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
+use vduse::backend::{Chain, Memory, QueueEngine, Used};
 
 use crate::backend::BlockBackend;
 use crate::config::IoEngine;
@@ -217,7 +217,7 @@ impl AsFd for Notifier {
 /// A request waiting for a pool thread: the chain and the memory it holds.
 struct Job {
     memory: Arc<Memory>,
-    chain: OwnedChain,
+    chain: Chain,
 }
 
 #[derive(Default)]
@@ -308,15 +308,15 @@ fn serve_jobs(pool: &Pool, backend: &BlockBackend) {
 }
 
 impl QueueEngine for ThreadsEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         self.pool.jobs().queue.push_back(Job { memory, chain });
         self.pool.more.notify_one();
         self.in_flight += 1;
         None
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.pool.notifier.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.pool.notifier.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {

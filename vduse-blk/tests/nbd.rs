@@ -420,7 +420,9 @@ impl Rig {
                 batch.heads.len()
             );
             let mut fds = [rustix::event::PollFd::from_borrowed_fd(
-                engine.completion_fd(),
+                engine
+                    .completion_fd()
+                    .expect("an NBD engine completes later"),
                 rustix::event::PollFlags::IN,
             )];
             let timeout = rustix::event::Timespec {
@@ -459,7 +461,7 @@ impl Rig {
     /// Serves `request` through `Backend::handle`; returns (used length, status byte).
     fn handle(&self, request: Req) -> (u32, u8) {
         let (mut queue, statuses) = self.queue(HANDLE_AREA, &[request]);
-        let chain = queue.pop_descriptor_chain(self.memory.as_ref()).unwrap();
+        let chain = queue.pop_descriptor_chain(self.memory.clone()).unwrap();
         let used = self.backend.handle(0, &self.memory, chain);
         (used, self.get(statuses[0], 1)[0])
     }

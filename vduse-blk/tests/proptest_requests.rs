@@ -50,7 +50,7 @@ struct Disk {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
     backend: Arc<BlockBackend>,
-    memory: Memory,
+    memory: Arc<Memory>,
 }
 
 impl Disk {
@@ -85,7 +85,7 @@ impl Disk {
             _dir: dir,
             path,
             backend: Arc::new(backend),
-            memory: chain_props::memory(&REGIONS),
+            memory: Arc::new(chain_props::memory(&REGIONS)),
         }
     }
 
@@ -201,7 +201,7 @@ fn serve(
     let memory = &disk.memory;
     let table = chain_props::table(memory, descs, shape, INDIRECT_AT);
     let mut ring = chain_props::queue(memory, 0, &table);
-    let chain = ring.pop_descriptor_chain(memory).unwrap();
+    let chain = ring.pop_descriptor_chain(memory.clone()).unwrap();
     let seen: Vec<Descriptor> = chain.clone().collect();
     // Everything the driver wrote is in place: what changes from here is the device's.
     *snapshot = disk.snapshot();

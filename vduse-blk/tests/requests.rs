@@ -243,14 +243,13 @@ impl Disk {
         self.memory
             .write_obj(0u16, queue.avail_addr().unchecked_add(2))
             .unwrap();
-        let chain = queue.build_desc_chain(descriptors).unwrap();
+        // The chain, popped as the runtime pops it.
+        let head = queue.build_desc_chain(descriptors).unwrap().head_index();
+        let mut ring: Queue = queue.create_queue().unwrap();
+        let chain = ring.pop_descriptor_chain(self.memory.clone()).unwrap();
         let Some(engine) = &self.engine else {
             return self.backend.handle(0, &self.memory, chain);
         };
-        // The same chain, popped as the runtime pops it for an engine.
-        let head = chain.head_index();
-        let mut ring: Queue = queue.create_queue().unwrap();
-        let chain = ring.pop_descriptor_chain(self.memory.clone()).unwrap();
         let mut engine = engine.lock().unwrap();
         if let Some(len) = engine.start(self.memory.clone(), chain) {
             return len;
@@ -260,7 +259,7 @@ impl Disk {
         let mut done: Vec<Used> = Vec::new();
         while done.is_empty() {
             let mut fds = [rustix::event::PollFd::from_borrowed_fd(
-                engine.completion_fd(),
+                engine.completion_fd().expect("the request completes later"),
                 rustix::event::PollFlags::IN,
             )];
             let timeout = rustix::event::Timespec {

@@ -19,7 +19,7 @@ use fuse_backend_rs::api::server::Server as FuseServer;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use rustix::event::{EventfdFlags, eventfd};
 use vduse::DeviceType;
-use vduse::backend::{Backend, Chain, Memory, OwnedChain, QueueEngine, Used};
+use vduse::backend::{Backend, Chain, Memory, QueueEngine, Used};
 use virtio_queue::DescriptorChain;
 
 use crate::durable::DurableFs;
@@ -68,7 +68,7 @@ where
 /// A request waiting for a filesystem thread, with the queue it answers to.
 struct Job {
     memory: Arc<Memory>,
-    chain: OwnedChain,
+    chain: Chain,
     sink: Arc<Sink>,
     /// A request the killed server had in flight (see [`crate::durable::running_again`]).
     again: bool,
@@ -241,7 +241,7 @@ struct FsEngine {
 }
 
 impl FsEngine {
-    fn queue(&mut self, memory: Arc<Memory>, chain: OwnedChain, again: bool) -> Option<u32> {
+    fn queue(&mut self, memory: Arc<Memory>, chain: Chain, again: bool) -> Option<u32> {
         self.pool.jobs().queue.push_back(Job {
             memory,
             chain,
@@ -255,16 +255,16 @@ impl FsEngine {
 }
 
 impl QueueEngine for FsEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         self.queue(memory, chain, false)
     }
 
-    fn start_again(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start_again(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         self.queue(memory, chain, true)
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.sink.ready.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.sink.ready.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {
@@ -302,7 +302,7 @@ impl Backend for FsBackend {
         self.queue_size
     }
 
-    fn handle(&self, _queue: u16, _memory: &Memory, chain: Chain<'_>) -> u32 {
+    fn handle(&self, _queue: u16, _memory: &Memory, chain: Chain) -> u32 {
         // Only reached when a queue's engine could not be made (no eventfd): such a queue
         // cannot be served by the sandboxed threads, and answers nothing.
         log::error!(

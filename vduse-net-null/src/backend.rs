@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::event::{EventfdFlags, eventfd};
 use serde::Serialize;
 use vduse::DeviceType;
-use vduse::backend::{Backend, Chain, Memory, OwnedChain, QueueEngine, Used};
+use vduse::backend::{Backend, Chain, Memory, QueueEngine, Used};
 use virtio_bindings::virtio_net::*;
 use virtio_queue::DescriptorChain;
 use virtio_queue::desc::split::Descriptor;
@@ -372,7 +372,7 @@ impl NetBackend {
 
     /// Takes a receive chain: held until a frame arrives, or answered at once (`Some`)
     /// when it is malformed.
-    fn take_rx_buffer(&self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn take_rx_buffer(&self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         let head = chain.head_index();
         let descriptors: Vec<Descriptor> = chain.collect();
         let Some(segments) = writable_segments(&descriptors, &memory) else {
@@ -470,7 +470,7 @@ impl Backend for NetBackend {
 
     /// Only used without engines (tests): a receive chain cannot be answered without a
     /// frame, so it goes back empty.
-    fn handle(&self, queue: u16, _memory: &Memory, chain: Chain<'_>) -> u32 {
+    fn handle(&self, queue: u16, _memory: &Memory, chain: Chain) -> u32 {
         match queue {
             TX_QUEUE => {
                 if self.transmit(chain, &mut TxScratch::default()) {
@@ -519,12 +519,12 @@ impl RxEngine {
 }
 
 impl QueueEngine for RxEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         self.backend.take_rx_buffer(memory, chain)
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.backend.rx_ready.0.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.backend.rx_ready.0.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {
@@ -566,7 +566,7 @@ pub struct TxEngine {
 }
 
 impl QueueEngine for TxEngine {
-    fn start(&mut self, _memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, _memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         self.delivered |= self.backend.transmit(chain, &mut self.scratch);
         Some(0)
     }
@@ -577,8 +577,8 @@ impl QueueEngine for TxEngine {
         }
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.backend.tx_idle.0.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.backend.tx_idle.0.as_fd())
     }
 
     fn reap(&mut self, _done: &mut Vec<Used>) {}

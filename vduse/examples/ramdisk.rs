@@ -75,7 +75,7 @@ struct RamDisk {
 impl RamDisk {
     /// Serves one request and returns the bytes it wrote into the chain, status included;
     /// `None` when the chain is too malformed to hold a status.
-    fn serve(&self, memory: &Memory, chain: Chain<'_>) -> Option<u32> {
+    fn serve(&self, memory: &Memory, chain: Chain) -> Option<u32> {
         // A request is a 16-byte header the driver wrote (type, reserved, sector), the data
         // (read for OUT, written for IN and GET_ID) and a status byte the device writes.
         let mut reader = chain.clone().reader(memory).ok()?;
@@ -162,7 +162,7 @@ impl Backend for RamDisk {
         QUEUE_SIZE
     }
 
-    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain<'_>) -> u32 {
+    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
         // Nothing written at all tells the driver the chain was unusable.
         self.serve(memory, chain).unwrap_or(0)
     }

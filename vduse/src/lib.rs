@@ -20,7 +20,8 @@
 //!  IOTLB regions (rings, buffers)  ── mmap ─►  guest memory as vm-memory, by IOVA
 //!  the driver kicks a queue  ─ kick eventfd ►  queue worker (one per queue) pops the
 //!                                               descriptor chains (virtio-queue) and
-//!                                               calls Backend::handle for each
+//!                                               hands each to Backend::handle (or to
+//!                                               the queue's own QueueEngine)
 //!  the driver completes it  ◄─── used ring ──  the worker fills the used ring and
 //!                           ◄── VQ_INJECT_IRQ  injects one interrupt per batch
 //! ```
@@ -120,7 +121,7 @@
 //!     fn max_queue_size(&self) -> u16 {
 //!         128
 //!     }
-//!     fn handle(&self, _queue: u16, memory: &Memory, chain: Chain<'_>) -> u32 {
+//!     fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
 //!         // The request is in chain.clone().reader(memory); the answer goes to the
 //!         // writer. A virtio-blk status is the last writable byte: 2, unsupported.
 //!         let Ok(mut writer) = chain.writer(memory) else {

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
+use vduse::backend::{Chain, Memory, QueueEngine, Used};
 use vm_memory::GuestAddress;
 
 use super::{IoVecs, Notifier};
@@ -264,7 +264,7 @@ impl NbdEngine {
 }
 
 impl QueueEngine for NbdEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         let head = chain.head_index();
         let Some(parsed) = request::parse(&memory, chain, LIMITS) else {
             // Nowhere to put a status: the request cannot be answered.
@@ -311,8 +311,8 @@ impl QueueEngine for NbdEngine {
         self.client.submit_all(std::mem::take(&mut self.batch));
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.finished.notifier.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.finished.notifier.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {

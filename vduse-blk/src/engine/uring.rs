@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use io_uring::{IoUring, opcode, types};
-use vduse::backend::{Memory, OwnedChain, QueueEngine, Used};
+use vduse::backend::{Chain, Memory, QueueEngine, Used};
 use vm_memory::GuestAddress;
 
 use super::{IoVecs, Notifier};
@@ -246,7 +246,7 @@ impl UringEngine {
 }
 
 impl QueueEngine for UringEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: OwnedChain) -> Option<u32> {
+    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
         let head = chain.head_index();
         let Some(parsed) = request::parse(&memory, chain, LIMITS) else {
             return Some(0);
@@ -303,8 +303,8 @@ impl QueueEngine for UringEngine {
         self.unsubmitted = 0;
     }
 
-    fn completion_fd(&self) -> BorrowedFd<'_> {
-        self.notifier.as_fd()
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.notifier.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {

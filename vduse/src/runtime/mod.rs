@@ -13,32 +13,42 @@
 //!   queue made not ready) is answered later, when the last worker concerned has stopped
 //!   and woken it through an eventfd.
 //! - One **queue worker** per ready virtqueue (`worker.rs`) sleeps in poll(2) on its kick
-//!   eventfd and a stop eventfd, drains the available ring into
-//!   [`Backend::handle`](crate::backend::Backend::handle), fills the used ring and injects
-//!   one interrupt per batch when the driver's notification suppression allows it. Backend
-//!   I/O blocks here only. A backend with a [`QueueEngine`](crate::backend::QueueEngine)
-//!   keeps up to the queue's size of requests in flight instead: the worker also polls the
-//!   engine's completion eventfd, reaps what finished (in any order) into the used ring,
-//!   and before it ends (reset, `SUSPEND`, queue not ready) takes no new chain and waits
-//!   in poll(2) for what is in flight; each request holds its memory snapshot meanwhile.
+//!   eventfd and a stop eventfd. Each time it wakes it drains the queue (`drain.rs`): the
+//!   requests its [`QueueEngine`](crate::backend::QueueEngine) finished go into the used
+//!   ring, every available chain goes to the engine, and the driver gets one interrupt per
+//!   batch when its notification suppression allows it. The engine is the backend's own,
+//!   which may keep up to the queue's size of requests in flight (the worker then also
+//!   polls its completion fd, and before it ends takes no new chain and waits for what is
+//!   in flight; each request holds its memory snapshot meanwhile), or the built-in
+//!   [`Synchronous`](crate::backend::Synchronous) one, which serves each request in
+//!   [`Backend::handle`](crate::backend::Backend::handle) on the worker thread. Backend
+//!   I/O blocks here only.
 //! - The **caller's thread** attaches and detaches the device over netlink
 //!   ([`crate::vdpa::VdpaBus`]): with a virtio driver bound, the kernel runs the driver's
 //!   probe or remove inside that call, and they send requests the request thread answers.
+//!
+//! A server that finds its device left by one that ended takes it over (`recovery.rs`):
+//! it checks the device and the in-flight log against its own configuration, starts the
+//! device as at `DRIVER_OK`, and each queue runs again what the ended server had in flight.
 //!
 //! The IOTLB (`iotlb.rs`) is mapped when the driver sets `DRIVER_OK`, remapped after
 //! `UPDATE_IOTLB`, and on a miss: with `virtio_vdpa` the kernel creates its bounce region
 //! at the first DMA mapping, after `DRIVER_OK`, without telling the device.
 
 mod device_io;
+mod drain;
 mod event;
 pub mod inflight;
 mod iotlb;
+mod recovery;
 mod requests;
 mod server;
 mod worker;
 
 #[cfg(test)]
 mod fake_device;
+#[cfg(test)]
+mod test_doubles;
 
 pub use server::{Server, ServerOptions, notify_ready};
 

@@ -64,6 +64,15 @@ struct Pending {
     then: Then,
 }
 
+/// Why the device starts serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The driver set `DRIVER_OK`.
+    DriverOk,
+    /// A server that ended had served it; its queues are recovered (`recovery.rs`).
+    TakingOver,
+}
+
 /// How the dispatcher is set up.
 #[derive(Debug, Clone)]
 pub(crate) struct DispatcherConfig {
@@ -323,28 +332,28 @@ impl Dispatcher {
         let was = self.status;
         self.status = status;
         if status & DRIVER_OK != 0 && was & DRIVER_OK == 0 {
-            self.start_device();
+            self.start_device(Start::DriverOk);
         }
         Some(VduseDevResponse::new(request_id, VDUSE_REQ_RESULT_OK))
     }
 
-    /// `DRIVER_OK`: the features are final and the rings set up.
-    fn start_device(&mut self) {
+    /// `DRIVER_OK`, or a takeover of a device whose driver had set it: the features are
+    /// final and the rings set up. Activates the backend, maps the IOTLB and starts the
+    /// worker of every ready queue (unless the device is suspended).
+    fn start_device(&mut self, start: Start) {
+        let name = &self.config.name;
         let features = match self.dev.negotiated_features() {
             Ok(features) => features,
             Err(error) => {
-                log::error!("device {}: {error}", self.config.name);
+                log::error!("device {name}: {error}");
                 0
             }
         };
         self.event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        log::debug!(
-            "device {}: DRIVER_OK with features {features:#x}",
-            self.config.name
-        );
+        log::debug!("device {name}: started with features {features:#x} ({start:?})");
         self.backend.activate(features);
         if let Err(error) = self.memory.refresh() {
-            log::error!("device {}: mapping the IOTLB: {error}", self.config.name);
+            log::error!("device {name}: mapping the IOTLB: {error}");
         }
         if self.suspended {
             return;
@@ -354,7 +363,8 @@ impl Dispatcher {
                 // Without VDUSE_F_QUEUE_READY the kernel's flag is all there is; with it,
                 // the kernel set it when we answered SET_VQ_READY.
                 Ok(info) if info.ready != 0 || self.queues[index].ready => {
-                    self.start_worker(index, &info, false);
+                    self.queues[index].ready = true;
+                    self.start_worker(index, &info, start == Start::TakingOver);
                 }
                 Ok(_) => {}
                 Err(error) => log::error!("device {}: {error}", self.config.name),
@@ -387,19 +397,19 @@ impl Dispatcher {
         Some(VduseDevResponse::new(request_id, VDUSE_REQ_RESULT_OK))
     }
 
-    /// Takes over the device from a server that ended (before any request is read): with
-    /// a queue ready, the driver has set `DRIVER_OK`, so every ready queue is served again
-    /// from where its rings and the in-flight log stand. Without one, the driver has not
-    /// got that far, and its requests bring the device up as usual.
+    /// Takes over the device from a server that ended (before any request is read; see
+    /// `recovery.rs`): with a queue ready, the driver has set `DRIVER_OK`, so the device
+    /// starts as it does then, and every ready queue is served again from where its rings
+    /// and the in-flight log stand. Without one, the driver has not got that far, and its
+    /// requests bring the device up as usual.
     pub fn take_over(&mut self) {
-        let name = self.config.name.clone();
-        let infos: Vec<_> = (0..self.queues.len())
-            .map(|index| self.dev.vq_info(index as u32))
-            .collect();
-        if !infos
-            .iter()
-            .any(|info| info.as_ref().is_ok_and(|i| i.ready != 0))
-        {
+        let name = &self.config.name;
+        let any_ready = (0..self.queues.len()).any(|index| {
+            self.dev
+                .vq_info(index as u32)
+                .is_ok_and(|info| info.ready != 0)
+        });
+        if !any_ready {
             log::info!("device {name}: taken over before the driver set it up");
             return;
         }
@@ -408,29 +418,8 @@ impl Dispatcher {
             | virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK)
             as u8
             | DRIVER_OK;
-        let features = match self.dev.negotiated_features() {
-            Ok(features) => features,
-            Err(error) => {
-                log::error!("device {name}: {error}");
-                0
-            }
-        };
-        self.event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
-        self.backend.activate(features);
-        if let Err(error) = self.memory.refresh() {
-            log::error!("device {name}: mapping the IOTLB: {error}");
-        }
-        for (index, info) in infos.into_iter().enumerate() {
-            match info {
-                Ok(info) if info.ready != 0 => {
-                    self.queues[index].ready = true;
-                    self.start_worker(index, &info, true);
-                }
-                Ok(_) => {}
-                Err(error) => log::error!("device {name}: {error}"),
-            }
-        }
-        log::info!("device {name}: taken over with features {features:#x}");
+        self.start_device(Start::TakingOver);
+        log::info!("device {}: taken over", self.config.name);
     }
 
     fn start_worker(&mut self, index: usize, info: &crate::uapi::VduseVqInfo, take_over: bool) {
@@ -624,7 +613,7 @@ fn answer_request(dev: &dyn DeviceIo, answer: &VduseDevResponse) {
 mod tests {
     use super::*;
     use crate::runtime::fake_device::FakeDevice;
-    use crate::runtime::worker::tests::Recorder;
+    use crate::runtime::test_doubles::Recorder;
     use crate::uapi::{
         VDUSE_ACCESS_RW, VduseDevStatus, VduseIovaRangeV2, VduseVqGroupAsid, VduseVqReady,
     };
@@ -861,7 +850,7 @@ mod tests {
         fn max_queue_size(&self) -> u16 {
             16
         }
-        fn handle(&self, _: u16, _: &Memory, _: Chain<'_>) -> u32 {
+        fn handle(&self, _: u16, _: &Memory, _: Chain) -> u32 {
             self.entered.fetch_add(1, Ordering::SeqCst);
             let mut released = self.release.lock().unwrap();
             while !*released {
@@ -950,7 +939,7 @@ mod tests {
 
     #[test]
     fn suspend_waits_for_the_requests_in_flight_then_the_worker_ends() {
-        use crate::runtime::worker::tests::{Deferred, DeferredState};
+        use crate::runtime::test_doubles::{Deferred, DeferredState};
         let fake = ring_device();
         let memory = fake.memory();
         let mut mock = MockSplitQueue::create(&memory, GuestAddress(0x1_0000), 16);

@@ -10,6 +10,7 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use super::device_io::DeviceIo;
 use super::event::Event;
 use super::inflight::{Identity, InflightLog};
+use super::recovery;
 use super::requests::{self, Dispatcher, DispatcherConfig, LoopControl};
 use crate::backend::Backend;
 use crate::control::Control;
@@ -168,8 +169,14 @@ impl Server {
         let taken_over = match control.create_device(&config) {
             Ok(()) => None,
             Err(Error::NameInUse { .. }) => match options.inflight_log.as_deref() {
-                Some(path) => Some(take_over(&name, &config, path, &offered, max_queue_size)?),
-                None => return Err(existing_device(&name)),
+                Some(path) => Some(recovery::open_to_take_over(
+                    &name,
+                    &config,
+                    path,
+                    &offered,
+                    max_queue_size,
+                )?),
+                None => return Err(recovery::existing_device(&name)),
             },
             Err(error) => return Err(error),
         };
@@ -409,88 +416,6 @@ fn check_backend(name: &str, num_queues: u16, max_queue_size: u16) -> Result<()>
         name: name.to_owned(),
         problem,
     })
-}
-
-/// Why a server without an in-flight log cannot have the existing device `name`: another
-/// process serves it, or it was left by one that ended and this server cannot take it
-/// over.
-fn existing_device(name: &str) -> Error {
-    match open_unserved(name) {
-        Ok(_) => Error::TakeOverRefused {
-            name: name.to_owned(),
-            reason: "this server keeps no in-flight log to take it over with".into(),
-        },
-        Err(served @ Error::DeviceServed { .. }) => served,
-        Err(_) => Error::NameInUse {
-            name: name.to_owned(),
-        },
-    }
-}
-
-/// Opens the node of the existing device `name`; [`Error::DeviceServed`] when another
-/// process has it open (the kernel allows one opener).
-fn open_unserved(name: &str) -> Result<DeviceFd> {
-    DeviceFd::open(name).map_err(|error| match error {
-        Error::Kernel {
-            errno: rustix::io::Errno::BUSY,
-            ..
-        } => Error::DeviceServed {
-            name: name.to_owned(),
-        },
-        error => error,
-    })
-}
-
-/// Checks that the existing device `name` can be taken over by a server configured as
-/// `config`: no process has its node open, the in-flight log at `path` was written for the
-/// same configuration (`offered`), and the kernel's device has as many queues, none
-/// larger, and no feature this server does not offer. Returns the opened node and log.
-fn take_over(
-    name: &str,
-    config: &DeviceConfig,
-    path: &std::path::Path,
-    offered: &Identity,
-    max_queue_size: u16,
-) -> Result<(Arc<DeviceFd>, InflightLog)> {
-    let device = Arc::new(open_unserved(name)?);
-    let refuse = |reason: String| Error::TakeOverRefused {
-        name: name.to_owned(),
-        reason,
-    };
-    if !path.exists() {
-        return Err(refuse(format!(
-            "it has no in-flight log at {} (its server kept none, or removed it)",
-            path.display()
-        )));
-    }
-    let num_queues = config.vq_num as u16;
-    let log = InflightLog::open(path, offered, num_queues, max_queue_size)
-        .map_err(|error| refuse(error.to_string()))?;
-    let features = device.negotiated_features()?;
-    if features & !config.features != 0 {
-        return Err(refuse(format!(
-            "its driver uses features {:#x} this server does not offer",
-            features & !config.features
-        )));
-    }
-    for index in 0..num_queues {
-        let info = device
-            .vq_info(index.into())
-            .map_err(|error| refuse(format!("queue {index}: {error}")))?;
-        if info.num > u32::from(max_queue_size) {
-            return Err(refuse(format!(
-                "its queue {index} has {} entries, more than this server's {max_queue_size}",
-                info.num
-            )));
-        }
-    }
-    if device.vq_info(num_queues.into()).is_ok() {
-        return Err(refuse(format!(
-            "it has more than this server's {num_queues} queue(s)"
-        )));
-    }
-    device.set_nonblocking()?;
-    Ok((device, log))
 }
 
 fn spawn_requests(
