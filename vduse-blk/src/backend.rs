@@ -20,7 +20,7 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::DescriptorChain;
 
 use crate::backing::Backing;
-use crate::config::{Config, IoEngine};
+use crate::engine::IoEngine;
 use crate::nbd::NbdDisk;
 use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
@@ -31,6 +31,9 @@ use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segm
 /// make the server touch less of the bounce buffer (BENCHMARKS.md, "What shapes these
 /// figures"; docs/kernel-facts.md, section 7).
 pub const SIZE_MAX_BYTES: u32 = 1 << 20;
+
+/// Largest physical block size.
+pub const MAX_PHYSICAL_BLOCK_SIZE: u32 = 64 * 1024;
 
 /// Most sectors one discard or write-zeroes segment may cover: 1 GiB keeps each request's
 /// time bounded when the backing has to write zeros.
@@ -58,21 +61,6 @@ pub struct BlockOptions {
     pub write_zeroes: bool,
     /// How requests are executed (`auto` picks when the device is made).
     pub io_engine: IoEngine,
-}
-
-impl From<&Config> for BlockOptions {
-    fn from(config: &Config) -> Self {
-        Self {
-            logical_block_size: config.logical_block_size,
-            physical_block_size: config.physical_block_size,
-            num_queues: config.num_queues,
-            queue_size: config.queue_size,
-            serial: config.serial.clone(),
-            discard: config.discard,
-            write_zeroes: config.write_zeroes,
-            io_engine: config.io_engine,
-        }
-    }
 }
 
 /// How a request ended: its status and how many data bytes it wrote into the chain.
@@ -151,7 +139,7 @@ pub struct BlockBackend {
 }
 
 impl BlockBackend {
-    /// A device over `store` shaped by `options` (checked by [`Config::resolve`]).
+    /// A device over `store` shaped by `options` (checked by `Config::resolve`).
     pub fn new(store: impl Into<Store>, options: BlockOptions) -> Self {
         let store = store.into();
         let lbs = options.logical_block_size;
@@ -159,9 +147,9 @@ impl BlockBackend {
             Store::Local(backing) => backing.device_physical_block_size(),
             // The server's preferred block, as a physical block: writes of less cost it a
             // read-modify-write.
-            Store::Nbd(disk) => disk.preferred_block().filter(|&size| {
-                size.is_power_of_two() && size <= crate::config::MAX_PHYSICAL_BLOCK_SIZE
-            }),
+            Store::Nbd(disk) => disk
+                .preferred_block()
+                .filter(|&size| size.is_power_of_two() && size <= MAX_PHYSICAL_BLOCK_SIZE),
         };
         let physical_block_size = options
             .physical_block_size

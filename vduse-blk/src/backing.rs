@@ -12,7 +12,9 @@ use rustix::fs::FallocateFlags;
 use rustix::io::Errno;
 use rustix::ioctl::{Getter, Opcode, Setter, ioctl};
 
-use crate::config::{ByteSize, CacheMode, Config};
+use serde::{Deserialize, Serialize};
+use vduse_kit::config::ByteSize;
+
 use crate::request::GuestBuffers;
 
 /// `BLKGETSIZE64`: `_IOR(0x12, 114, size_t)`, the size of a block device in bytes.
@@ -54,15 +56,22 @@ pub struct BackingOptions {
     pub logical_block_size: u32,
 }
 
-impl From<&Config> for BackingOptions {
-    fn from(config: &Config) -> Self {
-        Self {
-            path: config.backing.clone().unwrap_or_default(),
-            size: config.size.map(|size| size.0),
-            create: config.create,
-            read_only: config.read_only,
-            cache: config.cache,
-            logical_block_size: config.logical_block_size,
+/// How writes reach the backing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Through the host's page cache; FLUSH makes them durable.
+    Writeback,
+    /// With O_DIRECT, bypassing the page cache; FLUSH still makes them durable.
+    None,
+}
+
+impl CacheMode {
+    /// The word the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Writeback => "writeback",
+            CacheMode::None => "none",
         }
     }
 }

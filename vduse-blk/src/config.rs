@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
 
+pub use crate::backing::CacheMode;
+pub use crate::engine::IoEngine;
+
 mod resolve;
 
 /// The configuration file of vduse-blk.
@@ -18,8 +21,7 @@ pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
 
 /// Smallest and largest logical block size.
 pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 4096);
-/// Largest physical block size.
-pub const MAX_PHYSICAL_BLOCK_SIZE: u32 = 64 * 1024;
+pub use crate::backend::MAX_PHYSICAL_BLOCK_SIZE;
 /// Largest number of request queues.
 pub const MAX_NUM_QUEUES: u16 = 64;
 /// Smallest and largest queue size: a request needs a header and a status descriptor
@@ -108,53 +110,6 @@ impl BackendKind {
         match self {
             BackendKind::File => "file",
             BackendKind::Nbd => "nbd",
-        }
-    }
-}
-
-/// How writes reach the backing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    /// Through the host's page cache; FLUSH makes them durable.
-    Writeback,
-    /// With O_DIRECT, bypassing the page cache; FLUSH still makes them durable.
-    None,
-}
-
-impl CacheMode {
-    /// The word the configuration uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            CacheMode::Writeback => "writeback",
-            CacheMode::None => "none",
-        }
-    }
-}
-
-/// How the requests of a queue are executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IoEngine {
-    /// io_uring where the kernel allows it, else `threads`.
-    Auto,
-    /// io_uring: each queue's reads, writes and flushes in flight at once, submitted and
-    /// reaped by the queue's thread.
-    IoUring,
-    /// A pool of threads per queue doing synchronous I/O.
-    Threads,
-    /// One request at a time per queue, on the queue's thread.
-    Sync,
-}
-
-impl IoEngine {
-    /// The word the configuration uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            IoEngine::Auto => "auto",
-            IoEngine::IoUring => "io-uring",
-            IoEngine::Threads => "threads",
-            IoEngine::Sync => "sync",
         }
     }
 }
@@ -331,32 +286,6 @@ impl Config {
     /// The in-flight log's path; `None` for `inflight-log: none`.
     pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
         vduse_kit::config::inflight_log_path(&self.inflight_log)
-    }
-
-    /// How to reach the NBD export, for backend `nbd`.
-    pub fn nbd_options(&self) -> Option<crate::nbd::NbdOptions> {
-        let uri = crate::nbd::NbdUri::parse(self.nbd_uri.as_deref()?).ok()?;
-        let tls = uri.tls.then(|| crate::nbd::tls::TlsOptions {
-            ca: self.nbd_tls_ca.clone().unwrap_or_default(),
-            client_cert: self.nbd_tls_cert.clone().zip(self.nbd_tls_key.clone()),
-            server_name: self
-                .nbd_tls_hostname
-                .clone()
-                .unwrap_or_else(|| match &uri.endpoint {
-                    crate::nbd::Endpoint::Tcp { host, .. } => host.clone(),
-                    crate::nbd::Endpoint::Unix(_) => "localhost".into(),
-                }),
-        });
-        Some(crate::nbd::NbdOptions {
-            tls,
-            uri,
-            timeout: std::time::Duration::from_secs(u64::from(
-                self.nbd_timeout.unwrap_or(defaults::NBD_TIMEOUT),
-            )),
-            connections: self.nbd_connections.unwrap_or(self.num_queues),
-            read_only: self.read_only,
-            logical_block_size: self.logical_block_size,
-        })
     }
 
     /// Where the data is, for messages: the backing's path or the export's URI.

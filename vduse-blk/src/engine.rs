@@ -27,11 +27,38 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use rustix::event::{EventfdFlags, eventfd};
+use serde::{Deserialize, Serialize};
 use vduse::backend::{Chain, Memory, QueueEngine, Used};
 
 use crate::backend::BlockBackend;
-use crate::config::IoEngine;
 use crate::request::GuestBuffers;
+
+/// How the requests of a queue are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoEngine {
+    /// io_uring where the kernel allows it, else `threads`.
+    Auto,
+    /// io_uring: each queue's reads, writes and flushes in flight at once, submitted and
+    /// reaped by the queue's thread.
+    IoUring,
+    /// A pool of threads per queue doing synchronous I/O.
+    Threads,
+    /// One request at a time per queue, on the queue's thread.
+    Sync,
+}
+
+impl IoEngine {
+    /// The word the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoEngine::Auto => "auto",
+            IoEngine::IoUring => "io-uring",
+            IoEngine::Threads => "threads",
+            IoEngine::Sync => "sync",
+        }
+    }
+}
 
 /// Most threads of one queue's pool.
 pub const MAX_THREADS_PER_QUEUE: u16 = 16;

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the YAML file, flag overrides, and the checked [`Config`].
 //! - [`cli`]: the command line ([`cli::command`] for man pages).
+//! - [`options`]: the [`Config`] turned into each layer's typed options.
 //! - [`backing`]: opening, sizing and doing I/O on the file or block device.
 //! - [`request`]: a descriptor chain parsed into a [`request::Request`].
 //! - [`backend`]: [`BlockBackend`], the `vduse::backend::Backend` the runtime serves.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod nbd;
+pub mod options;
 pub mod request;
 
 use std::ffi::OsString;
