@@ -7,22 +7,18 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
-};
+use fuse_backend_rs::abi::fuse_abi::{FsOptions, OpenOptions, statvfs64};
 use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
-use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
-    ZeroCopyReader, ZeroCopyWriter,
-};
+use fuse_backend_rs::api::filesystem::{Context, DirEntry, Entry, FileSystem};
 use fuse_backend_rs::passthrough::PassthroughFs;
+use fuse_backend_rs::transport::FsCacheReqHandler;
+
+use crate::forward::{Layer, forward};
 
 /// The passthrough's inode and handle numbers.
 type Inode = u64;
 type Handle = u64;
-use fuse_backend_rs::transport::FsCacheReqHandler;
 
 /// `FUSE_ATTR_SUBMOUNT`: the entry is the root of a mount on the server's side.
 const FUSE_ATTR_SUBMOUNT: u32 = 1 << 0;
@@ -130,9 +126,41 @@ impl ExportFs {
     }
 }
 
+impl Layer for ExportFs {
+    type Inner = PassthroughFs<()>;
+
+    fn inner_fs(&self) -> &PassthroughFs<()> {
+        &self.inner
+    }
+
+    fn inner_caller(&self, ctx: &Context) -> Context {
+        self.caller(ctx)
+    }
+
+    fn inner_node(&self, inode: Inode) -> io::Result<Inode> {
+        Ok(inode)
+    }
+
+    fn inner_handle(&self, handle: Handle) -> io::Result<Handle> {
+        Ok(handle)
+    }
+
+    fn may_change(&self) -> io::Result<()> {
+        self.refuse_writes()
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
 impl FileSystem for ExportFs {
     type Inode = Inode;
     type Handle = Handle;
+
+    forward! {
+        destroy, forget, batch_forget, getattr, setattr, readlink, symlink, mknod, mkdir,
+        unlink, rmdir, rename, link, create, read, write, flush, fsync, fallocate, release,
+        setxattr, getxattr, listxattr, removexattr, opendir, readdir, fsyncdir, releasedir,
+        lseek, getlk, setlk, setlkw, ioctl, bmap, poll, notify_reply, id_remap,
+    }
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let mut options = self.inner.init(capable)?;
@@ -149,123 +177,10 @@ impl FileSystem for ExportFs {
         Ok(options)
     }
 
-    fn destroy(&self) {
-        self.inner.destroy()
-    }
-
     fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
         let mut entry = self.inner.lookup(&self.caller(ctx), parent, name)?;
         self.mark_submount(ctx, parent, &mut entry);
         Ok(entry)
-    }
-
-    fn forget(&self, ctx: &Context, inode: Inode, count: u64) {
-        self.inner.forget(&self.caller(ctx), inode, count)
-    }
-
-    fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>) {
-        self.inner.batch_forget(&self.caller(ctx), requests)
-    }
-
-    fn getattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Option<Handle>,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner.getattr(&self.caller(ctx), inode, handle)
-    }
-
-    fn setattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        attr: stat64,
-        handle: Option<Handle>,
-        valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        self.refuse_writes()?;
-        self.inner
-            .setattr(&self.caller(ctx), inode, attr, handle, valid)
-    }
-
-    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
-        self.inner.readlink(&self.caller(ctx), inode)
-    }
-
-    fn symlink(
-        &self,
-        ctx: &Context,
-        linkname: &CStr,
-        parent: Inode,
-        name: &CStr,
-    ) -> io::Result<Entry> {
-        self.refuse_writes()?;
-        self.inner
-            .symlink(&self.caller(ctx), linkname, parent, name)
-    }
-
-    fn mknod(
-        &self,
-        ctx: &Context,
-        parent: Inode,
-        name: &CStr,
-        mode: u32,
-        rdev: u32,
-        umask: u32,
-    ) -> io::Result<Entry> {
-        self.refuse_writes()?;
-        self.inner
-            .mknod(&self.caller(ctx), parent, name, mode, rdev, umask)
-    }
-
-    fn mkdir(
-        &self,
-        ctx: &Context,
-        parent: Inode,
-        name: &CStr,
-        mode: u32,
-        umask: u32,
-    ) -> io::Result<Entry> {
-        self.refuse_writes()?;
-        self.inner
-            .mkdir(&self.caller(ctx), parent, name, mode, umask)
-    }
-
-    fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner.unlink(&self.caller(ctx), parent, name)
-    }
-
-    fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner.rmdir(&self.caller(ctx), parent, name)
-    }
-
-    fn rename(
-        &self,
-        ctx: &Context,
-        olddir: Inode,
-        oldname: &CStr,
-        newdir: Inode,
-        newname: &CStr,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner
-            .rename(&self.caller(ctx), olddir, oldname, newdir, newname, flags)
-    }
-
-    fn link(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        newparent: Inode,
-        newname: &CStr,
-    ) -> io::Result<Entry> {
-        self.refuse_writes()?;
-        self.inner
-            .link(&self.caller(ctx), inode, newparent, newname)
     }
 
     fn open(
@@ -281,178 +196,12 @@ impl FileSystem for ExportFs {
         self.inner.open(&self.caller(ctx), inode, flags, fuse_flags)
     }
 
-    fn create(
-        &self,
-        ctx: &Context,
-        parent: Inode,
-        name: &CStr,
-        args: CreateIn,
-    ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
-        self.refuse_writes()?;
-        self.inner.create(&self.caller(ctx), parent, name, args)
-    }
-
-    fn read(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        w: &mut dyn ZeroCopyWriter,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        flags: u32,
-    ) -> io::Result<usize> {
-        self.inner.read(
-            &self.caller(ctx),
-            inode,
-            handle,
-            w,
-            size,
-            offset,
-            lock_owner,
-            flags,
-        )
-    }
-
-    fn write(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        r: &mut dyn ZeroCopyReader,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        delayed_write: bool,
-        flags: u32,
-        fuse_flags: u32,
-    ) -> io::Result<usize> {
-        self.refuse_writes()?;
-        self.inner.write(
-            &self.caller(ctx),
-            inode,
-            handle,
-            r,
-            size,
-            offset,
-            lock_owner,
-            delayed_write,
-            flags,
-            fuse_flags,
-        )
-    }
-
-    fn flush(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        lock_owner: u64,
-    ) -> io::Result<()> {
-        self.inner
-            .flush(&self.caller(ctx), inode, handle, lock_owner)
-    }
-
-    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
-        self.inner.fsync(&self.caller(ctx), inode, datasync, handle)
-    }
-
-    fn fallocate(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner
-            .fallocate(&self.caller(ctx), inode, handle, mode, offset, length)
-    }
-
-    fn release(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-        handle: Handle,
-        flush: bool,
-        flock_release: bool,
-        lock_owner: Option<u64>,
-    ) -> io::Result<()> {
-        self.inner.release(
-            &self.caller(ctx),
-            inode,
-            flags,
-            handle,
-            flush,
-            flock_release,
-            lock_owner,
-        )
-    }
-
     fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
         let mut stat = self.inner.statfs(&self.caller(ctx), inode)?;
         if self.read_only {
             stat.f_flag |= libc::ST_RDONLY;
         }
         Ok(stat)
-    }
-
-    fn setxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
-    ) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner
-            .setxattr(&self.caller(ctx), inode, name, value, flags)
-    }
-
-    fn getxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        size: u32,
-    ) -> io::Result<GetxattrReply> {
-        self.inner.getxattr(&self.caller(ctx), inode, name, size)
-    }
-
-    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
-        self.inner.listxattr(&self.caller(ctx), inode, size)
-    }
-
-    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
-        self.refuse_writes()?;
-        self.inner.removexattr(&self.caller(ctx), inode, name)
-    }
-
-    fn opendir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-    ) -> io::Result<(Option<Handle>, OpenOptions)> {
-        self.inner.opendir(&self.caller(ctx), inode, flags)
-    }
-
-    fn readdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.inner
-            .readdir(&self.caller(ctx), inode, handle, size, offset, add_entry)
     }
 
     fn readdirplus(
@@ -487,28 +236,6 @@ impl FileSystem for ExportFs {
         )
     }
 
-    fn fsyncdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        datasync: bool,
-        handle: Handle,
-    ) -> io::Result<()> {
-        self.inner
-            .fsyncdir(&self.caller(ctx), inode, datasync, handle)
-    }
-
-    fn releasedir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        flags: u32,
-        handle: Handle,
-    ) -> io::Result<()> {
-        self.inner
-            .releasedir(&self.caller(ctx), inode, flags, handle)
-    }
-
     fn setupmapping(
         &self,
         ctx: &Context,
@@ -541,92 +268,6 @@ impl FileSystem for ExportFs {
             self.refuse_writes()?;
         }
         self.inner.access(&self.access_caller(ctx), inode, mask)
-    }
-
-    fn lseek(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        offset: u64,
-        whence: u32,
-    ) -> io::Result<u64> {
-        self.inner
-            .lseek(&self.caller(ctx), inode, handle, offset, whence)
-    }
-
-    fn getlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<FileLock> {
-        self.inner
-            .getlk(&self.caller(ctx), inode, handle, owner, lock, flags)
-    }
-
-    fn setlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner
-            .setlk(&self.caller(ctx), inode, handle, owner, lock, flags)
-    }
-
-    fn setlkw(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner
-            .setlkw(&self.caller(ctx), inode, handle, owner, lock, flags)
-    }
-
-    fn ioctl(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        flags: u32,
-        cmd: u32,
-        data: IoctlData,
-        out_size: u32,
-    ) -> io::Result<IoctlData<'_>> {
-        self.inner
-            .ioctl(&self.caller(ctx), inode, handle, flags, cmd, data, out_size)
-    }
-
-    fn bmap(&self, ctx: &Context, inode: Inode, block: u64, blocksize: u32) -> io::Result<u64> {
-        self.inner.bmap(&self.caller(ctx), inode, block, blocksize)
-    }
-
-    fn poll(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        khandle: Handle,
-        flags: u32,
-        events: u32,
-    ) -> io::Result<u32> {
-        self.inner
-            .poll(&self.caller(ctx), inode, handle, khandle, flags, events)
-    }
-
-    fn notify_reply(&self) -> io::Result<()> {
-        self.inner.notify_reply()
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`cli`]: the command line ([`cli::command`] for man pages).
 //! - [`fs`]: [`fs::ExportFs`], fuse-backend-rs's passthrough with read-only exports and
 //!   submount announcement.
+//! - [`durable`]: [`durable::DurableFs`], node IDs and handles that survive a takeover.
+//! - `forward`: the forwarding of requests from a layer to the filesystem it wraps.
 //! - [`backend`]: [`FsBackend`], the device the runtime serves, and the filesystem threads.
 //! - [`sandbox`]: the mount namespace, capabilities and seccomp filter of those threads.
 
@@ -11,6 +13,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod durable;
+mod forward;
 pub mod fs;
 pub mod sandbox;
 
