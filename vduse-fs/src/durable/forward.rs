@@ -3,16 +3,10 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
-};
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, FsOptions, OpenOptions};
 use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
-use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
-    ZeroCopyReader, ZeroCopyWriter,
-};
+use fuse_backend_rs::api::filesystem::{Context, DirEntry, Entry, FileSystem};
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use super::again::done_before;
@@ -20,10 +14,34 @@ use super::layer::{DurableFs, Handle, Inode};
 use super::record::Record;
 use super::table::Tables;
 use super::{ROOT, errno};
+use crate::forward::{Layer, forward};
 
+impl<F: FileSystem<Inode = Inode, Handle = Handle>> Layer for DurableFs<F> {
+    type Inner = F;
+
+    fn inner_fs(&self) -> &F {
+        &self.inner
+    }
+
+    fn inner_node(&self, inode: Inode) -> io::Result<Inode> {
+        self.node(inode)
+    }
+
+    fn inner_handle(&self, handle: Handle) -> io::Result<Handle> {
+        self.file(handle)
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
 impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> {
     type Inode = Inode;
     type Handle = Handle;
+
+    forward! {
+        getattr, setattr, readlink, read, write, flush, fsync, fallocate, statfs, setxattr,
+        getxattr, listxattr, removexattr, readdir, fsyncdir, access, lseek, getlk, setlk,
+        setlkw, ioctl, bmap, poll, notify_reply, id_remap,
+    }
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let options = self.inner.init(capable)?;
@@ -62,37 +80,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         for (inode, count) in requests {
             self.forget(ctx, inode, count);
         }
-    }
-
-    fn getattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Option<Handle>,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner
-            .getattr(ctx, self.node(inode)?, self.optional_file(handle)?)
-    }
-
-    fn setattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        attr: stat64,
-        handle: Option<Handle>,
-        valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner.setattr(
-            ctx,
-            self.node(inode)?,
-            attr,
-            self.optional_file(handle)?,
-            valid,
-        )
-    }
-
-    fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
-        self.inner.readlink(ctx, self.node(inode)?)
     }
 
     fn symlink(
@@ -280,91 +267,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         Ok((entry, fh, options, passthrough))
     }
 
-    fn read(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        w: &mut dyn ZeroCopyWriter,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        flags: u32,
-    ) -> io::Result<usize> {
-        self.inner.read(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            w,
-            size,
-            offset,
-            lock_owner,
-            flags,
-        )
-    }
-
-    fn write(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        r: &mut dyn ZeroCopyReader,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        delayed_write: bool,
-        flags: u32,
-        fuse_flags: u32,
-    ) -> io::Result<usize> {
-        self.inner.write(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            r,
-            size,
-            offset,
-            lock_owner,
-            delayed_write,
-            flags,
-            fuse_flags,
-        )
-    }
-
-    fn flush(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        lock_owner: u64,
-    ) -> io::Result<()> {
-        self.inner
-            .flush(ctx, self.node(inode)?, self.file(handle)?, lock_owner)
-    }
-
-    fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
-        self.inner
-            .fsync(ctx, self.node(inode)?, datasync, self.file(handle)?)
-    }
-
-    fn fallocate(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        self.inner.fallocate(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            mode,
-            offset,
-            length,
-        )
-    }
-
     fn release(
         &self,
         ctx: &Context,
@@ -381,40 +283,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
             .release(ctx, node?, flags, inner, flush, flock_release, lock_owner)
     }
 
-    fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64> {
-        self.inner.statfs(ctx, self.node(inode)?)
-    }
-
-    fn setxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner
-            .setxattr(ctx, self.node(inode)?, name, value, flags)
-    }
-
-    fn getxattr(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        name: &CStr,
-        size: u32,
-    ) -> io::Result<GetxattrReply> {
-        self.inner.getxattr(ctx, self.node(inode)?, name, size)
-    }
-
-    fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply> {
-        self.inner.listxattr(ctx, self.node(inode)?, size)
-    }
-
-    fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
-        self.inner.removexattr(ctx, self.node(inode)?, name)
-    }
-
     fn opendir(
         &self,
         ctx: &Context,
@@ -423,25 +291,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
     ) -> io::Result<(Option<Handle>, OpenOptions)> {
         let (fh, options) = self.inner.opendir(ctx, self.node(inode)?, flags)?;
         Ok((self.opened(fh, inode, flags, true), options))
-    }
-
-    fn readdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.inner.readdir(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            size,
-            offset,
-            add_entry,
-        )
     }
 
     fn readdirplus(
@@ -489,17 +338,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         result
     }
 
-    fn fsyncdir(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        datasync: bool,
-        handle: Handle,
-    ) -> io::Result<()> {
-        self.inner
-            .fsyncdir(ctx, self.node(inode)?, datasync, self.file(handle)?)
-    }
-
     fn releasedir(
         &self,
         ctx: &Context,
@@ -536,126 +374,5 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
     ) -> io::Result<()> {
         let _ = (ctx, inode, requests, vu_req);
         errno(libc::ENOSYS)
-    }
-
-    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
-        self.inner.access(ctx, self.node(inode)?, mask)
-    }
-
-    fn lseek(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        offset: u64,
-        whence: u32,
-    ) -> io::Result<u64> {
-        self.inner
-            .lseek(ctx, self.node(inode)?, self.file(handle)?, offset, whence)
-    }
-
-    fn getlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<FileLock> {
-        self.inner.getlk(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            owner,
-            lock,
-            flags,
-        )
-    }
-
-    fn setlk(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlk(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            owner,
-            lock,
-            flags,
-        )
-    }
-
-    fn setlkw(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlkw(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            owner,
-            lock,
-            flags,
-        )
-    }
-
-    fn ioctl(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        flags: u32,
-        cmd: u32,
-        data: IoctlData,
-        out_size: u32,
-    ) -> io::Result<IoctlData<'_>> {
-        self.inner.ioctl(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            flags,
-            cmd,
-            data,
-            out_size,
-        )
-    }
-
-    fn bmap(&self, ctx: &Context, inode: Inode, block: u64, blocksize: u32) -> io::Result<u64> {
-        self.inner.bmap(ctx, self.node(inode)?, block, blocksize)
-    }
-
-    fn poll(
-        &self,
-        ctx: &Context,
-        inode: Inode,
-        handle: Handle,
-        khandle: Handle,
-        flags: u32,
-        events: u32,
-    ) -> io::Result<u32> {
-        self.inner.poll(
-            ctx,
-            self.node(inode)?,
-            self.file(handle)?,
-            khandle,
-            flags,
-            events,
-        )
-    }
-
-    fn notify_reply(&self) -> io::Result<()> {
-        self.inner.notify_reply()
     }
 }

@@ -187,10 +187,6 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
         }
     }
 
-    pub(super) fn optional_file(&self, fh: Option<Handle>) -> io::Result<Option<Handle>> {
-        fh.map(|fh| self.file(fh)).transpose()
-    }
-
     pub(super) fn write_down(&self, tables: &Tables, records: &[Record]) {
         if let Some(journal) = &self.journal {
             journal.lock().unwrap().append(tables, records);
