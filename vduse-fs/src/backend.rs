@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server as FuseServer;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use rustix::event::{EventfdFlags, eventfd};
@@ -22,11 +23,24 @@ use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, QueueEngine, Used};
 use virtio_queue::DescriptorChain;
 
-use crate::durable::DurableFs;
+use crate::durable::{DurableFs, Replayed};
 use crate::fs::ExportFs;
 
-/// The filesystem as the pool serves it.
-pub type FsServer = FuseServer<DurableFs<ExportFs>>;
+/// The filesystem the pool serves.
+pub type Fs = DurableFs<ExportFs>;
+
+/// The FUSE server of the requests that come for the first time.
+pub type FsServer = FuseServer<Arc<Fs>>;
+
+/// The two FUSE servers of one [`Fs`]: whether a request is one a killed server had in
+/// flight decides which serves it, so the filesystem learns it with the request.
+struct Servers {
+    first: FsServer,
+    /// For the requests run again, through [`Replayed`]. Its protocol version stays
+    /// fuse-backend-rs's own (7.33) when INIT came through `first`; the version only
+    /// matters to the answers of clients older than 7.4, and virtio-fs needs 7.27.
+    again: FuseServer<Replayed<ExportFs>>,
+}
 
 /// `struct virtio_fs_config`: `tag[36]`, then `num_request_queues` (le32).
 pub fn config_space(tag: &str, num_request_queues: u16) -> Vec<u8> {
@@ -38,8 +52,13 @@ pub fn config_space(tag: &str, num_request_queues: u16) -> Vec<u8> {
 
 /// Serves one FUSE request held in `chain` and returns the bytes written into its
 /// device-writable buffers. A chain that does not hold a FUSE message gets no reply (0).
-pub fn serve_request<M>(server: &FsServer, memory: &Memory, chain: DescriptorChain<M>) -> u32
+pub fn serve_request<F, M>(
+    server: &FuseServer<F>,
+    memory: &Memory,
+    chain: DescriptorChain<M>,
+) -> u32
 where
+    F: FileSystem + Sync,
     M: std::ops::Deref<Target = Memory> + Clone,
 {
     let reader = match Reader::from_descriptor_chain(memory, chain.clone()) {
@@ -70,7 +89,7 @@ struct Job {
     memory: Arc<Memory>,
     chain: Chain,
     sink: Arc<Sink>,
-    /// A request the killed server had in flight (see [`crate::durable::running_again`]).
+    /// A request the killed server had in flight: served through [`Replayed`].
     again: bool,
 }
 
@@ -160,15 +179,19 @@ impl FsBackend {
         }
     }
 
-    /// Starts `threads` filesystem threads serving `server`. Each runs `setup` first (its
+    /// Starts `threads` filesystem threads serving `fs`. Each runs `setup` first (its
     /// sandbox: capabilities, system call filter); if that fails for any, every thread is
     /// stopped and the first error returned. The threads inherit the calling thread's
     /// mount namespace. They end when the returned [`Threads`] is dropped, after the
     /// requests already queued.
-    pub fn serve<F>(&self, server: Arc<FsServer>, threads: u16, setup: F) -> anyhow::Result<Threads>
+    pub fn serve<F>(&self, fs: Arc<Fs>, threads: u16, setup: F) -> anyhow::Result<Threads>
     where
         F: Fn() -> Result<(), String> + Send + Sync + 'static,
     {
+        let servers = Arc::new(Servers {
+            first: FuseServer::new(fs.clone()),
+            again: FuseServer::new(Replayed::new(fs)),
+        });
         let setup = Arc::new(setup);
         let (report, reports) = std::sync::mpsc::channel();
         let mut handles = Threads {
@@ -176,7 +199,7 @@ impl FsBackend {
             threads: Vec::new(),
         };
         for i in 0..threads {
-            let (pool, server, setup) = (self.pool.clone(), server.clone(), setup.clone());
+            let (pool, servers, setup) = (self.pool.clone(), servers.clone(), setup.clone());
             let report = report.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vduse-fs-{i}"))
@@ -189,9 +212,11 @@ impl FsBackend {
                     }
                     while let Some(job) = pool.next() {
                         let head = job.chain.head_index();
-                        let len = crate::durable::running_again(job.again, || {
-                            serve_request(&server, &job.memory, job.chain)
-                        });
+                        let len = if job.again {
+                            serve_request(&servers.again, &job.memory, job.chain)
+                        } else {
+                            serve_request(&servers.first, &job.memory, job.chain)
+                        };
                         drop(job.memory);
                         job.sink.finish(Used { head, len });
                     }

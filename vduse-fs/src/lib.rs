@@ -267,8 +267,7 @@ fn start_filesystem(
                 })?,
             };
             let journal = fs.journal();
-            let server = Arc::new(fuse_backend_rs::api::server::Server::new(fs));
-            let threads = backend.serve(server, config.threads, move || {
+            let threads = backend.serve(Arc::new(fs), config.threads, move || {
                 sandbox::drop_capabilities()
                     .map_err(|error| format!("cannot drop capabilities: {error}"))?;
                 if let Some(program) = &seccomp {

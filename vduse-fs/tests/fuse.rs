@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::{IN_HEADER_LEN, OUT_HEADER_LEN, message, pieces, readable, writable};
 use fuse_backend_rs::abi::fuse_abi::{
@@ -159,9 +160,9 @@ impl Export {
         let memory = Memory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).unwrap();
         Self {
             dir,
-            server: Server::new(
+            server: Server::new(Arc::new(
                 DurableFs::new(ExportFs::new(passthrough, read_only, false), None).unwrap(),
-            ),
+            )),
             memory,
             unique: Cell::new(0),
         }

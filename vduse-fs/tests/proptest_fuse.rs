@@ -8,6 +8,8 @@
 //! one, is the reply's own `len` and the reply answers the request's `unique`; nothing
 //! outside the reply buffers changes; and the server still answers a good request.
 
+use std::sync::Arc;
+
 use fuse_backend_rs::abi::fuse_abi::{FsOptions, GetattrIn, InitIn, Opcode, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
@@ -47,9 +49,9 @@ impl Export {
         let export = Export {
             _dir: dir,
             // Read-only: arbitrary requests change nothing on the host.
-            server: Server::new(
+            server: Server::new(Arc::new(
                 DurableFs::new(ExportFs::new(passthrough, true, false), None).unwrap(),
-            ),
+            )),
             memory: Memory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).unwrap(),
         };
         let init = InitIn {

@@ -9,7 +9,6 @@ use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
 use fuse_backend_rs::api::filesystem::{Context, DirEntry, Entry, FileSystem};
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
-use super::again::done_before;
 use super::layer::{DurableFs, Handle, Inode};
 use super::record::Record;
 use super::table::Tables;
@@ -89,13 +88,9 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         parent: Inode,
         name: &CStr,
     ) -> io::Result<Entry> {
-        let parent_inner = self.node(parent)?;
-        let made = self.inner.symlink(ctx, linkname, parent_inner, name);
-        let entry = if done_before(&made, libc::EEXIST, "SYMLINK") {
-            self.inner.lookup(ctx, parent_inner, name)?
-        } else {
-            made?
-        };
+        let entry = self
+            .inner
+            .symlink(ctx, linkname, self.node(parent)?, name)?;
         Ok(self.entry(parent, name, entry))
     }
 
@@ -108,13 +103,9 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        let parent_inner = self.node(parent)?;
-        let made = self.inner.mknod(ctx, parent_inner, name, mode, rdev, umask);
-        let entry = if done_before(&made, libc::EEXIST, "MKNOD") {
-            self.inner.lookup(ctx, parent_inner, name)?
-        } else {
-            made?
-        };
+        let entry = self
+            .inner
+            .mknod(ctx, self.node(parent)?, name, mode, rdev, umask)?;
         Ok(self.entry(parent, name, entry))
     }
 
@@ -126,30 +117,20 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        let parent_inner = self.node(parent)?;
-        let made = self.inner.mkdir(ctx, parent_inner, name, mode, umask);
-        let entry = if done_before(&made, libc::EEXIST, "MKDIR") {
-            self.inner.lookup(ctx, parent_inner, name)?
-        } else {
-            made?
-        };
+        let entry = self
+            .inner
+            .mkdir(ctx, self.node(parent)?, name, mode, umask)?;
         Ok(self.entry(parent, name, entry))
     }
 
     fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        let removed = self.inner.unlink(ctx, self.node(parent)?, name);
-        if !done_before(&removed, libc::ENOENT, "UNLINK") {
-            removed?;
-        }
+        self.inner.unlink(ctx, self.node(parent)?, name)?;
         self.unlinked(parent, name);
         Ok(())
     }
 
     fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()> {
-        let removed = self.inner.rmdir(ctx, self.node(parent)?, name);
-        if !done_before(&removed, libc::ENOENT, "RMDIR") {
-            removed?;
-        }
+        self.inner.rmdir(ctx, self.node(parent)?, name)?;
         self.unlinked(parent, name);
         Ok(())
     }
@@ -163,18 +144,14 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
-        let renamed = self.inner.rename(
+        self.inner.rename(
             ctx,
             self.node(olddir)?,
             oldname,
             self.node(newdir)?,
             newname,
             flags,
-        );
-        if done_before(&renamed, libc::ENOENT, "RENAME") {
-            return Ok(());
-        }
-        renamed?;
+        )?;
         let mut tables = self.tables.write().unwrap();
         let old_key = (olddir, oldname.to_owned());
         let new_key = (newdir, newname.to_owned());
@@ -215,15 +192,11 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         newparent: Inode,
         newname: &CStr,
     ) -> io::Result<Entry> {
+        // The new parent is mapped first, as the inner filesystem has always been asked.
         let newparent_inner = self.node(newparent)?;
-        let made = self
+        let entry = self
             .inner
-            .link(ctx, self.node(inode)?, newparent_inner, newname);
-        let entry = if done_before(&made, libc::EEXIST, "LINK") {
-            self.inner.lookup(ctx, newparent_inner, newname)?
-        } else {
-            made?
-        };
+            .link(ctx, self.node(inode)?, newparent_inner, newname)?;
         Ok(self.entry(newparent, newname, entry))
     }
 
@@ -246,24 +219,10 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> FileSystem for DurableFs<F> 
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)> {
-        let flags = args.flags;
-        let parent_inner = self.node(parent)?;
-        let made = self.inner.create(ctx, parent_inner, name, args);
-        let (entry, fh, options, passthrough) = if done_before(&made, libc::EEXIST, "CREATE") {
-            let entry = self.inner.lookup(ctx, parent_inner, name)?;
-            let reopen = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
-            match self.inner.open(ctx, entry.inode, reopen, args.fuse_flags) {
-                Ok((fh, options, passthrough)) => (entry, fh, options, passthrough),
-                Err(error) => {
-                    self.inner.forget(ctx, entry.inode, 1);
-                    return Err(error);
-                }
-            }
-        } else {
-            made?
-        };
+        let (entry, fh, options, passthrough) =
+            self.inner.create(ctx, self.node(parent)?, name, args)?;
         let entry = self.entry(parent, name, entry);
-        let fh = self.opened(fh, entry.inode, flags, false);
+        let fh = self.opened(fh, entry.inode, args.flags, false);
         Ok((entry, fh, options, passthrough))
     }
 

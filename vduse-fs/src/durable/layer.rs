@@ -328,7 +328,7 @@ mod tests {
     use fuse_backend_rs::abi::fuse_abi::CreateIn;
     use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 
-    use super::super::running_again;
+    use super::super::Replayed;
     use super::*;
 
     fn passthrough(dir: &Path) -> PassthroughFs<()> {
@@ -539,26 +539,46 @@ mod tests {
     fn a_request_run_again_answers_as_done_what_the_first_run_did() {
         let share = tempfile::tempdir().unwrap();
         std::fs::create_dir(share.path().join("made")).unwrap();
+        std::fs::write(share.path().join("kept"), b"written").unwrap();
         let ctx = Context::default();
-        let fs = DurableFs::new(passthrough(share.path()), None).unwrap();
+        let fs = Arc::new(DurableFs::new(passthrough(share.path()), None).unwrap());
         fs.init(FsOptions::empty()).unwrap();
         let gone = name("gone");
+        let create = CreateIn {
+            flags: (libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
         // A first run: the errors stand.
         assert_eq!(errno_of(fs.unlink(&ctx, ROOT, &gone)), libc::ENOENT);
         assert_eq!(
             errno_of(fs.mkdir(&ctx, ROOT, &name("made"), 0o755, 0)),
             libc::EEXIST
         );
+        assert_eq!(
+            errno_of(fs.create(&ctx, ROOT, &name("kept"), create)),
+            libc::EEXIST
+        );
         // Run again after a takeover: the removal and the creation were done.
-        running_again(true, || {
-            fs.unlink(&ctx, ROOT, &gone).unwrap();
-            fs.rmdir(&ctx, ROOT, &gone).unwrap();
-            fs.rename(&ctx, ROOT, &gone, ROOT, &name("new"), 0).unwrap();
-            let made = fs.mkdir(&ctx, ROOT, &name("made"), 0o755, 0).unwrap();
-            assert_eq!(made.inode, lookup(&fs, ROOT, "made"));
-            // Other errors still stand.
-            assert_eq!(errno_of(fs.unlink(&ctx, ROOT, &name("made"))), libc::EISDIR);
-        });
+        let again = Replayed::new(fs.clone());
+        again.unlink(&ctx, ROOT, &gone).unwrap();
+        again.rmdir(&ctx, ROOT, &gone).unwrap();
+        again
+            .rename(&ctx, ROOT, &gone, ROOT, &name("new"), 0)
+            .unwrap();
+        let made = again.mkdir(&ctx, ROOT, &name("made"), 0o755, 0).unwrap();
+        assert_eq!(made.inode, lookup(&fs, ROOT, "made"));
+        // The file made is opened, not truncated.
+        let (kept, fh, _, _) = again.create(&ctx, ROOT, &name("kept"), create).unwrap();
+        assert_eq!(kept.inode, lookup(&fs, ROOT, "kept"));
+        assert_eq!(size(&fs, kept.inode, fh), 7);
+        // Other errors still stand.
+        assert_eq!(
+            errno_of(again.unlink(&ctx, ROOT, &name("made"))),
+            libc::EISDIR
+        );
+        // Requests that come for the first time are not answered as done.
         assert_eq!(errno_of(fs.unlink(&ctx, ROOT, &gone)), libc::ENOENT);
     }
 

@@ -17,6 +17,9 @@
 //! it), and the handles open on it. The lookup counts are not journaled (a record per
 //! lookup would make every request write one): nodes restored are kept until the guest
 //! unmounts.
+//!
+//! The requests the killed server had in flight come again, and are served through
+//! [`Replayed`], which answers as done the changes their first run made.
 
 mod again;
 mod forward;
@@ -25,7 +28,7 @@ mod layer;
 mod record;
 mod table;
 
-pub use again::running_again;
+pub use again::Replayed;
 pub use journal::{JournalPlace, NodeJournal};
 pub use layer::{DurableFs, Restored};
 
