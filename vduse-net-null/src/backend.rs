@@ -12,14 +12,14 @@
 //!   frame are given back to the available ring ([`QueueEngine::release_unstarted`]).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustix::event::{EventfdFlags, eventfd};
 use serde::Serialize;
 use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, QueueEngine, Used};
+use vduse::event::Event;
 use virtio_bindings::virtio_net::*;
 use virtio_queue::DescriptorChain;
 use virtio_queue::desc::split::Descriptor;
@@ -160,28 +160,6 @@ struct RxState {
     done: Vec<Used>,
 }
 
-/// A non-blocking eventfd.
-#[derive(Debug)]
-struct Notifier(OwnedFd);
-
-impl Notifier {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self(eventfd(
-            0,
-            EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
-        )?))
-    }
-
-    fn notify(&self) {
-        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
-    }
-
-    fn drain(&self) {
-        let mut value = [0u8; 8];
-        let _ = rustix::io::read(&self.0, &mut value);
-    }
-}
-
 /// The null virtio-net device.
 #[derive(Debug)]
 pub struct NetBackend {
@@ -191,22 +169,22 @@ pub struct NetBackend {
     link_up: AtomicBool,
     rx: Mutex<RxState>,
     /// Wakes the receive worker when frames were delivered.
-    rx_ready: Notifier,
+    rx_ready: Event,
     /// Never signalled: the transmit engine completes everything at once.
-    tx_idle: Notifier,
+    tx_idle: Event,
 }
 
 impl NetBackend {
     /// A device as `options` say.
-    pub fn new(options: NetOptions) -> std::io::Result<NetBackend> {
+    pub fn new(options: NetOptions) -> vduse::Result<NetBackend> {
         Ok(NetBackend {
             link_up: AtomicBool::new(options.link_up),
             options,
             counters: Counters::default(),
             negotiated: AtomicU64::new(0),
             rx: Mutex::new(RxState::default()),
-            rx_ready: Notifier::new()?,
-            tx_idle: Notifier::new()?,
+            rx_ready: Event::new("receive")?,
+            tx_idle: Event::new("transmit")?,
         })
     }
 
@@ -524,7 +502,7 @@ impl QueueEngine for RxEngine {
     }
 
     fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.backend.rx_ready.0.as_fd())
+        Some(self.backend.rx_ready.as_fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {
@@ -578,7 +556,7 @@ impl QueueEngine for TxEngine {
     }
 
     fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.backend.tx_idle.0.as_fd())
+        Some(self.backend.tx_idle.as_fd())
     }
 
     fn reap(&mut self, _done: &mut Vec<Used>) {}

@@ -102,7 +102,7 @@ fn print(text: &str) {
 }
 
 /// The device `config` describes.
-pub fn backend(config: &Config) -> std::io::Result<NetBackend> {
+pub fn backend(config: &Config) -> vduse::Result<NetBackend> {
     NetBackend::new(NetOptions {
         mac: config.mac.0,
         mtu: config.mtu,

@@ -159,6 +159,7 @@ pub mod control;
 pub mod device;
 pub mod device_config;
 pub mod error;
+pub mod event;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;

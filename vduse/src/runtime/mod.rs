@@ -37,7 +37,6 @@
 
 mod device_io;
 mod drain;
-mod event;
 pub mod inflight;
 mod iotlb;
 mod recovery;

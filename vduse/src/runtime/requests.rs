@@ -16,12 +16,12 @@ use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER_OK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 use super::device_io::DeviceIo;
-use super::event::Event;
 use super::inflight::InflightLog;
 use super::iotlb::IotlbMemory;
 use super::worker::{QueueWorker, WorkerContext, configure_queue};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::uapi::{
     VDUSE_GET_VQ_STATE, VDUSE_REQ_RESULT_FAILED, VDUSE_REQ_RESULT_OK, VDUSE_SET_STATUS,
     VDUSE_SET_VQ_GROUP_ASID, VDUSE_SET_VQ_READY, VDUSE_SUSPEND, VDUSE_UPDATE_IOTLB,

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use super::device_io::DeviceIo;
-use super::event::Event;
 use super::inflight::{Identity, InflightLog};
 use super::recovery;
 use super::requests::{self, Dispatcher, DispatcherConfig, LoopControl};
 use crate::backend::Backend;
 use crate::control::Control;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::uapi::{VDUSE_F_QUEUE_READY, VDUSE_F_SUSPEND};
 use crate::vdpa::{VDUSE_MANAGEMENT_DEVICE, VdpaBus, VdpaError};
 use crate::{DeviceConfig, DeviceFd};

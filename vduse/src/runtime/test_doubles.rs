@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use vm_memory::Bytes;
 
-use super::event::Event;
 use super::iotlb::MemorySource;
 use crate::DeviceType;
 use crate::backend::{Backend, Chain, Memory, QueueEngine, Used};
+use crate::event::Event;
 
 /// Memory that never changes; counts the refreshes asked for.
 pub(crate) struct FixedMemory {

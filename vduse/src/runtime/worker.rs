@@ -14,12 +14,12 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::device_io::DeviceIo;
 use super::drain::{Drained, Serving, drain};
-use super::event::Event;
 use super::inflight::QueueLog;
 use super::iotlb::MemorySource;
 use super::recovery::take_over_queue;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::event::Event;
 
 /// What a worker shares with the thread that started it.
 #[derive(Debug)]

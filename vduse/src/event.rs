@@ -1,4 +1,6 @@
-//! An eventfd, for kicks and wake-ups.
+//! An eventfd, for kicks, wake-ups and completions: the runtime's queue kicks and
+//! wake-ups, and what a [`QueueEngine`](crate::backend::QueueEngine) hands the worker as
+//! its completion fd.
 //!
 //! rustix's rather than vmm-sys-util's `EventFd`: this one is an `OwnedFd`, so it goes to
 //! poll(2) and to `VDUSE_VQ_SETUP_KICKFD` as a `BorrowedFd` without `unsafe`.
@@ -11,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// A non-blocking, close-on-exec eventfd.
 #[derive(Debug)]
-pub(crate) struct Event(OwnedFd);
+pub struct Event(OwnedFd);
 
 impl Event {
     /// A new eventfd; `what` names it in the error.
