@@ -1,12 +1,18 @@
-//! [`BlockBackend`]: the virtio-blk device, served by the `vduse` runtime.
+//! [`BlockBackend`]: the virtio-blk device, served by the `vduse` runtime, over a [`Disk`].
 //!
-//! `handle` parses a chain into a [`Request`], executes it against the [`Backing`] and
-//! writes the status byte, one request at a time. With `io-engine` other than `sync`,
-//! [`Backend::engine`] gives each queue's worker a [`crate::engine`] that keeps up to the
-//! queue's size of requests in flight (io_uring, or a thread pool).
+//! A chain is parsed into a [`Request`] ([`crate::request`]), which [`BlockBackend`]
+//! answers itself (GET_ID, unsupported or malformed requests, ranges off the disk, writes
+//! to a read-only disk) or turns into a disk [`Operation`]; its result becomes the status
+//! byte. [`Backend::handle`] does that one request at a time with [`Disk::execute`]; when
+//! the disk gives the queue a [`crate::disk::DiskQueue`] (an NBD export, or a file with
+//! `io-engine` threads or io-uring), [`Backend::engine`] gives the queue's worker a
+//! [`queue::BlockQueue`] that keeps up to the queue's size of requests in flight on it.
+//!
+//! Layering: the backend uses `request` and `disk`; nothing below it knows about virtio.
+
+pub mod queue;
 
 use std::mem::offset_of;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,12 +23,11 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY,
     VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, virtio_blk_config,
 };
-use virtio_queue::DescriptorChain;
 
-use crate::backing::Backing;
-use crate::engine::IoEngine;
+use crate::disk::{Disk, Extent, FileDisk, IoEngine, Operation};
+use crate::guest::GuestBuffers;
 use crate::nbd::NbdDisk;
-use crate::request::{self, GuestBuffers, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
+use crate::request::{self, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
 
 /// The largest data segment (SIZE_MAX): 1 MiB. Without it Linux takes the transport's
 /// largest DMA mapping, which for VDUSE is the whole bounce buffer. Requests are at most
@@ -78,77 +83,38 @@ impl Completion {
     }
 }
 
-/// Where the disk's data is.
-#[derive(Debug)]
-pub enum Store {
-    /// A file or block device on this host.
-    Local(Backing),
-    /// An NBD export.
-    Nbd(NbdDisk),
+/// What a request comes to.
+pub(crate) enum Prepared {
+    /// Answered without the disk.
+    Answer(Completion),
+    /// This operation; `written` data bytes go into the chain when it succeeds.
+    Disk { operation: Operation, written: u32 },
 }
 
-impl From<Backing> for Store {
-    fn from(backing: Backing) -> Self {
-        Store::Local(backing)
-    }
-}
-
-impl From<NbdDisk> for Store {
-    fn from(disk: NbdDisk) -> Self {
-        Store::Nbd(disk)
-    }
-}
-
-impl Store {
-    /// Size in bytes.
-    pub fn size(&self) -> u64 {
-        match self {
-            Store::Local(backing) => backing.size(),
-            Store::Nbd(disk) => disk.size(),
-        }
-    }
-
-    /// Whether the disk is read-only.
-    pub fn is_read_only(&self) -> bool {
-        match self {
-            Store::Local(backing) => backing.is_read_only(),
-            Store::Nbd(disk) => disk.is_read_only(),
-        }
-    }
-
-    /// The path or URI, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Store::Local(backing) => backing.path().display().to_string(),
-            Store::Nbd(disk) => disk.uri().to_string(),
-        }
-    }
-}
-
-/// A virtio-blk device over a [`Store`]: a [`Backing`] or an NBD export.
+/// A virtio-blk device over a [`Disk`]: a file or block device, or an NBD export.
 #[derive(Debug)]
 pub struct BlockBackend {
-    store: Store,
+    disk: Disk,
     options: BlockOptions,
     physical_block_size: u32,
     serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
-    /// Backing I/O errors so far, to log them sparingly.
+    /// Disk I/O errors so far, to log them sparingly.
     io_errors: AtomicU64,
-    /// The engine in use: never `Auto`.
+    /// The executor of a file disk's operations: never `Auto`.
     io_engine: IoEngine,
 }
 
 impl BlockBackend {
-    /// A device over `store` shaped by `options` (checked by `Config::resolve`).
-    pub fn new(store: impl Into<Store>, options: BlockOptions) -> Self {
-        let store = store.into();
+    /// A device over `disk` shaped by `options` (checked by `Config::resolve`).
+    pub fn new(disk: impl Into<Disk>, options: BlockOptions) -> Self {
+        let disk = disk.into();
         let lbs = options.logical_block_size;
-        let device_pbs = match &store {
-            Store::Local(backing) => backing.device_physical_block_size(),
-            // The server's preferred block, as a physical block: writes of less cost it a
-            // read-modify-write.
-            Store::Nbd(disk) => disk
-                .preferred_block()
+        // A block device's physical block as it reports it; an NBD server's preferred block
+        // only when the guest can be told it.
+        let device_pbs = match &disk {
+            Disk::File(_) => disk.preferred_block_size(),
+            Disk::Nbd(_) => disk
+                .preferred_block_size()
                 .filter(|&size| size.is_power_of_two() && size <= MAX_PHYSICAL_BLOCK_SIZE),
         };
         let physical_block_size = options
@@ -159,9 +125,9 @@ impl BlockBackend {
             let len = text.len().min(serial.len());
             serial[..len].copy_from_slice(&text.as_bytes()[..len]);
         }
-        let io_engine = crate::engine::resolve(options.io_engine);
+        let io_engine = crate::disk::resolve(options.io_engine);
         Self {
-            store,
+            disk,
             options,
             physical_block_size,
             serial,
@@ -171,39 +137,39 @@ impl BlockBackend {
     }
 
     /// The file or block device, when the disk is one.
-    pub fn backing(&self) -> Option<&Backing> {
-        match &self.store {
-            Store::Local(backing) => Some(backing),
-            Store::Nbd(_) => None,
+    pub fn file(&self) -> Option<&FileDisk> {
+        match &self.disk {
+            Disk::File(file) => Some(file),
+            Disk::Nbd(_) => None,
         }
     }
 
     /// The NBD export, when the disk is one.
     pub fn nbd(&self) -> Option<&NbdDisk> {
-        match &self.store {
-            Store::Nbd(disk) => Some(disk),
-            Store::Local(_) => None,
+        match &self.disk {
+            Disk::Nbd(disk) => Some(disk),
+            Disk::File(_) => None,
         }
     }
 
     /// Where the data is.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn disk(&self) -> &Disk {
+        &self.disk
     }
 
-    /// The engine requests are executed with (`auto` resolved).
+    /// The executor a file disk's operations run with (`auto` resolved).
     pub fn io_engine(&self) -> IoEngine {
         self.io_engine
     }
 
     /// Capacity in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.store.size() / SECTOR_SIZE
+        self.disk.size() / SECTOR_SIZE
     }
 
     /// Whether the disk is read-only.
     pub fn is_read_only(&self) -> bool {
-        self.store.is_read_only()
+        self.disk.is_read_only()
     }
 
     /// The physical block size the guest is told.
@@ -212,15 +178,11 @@ impl BlockBackend {
     }
 
     pub(crate) fn offers_discard(&self) -> bool {
-        self.options.discard
-            && !self.is_read_only()
-            && self.nbd().is_none_or(|disk| disk.can_trim())
+        self.options.discard && !self.is_read_only() && self.disk.can_discard()
     }
 
     pub(crate) fn offers_write_zeroes(&self) -> bool {
-        self.options.write_zeroes
-            && !self.is_read_only()
-            && self.nbd().is_none_or(|disk| disk.can_write_zeroes())
+        self.options.write_zeroes && !self.is_read_only() && self.disk.can_write_zeroes()
     }
 
     /// Most data segments in one request: the queue less the header and status.
@@ -228,65 +190,77 @@ impl BlockBackend {
         u32::from(self.options.queue_size).saturating_sub(2).max(1)
     }
 
-    /// Executes a parsed request.
-    pub fn execute(&self, request: Request<'_>) -> Completion {
+    /// What a parsed request comes to: an answer at once, or an operation on the disk
+    /// (and the data bytes the request writes into the chain when that succeeds).
+    pub(crate) fn prepare(&self, request: Request) -> Prepared {
         let writes = matches!(
             request,
             Request::Write { .. } | Request::Discard { .. } | Request::WriteZeroes { .. }
         );
         if writes && self.is_read_only() {
-            return Completion::status(Status::IoErr);
+            return Prepared::Answer(Completion::status(Status::IoErr));
         }
-        let backing = match &self.store {
-            Store::Local(backing) => backing,
-            Store::Nbd(disk) => return crate::engine::nbd::execute(self, disk, request),
-        };
-        match request {
-            Request::Read { sector, buffers } => {
-                let Some(offset) = self.checked_range(sector, buffers.len() as u64) else {
-                    return Completion::status(Status::IoErr);
+        let (operation, written) = match request {
+            Request::Read { sector, data } => {
+                let Some(offset) = self.checked_range(sector, data.len() as u64) else {
+                    return Prepared::Answer(Completion::status(Status::IoErr));
                 };
-                match backing.read_into(offset, &buffers) {
-                    Ok(()) => Completion {
-                        status: Status::Ok,
-                        written: u32::try_from(buffers.len()).unwrap_or(u32::MAX),
-                    },
-                    Err(err) => self.io_failed("read", err),
-                }
+                let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                (Operation::Read { offset, data }, written)
             }
-            Request::Write { sector, buffers } => {
-                let Some(offset) = self.checked_range(sector, buffers.len() as u64) else {
-                    return Completion::status(Status::IoErr);
+            Request::Write { sector, data } => {
+                let Some(offset) = self.checked_range(sector, data.len() as u64) else {
+                    return Prepared::Answer(Completion::status(Status::IoErr));
                 };
-                match backing.write_from(offset, &buffers) {
-                    Ok(()) => Completion::status(Status::Ok),
-                    Err(err) => self.io_failed("write", err),
-                }
+                (Operation::Write { offset, data }, 0)
             }
-            Request::Flush => match backing.flush() {
-                Ok(()) => Completion::status(Status::Ok),
-                Err(err) => self.io_failed("flush", err),
-            },
-            Request::GetId { buffers } => self.get_id(&buffers),
+            Request::Flush => (Operation::Flush, 0),
+            Request::GetId { data } => return Prepared::Answer(self.get_id(&data.buffers())),
             Request::Discard { segments } => {
                 if !self.offers_discard() {
-                    return Completion::status(Status::Unsupp);
+                    return Prepared::Answer(Completion::status(Status::Unsupp));
                 }
-                self.for_each_segment(&segments, "discard", |offset, len, _| {
-                    backing.discard(offset, len)
-                })
+                match self.extents(&segments) {
+                    Some(extents) if extents.is_empty() => {
+                        return Prepared::Answer(Completion::status(Status::Ok));
+                    }
+                    Some(extents) => (Operation::Discard { extents }, 0),
+                    None => return Prepared::Answer(Completion::status(Status::IoErr)),
+                }
             }
             Request::WriteZeroes { segments } => {
                 if !self.offers_write_zeroes() {
-                    return Completion::status(Status::Unsupp);
+                    return Prepared::Answer(Completion::status(Status::Unsupp));
                 }
-                self.for_each_segment(&segments, "write zeroes", |offset, len, unmap| {
-                    backing.write_zeroes(offset, len, unmap)
-                })
+                match self.extents(&segments) {
+                    Some(extents) if extents.is_empty() => {
+                        return Prepared::Answer(Completion::status(Status::Ok));
+                    }
+                    Some(extents) => (Operation::WriteZeroes { extents }, 0),
+                    None => return Prepared::Answer(Completion::status(Status::IoErr)),
+                }
             }
             Request::UnsupportedFlags | Request::Unsupported { .. } => {
-                Completion::status(Status::Unsupp)
+                return Prepared::Answer(Completion::status(Status::Unsupp));
             }
+        };
+        Prepared::Disk { operation, written }
+    }
+
+    /// The completion of a request whose operation ended with `result` and, when it
+    /// succeeded, wrote `written` data bytes into the chain.
+    pub(crate) fn completion(
+        &self,
+        what: &str,
+        written: u32,
+        result: std::io::Result<()>,
+    ) -> Completion {
+        match result {
+            Ok(()) => Completion {
+                status: Status::Ok,
+                written,
+            },
+            Err(error) => self.io_failed(what, error),
         }
     }
 
@@ -295,10 +269,10 @@ impl BlockBackend {
     pub(crate) fn checked_range(&self, sector: u64, len: u64) -> Option<u64> {
         let offset = sector.checked_mul(SECTOR_SIZE)?;
         let end = offset.checked_add(len)?;
-        if end > self.store.size() {
+        if end > self.disk.size() {
             return None;
         }
-        if let Some(alignment) = self.backing().and_then(Backing::direct_alignment) {
+        if let Some(alignment) = self.disk.alignment() {
             let alignment = alignment as u64;
             if offset % alignment != 0 || len % alignment != 0 {
                 return None;
@@ -315,44 +289,35 @@ impl BlockBackend {
         }
     }
 
-    /// Checks every segment first (none is executed when one is bad), then runs `op` with
-    /// each one's byte offset, length and unmap flag.
-    pub(crate) fn for_each_segment(
-        &self,
-        segments: &[Segment],
-        what: &str,
-        mut op: impl FnMut(u64, u64, bool) -> std::io::Result<()>,
-    ) -> Completion {
-        let mut ranges = Vec::with_capacity(segments.len());
+    /// The byte ranges of `segments`, without the empty ones; `None` when one is bad (too
+    /// long, or off the disk), so that none is carried out.
+    fn extents(&self, segments: &[Segment]) -> Option<Vec<Extent>> {
+        let mut extents = Vec::with_capacity(segments.len());
         for segment in segments {
             if segment.num_sectors > MAX_DISCARD_SECTORS {
-                return Completion::status(Status::IoErr);
+                return None;
             }
             let len = u64::from(segment.num_sectors) * SECTOR_SIZE;
-            let Some(offset) = self.checked_range(segment.sector, len) else {
-                return Completion::status(Status::IoErr);
-            };
-            ranges.push((offset, len, segment.unmap));
-        }
-        for (offset, len, unmap) in ranges {
-            if len == 0 {
-                continue;
-            }
-            if let Err(err) = op(offset, len, unmap) {
-                return self.io_failed(what, err);
+            let offset = self.checked_range(segment.sector, len)?;
+            if len > 0 {
+                extents.push(Extent {
+                    offset,
+                    len,
+                    may_unmap: segment.unmap,
+                });
             }
         }
-        Completion::status(Status::Ok)
+        Some(extents)
     }
 
-    /// Logs a backing failure (the 1st, 2nd, 4th, 8th... so a failing disk cannot flood
+    /// Logs a disk failure (the 1st, 2nd, 4th, 8th... so a failing disk cannot flood
     /// the log) and answers IOERR.
     pub(crate) fn io_failed(&self, what: &str, err: std::io::Error) -> Completion {
         let count = self.io_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if count.is_power_of_two() {
             log::warn!(
                 "{what} on {} failed: {err} ({count} backing I/O error{} so far)",
-                self.store.describe(),
+                self.disk.describe(),
                 if count == 1 { "" } else { "s" }
             );
         }
@@ -466,11 +431,28 @@ impl Backend for BlockBackend {
     }
 
     fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
-        self.serve(memory, chain)
+        // The request's data owns an `Arc` of its memory; the chain's own cannot be had
+        // from it, so this one request gets one over a copy of the region list (an `Arc`
+        // per region, no guest memory copied). The engines get the worker's `Arc` instead.
+        let snapshot = Arc::new(memory.clone());
+        let Some(parsed) = request::parse(&snapshot, chain, LIMITS) else {
+            // Nowhere to put a status: the request cannot be answered.
+            return 0;
+        };
+        let completion = match parsed.request.map(|request| self.prepare(request)) {
+            Ok(Prepared::Answer(completion)) => completion,
+            Ok(Prepared::Disk { operation, written }) => {
+                let what = operation.name();
+                self.completion(what, written, self.disk.execute(operation))
+            }
+            Err(_malformed) => Completion::status(Status::IoErr),
+        };
+        answer(memory, parsed.status_addr, completion)
     }
 
     fn engine(self: Arc<Self>, queue: u16, size: u16) -> Option<Box<dyn QueueEngine>> {
-        crate::engine::for_queue(self, queue, size)
+        let disk_queue = self.disk.queue(self.io_engine, queue, size)?;
+        Some(Box::new(queue::BlockQueue::new(self, disk_queue, size)))
     }
 }
 
@@ -479,24 +461,6 @@ pub(crate) const LIMITS: ParseLimits = ParseLimits {
     max_discard_segments: MAX_DISCARD_SEGMENTS,
     max_write_zeroes_segments: MAX_DISCARD_SEGMENTS,
 };
-
-impl BlockBackend {
-    /// Parses, executes and answers one request synchronously; returns the used length.
-    pub(crate) fn serve<M>(&self, memory: &Memory, chain: DescriptorChain<M>) -> u32
-    where
-        M: Deref<Target = Memory> + Clone,
-    {
-        let Some(parsed) = request::parse(memory, chain, LIMITS) else {
-            // Nowhere to put a status: the request cannot be answered.
-            return 0;
-        };
-        let completion = match parsed.request {
-            Ok(request) => self.execute(request),
-            Err(_malformed) => Completion::status(Status::IoErr),
-        };
-        answer(memory, parsed.status_addr, completion)
-    }
-}
 
 /// Writes the status byte of a finished request; returns the used length.
 pub(crate) fn answer(

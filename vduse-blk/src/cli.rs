@@ -190,8 +190,8 @@ impl Cli {
         Settings {
             name: self.name.clone(),
             backend: self.backend.map(|backend| match backend {
-                BackendArg::File => config::BackendKind::File,
-                BackendArg::Nbd => config::BackendKind::Nbd,
+                BackendArg::File => config::DiskKind::File,
+                BackendArg::Nbd => config::DiskKind::Nbd,
             }),
             backing: self.backing.clone(),
             nbd_uri: self.nbd_uri.clone(),
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(
             cli.settings(),
             Settings {
-                backend: Some(config::BackendKind::Nbd),
+                backend: Some(config::DiskKind::Nbd),
                 nbd_uri: Some("nbd://h/e".into()),
                 nbd_timeout: Some(5),
                 nbd_connections: Some(2),

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
 
-pub use crate::backing::CacheMode;
-pub use crate::engine::IoEngine;
+pub use crate::disk::{CacheMode, IoEngine};
 
 mod resolve;
 
@@ -97,19 +96,19 @@ pub const MAX_NBD_TIMEOUT: u32 = 86_400;
 /// Where the disk's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BackendKind {
+pub enum DiskKind {
     /// A regular file or a block device on this host (`backing`).
     File,
     /// An export of an NBD server (`nbd-uri`).
     Nbd,
 }
 
-impl BackendKind {
+impl DiskKind {
     /// The word the configuration uses.
     pub fn name(self) -> &'static str {
         match self {
-            BackendKind::File => "file",
-            BackendKind::Nbd => "nbd",
+            DiskKind::File => "file",
+            DiskKind::Nbd => "nbd",
         }
     }
 }
@@ -122,7 +121,7 @@ pub struct Settings {
     /// Device name: the node becomes `/dev/vduse/NAME`.
     pub name: Option<String>,
     /// `file` or `nbd`.
-    pub backend: Option<BackendKind>,
+    pub backend: Option<DiskKind>,
     /// The file or block device holding the disk's data.
     pub backing: Option<PathBuf>,
     /// The NBD export holding the disk's data.
@@ -186,7 +185,7 @@ pub struct Config {
     /// Device name: the node becomes `/dev/vduse/NAME`.
     pub name: String,
     /// Where the data is.
-    pub backend: BackendKind,
+    pub backend: DiskKind,
     /// The file or block device holding the disk's data (backend `file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backing: Option<PathBuf>,
@@ -306,7 +305,7 @@ impl Config {
     /// The configuration as YAML, as `--print-config` shows it.
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
         let mut value = serde_yaml::to_value(self)?;
-        if self.backend == BackendKind::Nbd {
+        if self.backend == DiskKind::Nbd {
             // Keys of a local backing mean nothing for an export.
             if let Some(map) = value.as_mapping_mut() {
                 for key in ["create", "cache", "io-engine"] {
@@ -348,7 +347,7 @@ mod tests {
             config,
             Config {
                 name: "disk0".into(),
-                backend: BackendKind::File,
+                backend: DiskKind::File,
                 backing: Some("/var/lib/vduse/disk0.img".into()),
                 nbd_uri: None,
                 nbd_timeout: None,
@@ -464,7 +463,7 @@ mod tests {
     fn nbd_exports_have_their_own_keys() {
         const NBD: &str = "name: d\nnbd-uri: nbd+unix:///disk?socket=/run/nbd.sock\n";
         let config = resolve(NBD).unwrap();
-        assert_eq!(config.backend, BackendKind::Nbd, "inferred from nbd-uri");
+        assert_eq!(config.backend, DiskKind::Nbd, "inferred from nbd-uri");
         assert_eq!(config.backing, None);
         assert_eq!(config.nbd_timeout, Some(defaults::NBD_TIMEOUT));
         assert_eq!(config.nbd_connections, Some(1));
@@ -717,7 +716,7 @@ mod tests {
     fn keys_lists_every_key() {
         let full = Settings {
             name: Some("d".into()),
-            backend: Some(BackendKind::File),
+            backend: Some(DiskKind::File),
             backing: Some("/x".into()),
             nbd_uri: Some("nbd://h/e".into()),
             nbd_timeout: Some(1),

@@ -1,18 +1,27 @@
-//! `vduse-blk`: serve a regular file or a block device as a virtio-blk disk over VDUSE.
+//! `vduse-blk`: serve a regular file, a block device or an NBD export as a virtio-blk disk
+//! over VDUSE.
 //!
-//! - [`config`]: the YAML file, flag overrides, and the checked [`Config`].
-//! - [`cli`]: the command line ([`cli::command`] for man pages).
-//! - [`options`]: the [`Config`] turned into each layer's typed options.
-//! - [`backing`]: opening, sizing and doing I/O on the file or block device.
-//! - [`request`]: a descriptor chain parsed into a [`request::Request`].
-//! - [`backend`]: [`BlockBackend`], the `vduse::backend::Backend` the runtime serves.
-//! - [`engine`]: the concurrent engines (io_uring, thread pool) of each queue.
+//! The modules form layers, each using only those below it:
+//!
+//! 1. [`cli`], [`config`]: the command line, the YAML file and flag overrides, and the
+//!    checked [`Config`] (man pages come from [`cli::command`]).
+//! 2. This file and [`options`]: the [`Config`] turned into each layer's typed options,
+//!    the device built, `--check-config`, and the runtime.
+//! 3. [`backend`]: [`BlockBackend`], the virtio-blk device (the `vduse::backend::Backend`
+//!    the runtime serves) and its queue engine; it alone parses chains ([`request`]).
+//! 4. [`disk`]: [`Disk`], what stores the blocks, and its asynchronous interface
+//!    (operations on byte offsets, started with a token and reaped as `(token, result)`):
+//!    a [`FileDisk`] with the sync, threads or io_uring executor, or an NBD export.
+//! 5. [`nbd`]: the NBD client (URIs, protocol, connections, TLS).
+//! 6. [`guest`]: guest memory as the I/O moves it (buffers, owned data, iovecs).
+//!
+//! Storage code (`disk`, `nbd`) never imports `config`, `request` or `backend`.
 
 pub mod backend;
-pub mod backing;
 pub mod cli;
 pub mod config;
-pub mod engine;
+pub mod disk;
+pub mod guest;
 pub mod nbd;
 pub mod options;
 pub mod request;
@@ -22,8 +31,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 pub use crate::backend::{BlockBackend, BlockOptions};
-pub use crate::backing::{Backing, BackingError, BackingOptions};
 pub use crate::config::{Config, ConfigError};
+pub use crate::disk::Disk;
+pub use crate::disk::file::{FileDisk, FileDiskError, FileDiskOptions};
 
 /// Exit statuses (sysexits.h), shared with the other tools. Documented in `--help`.
 pub use vduse_kit::exit::Exit;
@@ -35,7 +45,7 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return Exit::Config;
         }
-        if let Some(err) = cause.downcast_ref::<BackingError>() {
+        if let Some(err) = cause.downcast_ref::<FileDiskError>() {
             return if err.is_io() {
                 Exit::IoError
             } else {
@@ -92,7 +102,7 @@ fn print(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-/// Checks `config` as `--check-config` does: the keys, then the backing (without creating
+/// Checks `config` as `--check-config` does: the keys, then the file disk (without creating
 /// or extending anything) or the NBD export (a handshake). Returns a one-line summary.
 pub fn check(config: &Config) -> anyhow::Result<String> {
     let mode = if config.read_only {
@@ -125,10 +135,10 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
             },
         ));
     }
-    let report = Backing::check(&BackingOptions::from(config))?;
+    let report = FileDisk::check(&FileDiskOptions::from(config))?;
     let kind = match report.kind {
-        backing::BackingKind::File => "file",
-        backing::BackingKind::BlockDevice => "block device",
+        disk::file::FileKind::File => "file",
+        disk::file::FileKind::BlockDevice => "block device",
     };
     let pending = report
         .pending
@@ -146,15 +156,15 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
     ))
 }
 
-/// Opens the backing, or connects to the NBD export, and builds the device `config`
+/// Opens the file disk, or connects to the NBD export, and builds the device `config`
 /// describes.
 pub fn prepare(config: &Config) -> anyhow::Result<BlockBackend> {
     if let Some(options) = config.nbd_options() {
         let disk = nbd::NbdDisk::connect(&options)?;
         return Ok(BlockBackend::new(disk, BlockOptions::from(config)));
     }
-    let backing = Backing::open(&BackingOptions::from(config))?;
-    Ok(BlockBackend::new(backing, BlockOptions::from(config)))
+    let file = FileDisk::open(&FileDiskOptions::from(config))?;
+    Ok(BlockBackend::new(file, BlockOptions::from(config)))
 }
 
 // ---------------------------------------------------------------------------------------

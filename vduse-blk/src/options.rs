@@ -1,14 +1,14 @@
 //! The checked [`Config`] turned into the typed options of each layer below it: the
-//! device's [`BlockOptions`], the file disk's [`BackingOptions`] and the NBD export's
+//! device's [`BlockOptions`], the file disk's [`FileDiskOptions`] and the NBD export's
 //! [`NbdOptions`]. This is the only place where configuration meets storage code: the
 //! modules below never import `config`.
 
 use crate::backend::BlockOptions;
-use crate::backing::BackingOptions;
 use crate::config::{Config, defaults};
+use crate::disk::file::FileDiskOptions;
 use crate::nbd::{self, NbdOptions};
 
-impl From<&Config> for BackingOptions {
+impl From<&Config> for FileDiskOptions {
     fn from(config: &Config) -> Self {
         Self {
             path: config.backing.clone().unwrap_or_default(),

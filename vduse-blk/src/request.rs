@@ -4,12 +4,15 @@
 //! device-readable part, data, and a status byte: the last device-writable byte. The driver
 //! may split any of these over descriptors as it likes, so the chain is first flattened into
 //! its readable and writable byte ranges, then cut at byte offsets. Parsing never touches
-//! the backing: it yields a [`Request`] that an I/O engine executes, so a different engine
-//! (io_uring) can take the same requests later.
+//! the disk: it yields a [`Request`] whose data is owned [`GuestData`] (the memory
+//! snapshot's `Arc` with the ranges), which the device backend ([`crate::backend`]) turns
+//! into a disk operation that may stay in flight after the chain is gone. Used by the
+//! backend only.
 
 use std::mem::{offset_of, size_of};
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use vduse::backend::Memory;
 use virtio_bindings::virtio_blk::{
@@ -18,7 +21,10 @@ use virtio_bindings::virtio_blk::{
     virtio_blk_discard_write_zeroes, virtio_blk_outhdr,
 };
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+pub use crate::guest::GuestBuffers;
+use crate::guest::{GuestData, GuestRange};
 
 /// Bytes in a sector, the unit of `sector` and of data lengths, whatever the block size.
 pub const SECTOR_SIZE: u64 = 512;
@@ -42,100 +48,6 @@ pub enum Status {
     Unsupp = virtio_bindings::virtio_blk::VIRTIO_BLK_S_UNSUPP as u8,
 }
 
-/// Guest memory one request reads or writes: slices in chain order.
-#[derive(Debug, Clone, Default)]
-pub struct GuestBuffers<'m> {
-    slices: Vec<VolatileSlice<'m>>,
-    len: usize,
-}
-
-impl<'m> GuestBuffers<'m> {
-    /// The memory of `ranges`, or `None` when some byte of them is not mapped.
-    fn from_ranges(memory: &'m Memory, ranges: &[GuestRange]) -> Option<Self> {
-        let mut buffers = GuestBuffers::default();
-        for range in ranges {
-            for slice in memory.get_slices(range.addr, range.len) {
-                let slice = slice.ok()?;
-                buffers.len = buffers.len.checked_add(slice.len())?;
-                buffers.slices.push(slice);
-            }
-        }
-        Some(buffers)
-    }
-
-    /// Total length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The slices, in order.
-    pub fn slices(&self) -> &[VolatileSlice<'m>] {
-        &self.slices
-    }
-
-    /// True when every slice starts at an address and has a length that are multiples of
-    /// `alignment` (what O_DIRECT needs of memory).
-    pub fn is_aligned(&self, alignment: usize) -> bool {
-        self.slices.iter().all(|slice| {
-            slice.len() % alignment == 0 && (slice.ptr_guard().as_ptr() as usize) % alignment == 0
-        })
-    }
-
-    /// Copies `bytes` into the buffers starting `position` bytes in; returns how many were
-    /// copied (fewer when the buffers end first).
-    pub fn write_at(&self, position: usize, bytes: &[u8]) -> usize {
-        let mut copied = 0;
-        self.for_each_piece(position, bytes.len(), |slice, at| {
-            slice.copy_from(&bytes[at..at + slice.len()]);
-            copied += slice.len();
-        });
-        copied
-    }
-
-    /// Copies from the buffers, starting `position` bytes in, into `bytes`; returns how
-    /// many were copied.
-    pub fn read_at(&self, position: usize, bytes: &mut [u8]) -> usize {
-        let mut copied = 0;
-        self.for_each_piece(position, bytes.len(), |slice, at| {
-            copied += slice.copy_to(&mut bytes[at..at + slice.len()]);
-        });
-        copied
-    }
-
-    /// Calls `f(piece, offset)` for the pieces of the slices covering `len` bytes from
-    /// `position`; `offset` counts from `position`.
-    fn for_each_piece(
-        &self,
-        position: usize,
-        len: usize,
-        mut f: impl FnMut(VolatileSlice<'m>, usize),
-    ) {
-        let mut skip = position;
-        let mut done = 0;
-        for slice in &self.slices {
-            if done == len {
-                break;
-            }
-            if skip >= slice.len() {
-                skip -= slice.len();
-                continue;
-            }
-            let take = (slice.len() - skip).min(len - done);
-            // In bounds: skip < slice.len() and take <= slice.len() - skip.
-            if let Ok(piece) = slice.subslice(skip, take) {
-                f(piece, done);
-            }
-            skip = 0;
-            done += take;
-        }
-    }
-}
-
 /// One range of a discard or write-zeroes request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -149,27 +61,27 @@ pub struct Segment {
 
 /// A request the device understood.
 #[derive(Debug)]
-pub enum Request<'m> {
+pub enum Request {
     /// `VIRTIO_BLK_T_IN`: read sectors into `buffers`.
     Read {
         /// First sector.
         sector: u64,
         /// Where the data goes; a multiple of 512 bytes long.
-        buffers: GuestBuffers<'m>,
+        data: GuestData,
     },
     /// `VIRTIO_BLK_T_OUT`: write `buffers` to sectors.
     Write {
         /// First sector.
         sector: u64,
         /// The data; a multiple of 512 bytes long.
-        buffers: GuestBuffers<'m>,
+        data: GuestData,
     },
     /// `VIRTIO_BLK_T_FLUSH`: make completed writes durable.
     Flush,
     /// `VIRTIO_BLK_T_GET_ID`: the serial number into `buffers`.
     GetId {
         /// Where the serial goes.
-        buffers: GuestBuffers<'m>,
+        data: GuestData,
     },
     /// `VIRTIO_BLK_T_DISCARD`.
     Discard {
@@ -211,18 +123,11 @@ pub enum Malformed {
 
 /// A parsed chain that has somewhere to put its status byte.
 #[derive(Debug)]
-pub struct Parsed<'m> {
+pub struct Parsed {
     /// Where the status byte goes.
     pub status_addr: GuestAddress,
     /// The request, or why it is malformed.
-    pub request: Result<Request<'m>, Malformed>,
-}
-
-/// A byte range of guest memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct GuestRange {
-    addr: GuestAddress,
-    len: usize,
+    pub request: Result<Request, Malformed>,
 }
 
 /// Removes the first `count` bytes of `ranges` and returns them.
@@ -267,11 +172,11 @@ pub struct ParseLimits {
 
 /// Parses `chain`. Returns `None` when the chain has no device-writable byte that can hold
 /// a status: such a request cannot be answered at all.
-pub fn parse<'m, M>(
-    memory: &'m Memory,
+pub fn parse<M>(
+    memory: &Arc<Memory>,
     chain: DescriptorChain<M>,
     limits: ParseLimits,
-) -> Option<Parsed<'m>>
+) -> Option<Parsed>
 where
     M: Deref<Target = Memory> + Clone,
 {
@@ -321,12 +226,12 @@ where
 }
 
 /// Parses the header and data once the status byte is set aside.
-fn parse_request<'m>(
-    memory: &'m Memory,
+fn parse_request(
+    memory: &Arc<Memory>,
     mut readable: Vec<GuestRange>,
     writable: Vec<GuestRange>,
     limits: ParseLimits,
-) -> Result<Request<'m>, Malformed> {
+) -> Result<Request, Malformed> {
     if total(&readable) < HEADER_SIZE {
         return Err(Malformed::ShortHeader);
     }
@@ -345,25 +250,25 @@ fn parse_request<'m>(
             if !out_data.is_empty() {
                 return Err(Malformed::UnexpectedData);
             }
-            let buffers = buffers(memory, &in_data)?;
-            if buffers.len() as u64 % SECTOR_SIZE != 0 {
+            let data = data(memory, in_data)?;
+            if data.len() as u64 % SECTOR_SIZE != 0 {
                 return Err(Malformed::PartialSector);
             }
-            Ok(Request::Read { sector, buffers })
+            Ok(Request::Read { sector, data })
         }
         VIRTIO_BLK_T_OUT => {
             if !in_data.is_empty() {
                 return Err(Malformed::UnexpectedData);
             }
-            let buffers = buffers(memory, &out_data)?;
-            if buffers.len() as u64 % SECTOR_SIZE != 0 {
+            let data = data(memory, out_data)?;
+            if data.len() as u64 % SECTOR_SIZE != 0 {
                 return Err(Malformed::PartialSector);
             }
-            Ok(Request::Write { sector, buffers })
+            Ok(Request::Write { sector, data })
         }
         VIRTIO_BLK_T_FLUSH => Ok(Request::Flush),
         VIRTIO_BLK_T_GET_ID => Ok(Request::GetId {
-            buffers: buffers(memory, &in_data)?,
+            data: data(memory, in_data)?,
         }),
         VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
             if !in_data.is_empty() {
@@ -428,6 +333,10 @@ fn le_u64(bytes: &[u8], offset: usize) -> u64 {
 
 fn buffers<'m>(memory: &'m Memory, ranges: &[GuestRange]) -> Result<GuestBuffers<'m>, Malformed> {
     GuestBuffers::from_ranges(memory, ranges).ok_or(Malformed::BadAddress)
+}
+
+fn data(memory: &Arc<Memory>, ranges: Vec<GuestRange>) -> Result<GuestData, Malformed> {
+    GuestData::new(memory, ranges).ok_or(Malformed::BadAddress)
 }
 
 /// Writes the status byte; false when it could not be written.

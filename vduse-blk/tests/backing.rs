@@ -4,12 +4,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use vduse_blk::backing::{BackingKind, BackingReport};
 use vduse_blk::config::CacheMode;
-use vduse_blk::{Backing, BackingError, BackingOptions};
+use vduse_blk::disk::file::{FileDiskReport, FileKind};
+use vduse_blk::{FileDisk, FileDiskError, FileDiskOptions};
 
-fn options(path: &Path) -> BackingOptions {
-    BackingOptions {
+fn options(path: &Path) -> FileDiskOptions {
+    FileDiskOptions {
         path: path.to_owned(),
         size: None,
         create: false,
@@ -25,8 +25,8 @@ fn file_of(dir: &tempfile::TempDir, len: usize) -> PathBuf {
     path
 }
 
-fn open_error(options: &BackingOptions) -> String {
-    let err = Backing::open(options).unwrap_err();
+fn open_error(options: &FileDiskOptions) -> String {
+    let err = FileDisk::open(options).unwrap_err();
     assert!(
         !err.is_io(),
         "a configuration problem, not an I/O error: {err}"
@@ -42,13 +42,13 @@ fn is_root() -> bool {
 fn a_file_serves_its_whole_length_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_of(&dir, 64 << 10);
-    let backing = Backing::open(&options(&path)).unwrap();
+    let backing = FileDisk::open(&options(&path)).unwrap();
     assert_eq!(backing.size(), 64 << 10);
-    assert_eq!(backing.kind(), BackingKind::File);
+    assert_eq!(backing.kind(), FileKind::File);
     assert!(!backing.is_read_only());
     assert_eq!(backing.direct_alignment(), None);
     // A smaller size serves the front of the file.
-    let backing = Backing::open(&BackingOptions {
+    let backing = FileDisk::open(&FileDiskOptions {
         size: Some(4096),
         ..options(&path)
     })
@@ -69,7 +69,7 @@ fn a_missing_file_names_the_path_and_the_fix() {
             path.display()
         )
     );
-    let message = Backing::check(&options(&path)).unwrap_err().to_string();
+    let message = FileDisk::check(&options(&path)).unwrap_err().to_string();
     assert!(message.contains("does not exist"), "{message}");
 }
 
@@ -77,34 +77,34 @@ fn a_missing_file_names_the_path_and_the_fix() {
 fn create_makes_a_sparse_private_file_of_the_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.img");
-    let create = BackingOptions {
+    let create = FileDiskOptions {
         size: Some(1 << 30),
         create: true,
         ..options(&path)
     };
     // Checking only says what would happen.
     assert_eq!(
-        Backing::check(&create).unwrap(),
-        BackingReport {
-            kind: BackingKind::File,
+        FileDisk::check(&create).unwrap(),
+        FileDiskReport {
+            kind: FileKind::File,
             size: 1 << 30,
             pending: Some("would be created"),
         }
     );
     assert!(!path.exists());
-    let backing = Backing::open(&create).unwrap();
+    let backing = FileDisk::open(&create).unwrap();
     assert_eq!(backing.size(), 1 << 30);
     let metadata = std::fs::metadata(&path).unwrap();
     assert_eq!(metadata.len(), 1 << 30);
     assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
     // In a directory that does not exist.
-    let nowhere = BackingOptions {
+    let nowhere = FileDiskOptions {
         path: dir.path().join("no/such/dir/disk.img"),
         ..create
     };
     for message in [
         open_error(&nowhere),
-        Backing::check(&nowhere).unwrap_err().to_string(),
+        FileDisk::check(&nowhere).unwrap_err().to_string(),
     ] {
         assert!(
             message.contains("its directory does not exist"),
@@ -117,7 +117,7 @@ fn create_makes_a_sparse_private_file_of_the_size() {
 fn a_file_smaller_than_the_size_is_extended_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_of(&dir, 4096);
-    let larger = BackingOptions {
+    let larger = FileDiskOptions {
         size: Some(1 << 20),
         ..options(&path)
     };
@@ -129,24 +129,24 @@ fn a_file_smaller_than_the_size_is_extended_only_when_asked() {
             path.display()
         )
     );
-    let extend = BackingOptions {
+    let extend = FileDiskOptions {
         create: true,
         ..larger
     };
     assert_eq!(
-        Backing::check(&extend).unwrap().pending,
+        FileDisk::check(&extend).unwrap().pending,
         Some("would be extended")
     );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
-    assert_eq!(Backing::open(&extend).unwrap().size(), 1 << 20);
+    assert_eq!(FileDisk::open(&extend).unwrap().size(), 1 << 20);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
     assert_eq!(std::fs::read(&path).unwrap()[..4096], [1u8; 4096]);
     // Never shrunk.
-    let smaller = BackingOptions {
+    let smaller = FileDiskOptions {
         size: Some(4096),
         ..extend
     };
-    assert_eq!(Backing::open(&smaller).unwrap().size(), 4096);
+    assert_eq!(FileDisk::open(&smaller).unwrap().size(), 4096);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
 }
 
@@ -162,7 +162,7 @@ fn sizes_that_are_not_whole_blocks_or_empty_are_refused() {
             path.display()
         )
     );
-    let message = open_error(&BackingOptions {
+    let message = open_error(&FileDiskOptions {
         logical_block_size: 4096,
         ..options(&path)
     });
@@ -236,11 +236,11 @@ fn permission_problems_suggest_read_only_body() {
             path.display()
         )
     );
-    let read_only = BackingOptions {
+    let read_only = FileDiskOptions {
         read_only: true,
         ..options(&path)
     };
-    let backing = Backing::open(&read_only).unwrap();
+    let backing = FileDisk::open(&read_only).unwrap();
     assert!(backing.is_read_only());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     assert_eq!(
@@ -256,13 +256,13 @@ fn permission_problems_suggest_read_only_body() {
 fn cache_none_opens_with_o_direct_and_needs_aligned_transfers() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_of(&dir, 64 << 10);
-    match Backing::open(&BackingOptions {
+    match FileDisk::open(&FileDiskOptions {
         cache: CacheMode::None,
         logical_block_size: 4096,
         ..options(&path)
     }) {
         Ok(backing) => assert_eq!(backing.direct_alignment(), Some(4096)),
-        Err(BackingError::DirectIoUnsupported { .. }) => {
+        Err(FileDiskError::DirectIoUnsupported { .. }) => {
             eprintln!("skipped: no O_DIRECT in the temporary directory")
         }
         Err(err) => panic!("{err}"),
@@ -272,7 +272,7 @@ fn cache_none_opens_with_o_direct_and_needs_aligned_transfers() {
 #[test]
 fn block_device_sizes_are_checked_against_the_device() {
     // Without a block device to open, check the rule through the error's message.
-    let err = BackingError::LargerThanDevice {
+    let err = FileDiskError::LargerThanDevice {
         path: "/dev/sdz".into(),
         size: 2 << 30,
         available: 1 << 30,

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use vduse_blk::config::{CacheMode, ConfigFile, Settings};
-use vduse_blk::{Backing, BackingOptions, Config};
+use vduse_blk::{Config, FileDisk, FileDiskOptions};
 
-fn options(path: &Path, size: u64) -> BackingOptions {
-    BackingOptions {
+fn options(path: &Path, size: u64) -> FileDiskOptions {
+    FileDiskOptions {
         path: path.to_owned(),
         size: Some(size),
         create: true,
@@ -22,7 +22,7 @@ fn a_size_no_file_can_have_is_an_error_naming_the_backing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.img");
     for size in [1u64 << 62, u64::MAX - 511] {
-        let error = Backing::open(&options(&path, size)).unwrap_err();
+        let error = FileDisk::open(&options(&path, size)).unwrap_err();
         let message = error.to_string();
         // The file system refuses to extend the file: an I/O error (exit 74).
         assert!(error.is_io(), "{message}");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use vduse_blk::config::{Attach, BackendKind, ByteSize, CacheMode, ConfigFile, Settings};
+use vduse_blk::config::{Attach, ByteSize, CacheMode, ConfigFile, DiskKind, Settings};
 use vduse_blk::nbd::{Endpoint, NbdUri};
 use vduse_blk::{Config, Exit, exit_for};
 
@@ -89,7 +89,7 @@ fn the_nbd_example_configuration_is_valid_and_realistic() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(NBD_EXAMPLE);
     let config = Config::load(Some(&path), &Settings::default()).unwrap();
     assert_eq!(config.name, "disk1");
-    assert_eq!(config.backend, BackendKind::Nbd, "inferred from nbd-uri");
+    assert_eq!(config.backend, DiskKind::Nbd, "inferred from nbd-uri");
     assert_eq!(config.backing, None);
     assert_eq!(config.nbd_uri.as_deref(), Some(NBD_EXAMPLE_URI));
     assert_eq!(config.nbd_timeout, Some(60));
@@ -155,7 +155,7 @@ fn the_nbd_example_configuration_is_valid_and_realistic() {
         ),
         (
             Settings {
-                backend: Some(BackendKind::Nbd),
+                backend: Some(DiskKind::Nbd),
                 backing: Some("/x".into()),
                 ..Settings::default()
             },
@@ -335,13 +335,13 @@ fn exit_statuses_follow_sysexits() {
 fn errors_map_to_exit_statuses() {
     let config_error = anyhow::Error::new(Config::resolve(None, &Settings::default()).unwrap_err());
     assert_eq!(exit_for(&config_error), Exit::Config);
-    let io = anyhow::Error::new(vduse_blk::BackingError::Io {
+    let io = anyhow::Error::new(vduse_blk::FileDiskError::Io {
         op: "reading",
         path: "/x".into(),
         error: std::io::Error::from_raw_os_error(5),
     });
     assert_eq!(exit_for(&io), Exit::IoError);
-    let missing = anyhow::Error::new(vduse_blk::BackingError::NotFound { path: "/x".into() });
+    let missing = anyhow::Error::new(vduse_blk::FileDiskError::NotFound { path: "/x".into() });
     assert_eq!(exit_for(&missing), Exit::Config);
     for (error, exit) in [
         (

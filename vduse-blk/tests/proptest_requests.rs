@@ -20,7 +20,7 @@ use chain_props::{Desc, Edge, Location, QUEUE_SIZE, Shape, desc, edge, shape, wi
 use proptest::prelude::*;
 use vduse::backend::{Backend, Memory};
 use vduse_blk::config::{CacheMode, IoEngine};
-use vduse_blk::{Backing, BackingOptions, BlockBackend, BlockOptions};
+use vduse_blk::{BlockBackend, BlockOptions, FileDisk, FileDiskOptions};
 use virtio_bindings::virtio_blk::*;
 use virtio_queue::QueueT;
 use virtio_queue::desc::split::Descriptor;
@@ -59,7 +59,7 @@ impl Disk {
         let path = dir.path().join("disk.img");
         let bytes: Vec<u8> = (0..DISK_SIZE).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, bytes).unwrap();
-        let backing = Backing::open(&BackingOptions {
+        let backing = FileDisk::open(&FileDiskOptions {
             path: path.clone(),
             size: None,
             create: false,

@@ -21,11 +21,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use vduse::backend::{Backend, Memory, QueueEngine, Used};
-use vduse_blk::backend::Store;
 use vduse_blk::config::{CacheMode, IoEngine};
 use vduse_blk::nbd::tls::TlsOptions;
 use vduse_blk::nbd::{NbdDisk, NbdOptions, NbdUri};
-use vduse_blk::{Backing, BackingOptions, BlockBackend, BlockOptions};
+use vduse_blk::{BlockBackend, BlockOptions, FileDisk, FileDiskOptions};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{RawDescriptor, split::Descriptor};
@@ -177,7 +176,7 @@ impl Disk {
         let bytes: Vec<u8> = (0..setup.size).map(pattern).collect();
         std::fs::write(&path, bytes).unwrap();
         let mut nbd_server = None;
-        let store: Store = if over_nbd() {
+        let store: vduse_blk::Disk = if over_nbd() {
             let credentials = over_tls().then(|| tls_certs::make(dir.path()));
             let server = NbdServer::start(&path, dir.path().join("nbd.sock"), credentials.as_ref());
             let scheme = if over_tls() { "nbds+unix" } else { "nbd+unix" };
@@ -198,7 +197,7 @@ impl Disk {
             .unwrap()
             .into()
         } else {
-            Backing::open(&BackingOptions {
+            FileDisk::open(&FileDiskOptions {
                 path: path.clone(),
                 size: None,
                 create: false,
@@ -1120,7 +1119,7 @@ fn every_engine_passes_the_suite() {
     }
     for name in ["threads", "io-uring", "nbd", "nbd-tls"] {
         if name == "io-uring" {
-            if let Err(error) = vduse_blk::engine::io_uring_available() {
+            if let Err(error) = vduse_blk::disk::io_uring_available() {
                 eprintln!("io_uring unavailable here ({error}): io-uring runs as threads");
             }
         }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::{
-    BLOCK_SIZE_RANGE, BackendKind, ByteSize, CacheMode, Config, ConfigError, ConfigFile, IoEngine,
+    BLOCK_SIZE_RANGE, ByteSize, CacheMode, Config, ConfigError, ConfigFile, DiskKind, IoEngine,
     MAX_NBD_TIMEOUT, MAX_NUM_QUEUES, MAX_PHYSICAL_BLOCK_SIZE, MAX_SERIAL_LEN, QUEUE_SIZE_RANGE,
     Settings, defaults,
 };
@@ -21,8 +21,8 @@ impl Config {
         let name = layers.name(|s| &s.name)?;
         let backend = backend(&layers);
         match backend {
-            BackendKind::File => check_file_backend(&layers)?,
-            BackendKind::Nbd => check_nbd_backend(&layers)?,
+            DiskKind::File => check_file_backend(&layers)?,
+            DiskKind::Nbd => check_nbd_backend(&layers)?,
         }
         let logical_block_size = logical_block_size(&layers)?;
         let physical_block_size = physical_block_size(&layers, logical_block_size)?;
@@ -42,7 +42,7 @@ impl Config {
         let inflight_log =
             layers.inflight_log(|s| &s.inflight_log, defaults::inflight_log(&name))?;
 
-        let nbd = backend == BackendKind::Nbd;
+        let nbd = backend == DiskKind::Nbd;
         let nbd_timeout = layers.pick(|s| &s.nbd_timeout).0;
         let nbd_connections = layers.pick(|s| &s.nbd_connections).0;
         Ok(Config {
@@ -87,14 +87,14 @@ impl Config {
 
 /// Where the data is: `backend`, or, when it is not given, `nbd` if an export is named and
 /// no backing, `file` otherwise (naming an export is enough to say where the data is).
-fn backend(layers: &Layers) -> BackendKind {
+fn backend(layers: &Layers) -> DiskKind {
     let (backend, _) = layers.pick(|s| &s.backend);
     let (nbd_uri, _) = layers.pick(|s| &s.nbd_uri);
     let (backing, _) = layers.pick(|s| &s.backing);
     backend.unwrap_or(if nbd_uri.is_some() && backing.is_none() {
-        BackendKind::Nbd
+        DiskKind::Nbd
     } else {
-        BackendKind::File
+        DiskKind::File
     })
 }
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, ExportInfo, HandshakeError, chunk, command};
 use super::tls::Tls;
 use super::uri::{Endpoint, NbdUri};
-use crate::engine::{IoVecs, advance};
+use crate::guest::{IoVecs, advance};
 
 /// How often the supervisor looks at the clock while connected.
 const TICK: Duration = Duration::from_millis(250);
@@ -470,7 +470,7 @@ fn command_name(command: u16) -> &'static str {
 /// Writes all of `iovecs` (MSG_NOSIGNAL: a closed peer is an error, not a signal).
 fn send_all(stream: &Stream, mut iovecs: Vec<libc::iovec>) -> io::Result<()> {
     while !iovecs.is_empty() {
-        let count = iovecs.len().min(crate::backing::IOV_MAX);
+        let count = iovecs.len().min(crate::guest::IOV_MAX);
         // SAFETY: an all-zero msghdr is valid; the iovec fields are set below.
         let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
         message.msg_iov = iovecs.as_mut_ptr();
@@ -592,7 +592,7 @@ impl Inbound {
         self.start += copied;
         advance(&mut target, copied);
         while !target.is_empty() {
-            let count = target.len().min(crate::backing::IOV_MAX) as libc::c_int;
+            let count = target.len().min(crate::guest::IOV_MAX) as libc::c_int;
             // SAFETY: as above: every iovec is guest memory kept mapped by the request, and
             // no longer than what is left of it.
             let read = unsafe { libc::readv(self.stream.as_raw_fd(), target.as_ptr(), count) };

@@ -1,11 +1,14 @@
-//! The io_uring engine: a queue's reads, writes and flushes in flight at once.
+//! [`UringQueue`]: the `io-uring` executor of a file disk: a queue's reads, writes and
+//! flushes in flight at once.
 //!
-//! The queue's worker thread does everything: [`UringEngine::start`] parses a chain and
-//! queues an SQE (`READV`/`WRITEV` straight on guest memory, or `FSYNC` with
-//! `DATASYNC`), [`UringEngine::submit`] submits the batch in one `io_uring_enter`, and when
-//! the eventfd registered with the ring fires, [`UringEngine::reap`] turns the CQEs into
-//! status bytes and used elements. Each in-flight request has a slot, indexed by the SQE's
-//! `user_data`, that owns its iovecs and the memory snapshot they point into.
+//! The queue's worker thread does everything: [`UringQueue::start`] queues an SQE
+//! (`READV`/`WRITEV` straight on guest memory, or `FSYNC` with `DATASYNC`),
+//! [`UringQueue::submit`] submits the batch in one `io_uring_enter`, and when the eventfd
+//! registered with the ring fires, [`UringQueue::reap`] turns the CQEs into finished
+//! operations. Each operation in flight has a slot, indexed by the SQE's `user_data`, that
+//! owns its iovecs and the guest memory they point into. Operations io_uring does not help
+//! with (discard, write zeroes, and with `cache: none` guest buffers that need an aligned
+//! bounce buffer) are carried out synchronously on the worker.
 //!
 //! FLUSH: virtio-blk promises that a flush makes durable the writes that *completed*
 //! before the driver submitted it. A write completes for the driver only after its CQE
@@ -18,13 +21,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use io_uring::{IoUring, opcode, types};
-use vduse::backend::{Chain, Memory, QueueEngine, Used};
-use vm_memory::GuestAddress;
 
-use super::{IoVecs, Notifier};
-use crate::backend::{BlockBackend, Completion, LIMITS, answer};
-use crate::backing::IOV_MAX;
-use crate::request::{self, Request, Status};
+use super::{DiskQueue, FileDisk, Finished, Notifier, Operation, Token};
+use crate::guest::{GuestData, IOV_MAX, IoVecs};
 
 /// Largest read or write on a file in memory (tmpfs) done inline on the queue's thread.
 /// io_uring cannot try such a file without blocking (tmpfs has no `RWF_NOWAIT`), so it
@@ -33,6 +32,7 @@ use crate::request::{self, Request, Status};
 /// proceed in parallel.
 const INLINE_MEMORY_COPY: usize = 64 * 1024;
 
+/// What a slot's SQE does.
 enum Op {
     Read {
         offset: u64,
@@ -47,20 +47,17 @@ enum Op {
     Flush,
 }
 
-/// One request in flight.
+/// One operation in flight.
 struct Slot {
-    head: u16,
-    /// Keeps the buffers mapped until the CQE is reaped (see `push`).
-    memory: Arc<Memory>,
-    status_addr: GuestAddress,
-    /// Data bytes the request writes into the chain when it succeeds.
-    written: u32,
+    token: Token,
+    /// Keeps the buffers mapped until the CQE is reaped (see `push`); `None` for a flush.
+    _data: Option<GuestData>,
     op: Op,
 }
 
-/// A queue's io_uring.
-pub struct UringEngine {
-    backend: Arc<BlockBackend>,
+/// A queue's io_uring over a file disk.
+pub struct UringQueue {
+    disk: Arc<FileDisk>,
     ring: IoUring,
     notifier: Notifier,
     slots: Vec<Option<Slot>>,
@@ -69,17 +66,17 @@ pub struct UringEngine {
     unsubmitted: usize,
 }
 
-impl std::fmt::Debug for UringEngine {
+impl std::fmt::Debug for UringQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringEngine")
+        f.debug_struct("UringQueue")
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }
 
-impl UringEngine {
+impl UringQueue {
     /// A ring for a queue of `size` entries.
-    pub fn new(backend: Arc<BlockBackend>, size: u16) -> std::io::Result<Self> {
+    pub fn new(disk: Arc<FileDisk>, size: u16) -> std::io::Result<Self> {
         let entries = u32::from(size.max(1)).next_power_of_two();
         let ring = IoUring::new(entries)?;
         let notifier = Notifier::new()?;
@@ -87,7 +84,7 @@ impl UringEngine {
             .register_eventfd(notifier.as_fd().as_raw_fd())?;
         let slots = usize::from(size.max(1));
         Ok(Self {
-            backend,
+            disk,
             ring,
             notifier,
             slots: (0..slots).map(|_| None).collect(),
@@ -97,53 +94,42 @@ impl UringEngine {
         })
     }
 
-    /// The operation a request becomes, or `None` when it is served synchronously.
-    fn operation(&self, request: &Request<'_>) -> Option<(Op, u32)> {
-        let backing = self.backend.backing()?;
-        let (sector, buffers, write) = match request {
-            Request::Flush => return Some((Op::Flush, 0)),
-            Request::Read { sector, buffers } => (*sector, buffers, false),
-            Request::Write { sector, buffers } => (*sector, buffers, true),
-            _ => return None,
+    /// The SQE `operation` becomes, or `None` when it is better carried out at once.
+    fn op(&self, operation: &Operation) -> Option<Op> {
+        let (offset, data, write) = match operation {
+            Operation::Flush => return Some(Op::Flush),
+            Operation::Read { offset, data } => (*offset, data, false),
+            Operation::Write { offset, data } => (*offset, data, true),
+            Operation::Discard { .. } | Operation::WriteZeroes { .. } => return None,
         };
-        if (write && backing.is_read_only())
-            || (backing.is_memory_backed() && buffers.len() <= INLINE_MEMORY_COPY)
+        let buffers = data.buffers();
+        if (self.disk.is_memory_backed() && buffers.len() <= INLINE_MEMORY_COPY)
             || buffers.is_empty()
             || buffers.slices().len() > IOV_MAX
-            || backing.needs_bounce(buffers)
+            || self.disk.needs_bounce(&buffers)
         {
             return None;
         }
-        let offset = self.backend.checked_range(sector, buffers.len() as u64)?;
-        let iovecs = IoVecs::of(buffers);
+        let iovecs = IoVecs::of(&buffers);
         let left = buffers.len();
         Some(if write {
-            (
-                Op::Write {
-                    offset,
-                    left,
-                    iovecs,
-                },
-                0,
-            )
+            Op::Write {
+                offset,
+                left,
+                iovecs,
+            }
         } else {
-            (
-                Op::Read {
-                    offset,
-                    left,
-                    iovecs,
-                },
-                u32::try_from(left).unwrap_or(u32::MAX),
-            )
+            Op::Read {
+                offset,
+                left,
+                iovecs,
+            }
         })
     }
 
     /// Queues the SQE of slot `index`.
     fn push(&mut self, index: usize) {
-        let Some(backing) = self.backend.backing() else {
-            return;
-        };
-        let fd = types::Fd(backing.file().as_raw_fd());
+        let fd = types::Fd(self.disk.file().as_raw_fd());
         let Some(slot) = &self.slots[index] else {
             return;
         };
@@ -165,11 +151,12 @@ impl UringEngine {
         .user_data(index as u64);
         loop {
             // SAFETY: the SQE points at the slot's iovecs (a heap buffer that stays put
-            // while the slot lives) and through them into guest memory of the slot's
-            // `memory` snapshot. The slot, and with it that `Arc`, is only dropped once
-            // the CQE for `index` is reaped (or, in `Drop`, after every CQE came back), so
-            // a remap or reset of the IOTLB cannot unmap the buffers under the I/O; the
-            // file descriptor belongs to the backing, which the engine's `Arc` keeps open.
+            // while the slot lives) and through them into guest memory of the memory
+            // snapshot the slot's `GuestData` holds. The slot, and with it that `Arc`, is
+            // only dropped once the CQE for `index` is reaped (or, in `Drop`, after every
+            // CQE came back), so a remap or reset of the IOTLB cannot unmap the buffers
+            // under the I/O; the file descriptor belongs to the disk, which the queue's
+            // `Arc` keeps open.
             let pushed = unsafe { self.ring.submission().push(&entry) };
             match pushed {
                 Ok(()) => break,
@@ -185,8 +172,8 @@ impl UringEngine {
         self.unsubmitted += 1;
     }
 
-    /// Handles one CQE; returns the used element when the request is finished.
-    fn complete(&mut self, index: usize, result: i32) -> Option<Used> {
+    /// Handles one CQE; returns the finished operation when it is done.
+    fn complete(&mut self, index: usize, result: i32) -> Option<Finished> {
         let slot = self.slots.get_mut(index)?.as_mut()?;
         let outcome = match &mut slot.op {
             Op::Read {
@@ -224,62 +211,28 @@ impl UringEngine {
         let slot = self.slots[index].take()?;
         self.free.push(index);
         self.in_flight -= 1;
-        let completion = match outcome {
-            Ok(()) => Completion {
-                status: Status::Ok,
-                written: slot.written,
-            },
-            Err(error) => {
-                let what = match slot.op {
-                    Op::Read { .. } => "read",
-                    Op::Write { .. } => "write",
-                    Op::Flush => "flush",
-                };
-                self.backend.io_failed(what, error)
-            }
-        };
-        Some(Used {
-            head: slot.head,
-            len: answer(&slot.memory, slot.status_addr, completion),
-        })
+        Some((slot.token, outcome))
     }
 }
 
-impl QueueEngine for UringEngine {
-    fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
-        let head = chain.head_index();
-        let Some(parsed) = request::parse(&memory, chain, LIMITS) else {
-            return Some(0);
-        };
-        let request = match parsed.request {
-            Ok(request) => request,
-            Err(_malformed) => {
-                return Some(answer(
-                    &memory,
-                    parsed.status_addr,
-                    Completion::status(Status::IoErr),
-                ));
-            }
-        };
-        let index = match (self.operation(&request), self.free.pop()) {
-            (Some((op, written)), Some(index)) => {
-                let status_addr = parsed.status_addr;
-                drop(request);
-                self.slots[index] = Some(Slot {
-                    head,
-                    memory,
-                    status_addr,
-                    written,
-                    op,
-                });
-                index
-            }
+impl DiskQueue for UringQueue {
+    fn start(&mut self, token: Token, operation: Operation) -> Option<std::io::Result<()>> {
+        let (op, index) = match (self.op(&operation), self.free.pop()) {
+            (Some(op), Some(index)) => (op, index),
             (_, free) => {
                 self.free.extend(free);
-                let completion = self.backend.execute(request);
-                return Some(answer(&memory, parsed.status_addr, completion));
+                return Some(self.disk.execute(&operation));
             }
         };
+        let data = match operation {
+            Operation::Read { data, .. } | Operation::Write { data, .. } => Some(data),
+            _ => None,
+        };
+        self.slots[index] = Some(Slot {
+            token,
+            _data: data,
+            op,
+        });
         self.in_flight += 1;
         self.push(index);
         None
@@ -303,11 +256,11 @@ impl QueueEngine for UringEngine {
         self.unsubmitted = 0;
     }
 
-    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.notifier.as_fd())
+    fn completion_fd(&self) -> BorrowedFd<'_> {
+        self.notifier.as_fd()
     }
 
-    fn reap(&mut self, done: &mut Vec<Used>) {
+    fn reap(&mut self, done: &mut Vec<Finished>) {
         self.notifier.drain();
         let finished: Vec<(u64, i32)> = self
             .ring
@@ -315,8 +268,8 @@ impl QueueEngine for UringEngine {
             .map(|cqe| (cqe.user_data(), cqe.result()))
             .collect();
         for (index, result) in finished {
-            if let Some(used) = self.complete(index as usize, result) {
-                done.push(used);
+            if let Some(finished) = self.complete(index as usize, result) {
+                done.push(finished);
             }
         }
     }
@@ -326,7 +279,7 @@ impl QueueEngine for UringEngine {
     }
 }
 
-impl Drop for UringEngine {
+impl Drop for UringQueue {
     fn drop(&mut self) {
         // The worker drops the engine with nothing in flight; should it not (an error
         // path), wait for the kernel to be done with every buffer before the memory goes.

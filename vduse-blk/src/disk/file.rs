@@ -1,6 +1,8 @@
-//! The backing: a regular file or a block device that holds the disk's data, opened and
-//! sized as the configuration says, with synchronous positional I/O straight into and out
-//! of guest memory.
+//! [`FileDisk`]: a regular file or a block device on this host that holds the disk's data
+//! (the configuration's `backing`), opened and sized as its [`FileDiskOptions`] say, with
+//! synchronous positional I/O straight into and out of guest memory. This is the `sync`
+//! executor; the thread pool ([`super::threads`]) and io_uring ([`super::uring`]) build on
+//! it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,7 +17,8 @@ use rustix::ioctl::{Getter, Opcode, Setter, ioctl};
 use serde::{Deserialize, Serialize};
 use vduse_kit::config::ByteSize;
 
-use crate::request::GuestBuffers;
+use super::{Extent, Operation};
+use crate::guest::{GuestBuffers, IOV_MAX};
 
 /// `BLKGETSIZE64`: `_IOR(0x12, 114, size_t)`, the size of a block device in bytes.
 const BLKGETSIZE64: Opcode = rustix::ioctl::opcode::read::<usize>(0x12, 114);
@@ -26,21 +29,18 @@ const BLKDISCARD: Opcode = rustix::ioctl::opcode::none(0x12, 119);
 /// never becomes a huge allocation.
 const CHUNK_SIZE: usize = 1 << 20;
 
-/// How many iovecs one `preadv`/`pwritev` takes (`IOV_MAX` on Linux).
-pub(crate) const IOV_MAX: usize = 1024;
-
-/// What the backing is.
+/// What the file disk is opened on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackingKind {
+pub enum FileKind {
     /// A regular file.
     File,
     /// A block device.
     BlockDevice,
 }
 
-/// How to open the backing: the configuration's part of it.
+/// How to open a file disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackingOptions {
+pub struct FileDiskOptions {
     /// The file or block device.
     pub path: PathBuf,
     /// Size the disk should have; `None` means the backing's size.
@@ -76,10 +76,10 @@ impl CacheMode {
     }
 }
 
-/// Why the backing cannot be used. Every variant but [`BackingError::Io`] is a
+/// Why the backing cannot be used. Every variant but [`FileDiskError::Io`] is a
 /// configuration problem and says how to fix it.
 #[derive(Debug, thiserror::Error)]
-pub enum BackingError {
+pub enum FileDiskError {
     /// The path does not exist.
     #[error(
         "the backing file {} does not exist: create it (for example `truncate -s 1G {}`), \
@@ -232,18 +232,18 @@ pub enum BackingError {
     },
 }
 
-impl BackingError {
+impl FileDiskError {
     /// True for failures of the backing's I/O, as opposed to configuration problems.
     pub fn is_io(&self) -> bool {
-        matches!(self, BackingError::Io { .. })
+        matches!(self, FileDiskError::Io { .. })
     }
 }
 
 /// What checking the backing found, for `--check-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackingReport {
+pub struct FileDiskReport {
     /// File or block device (a file that does not exist yet counts as a file).
-    pub kind: BackingKind,
+    pub kind: FileKind,
     /// The size the disk will have.
     pub size: u64,
     /// What serving would do to the backing first, if anything.
@@ -254,12 +254,12 @@ pub struct BackingReport {
 const TMPFS_MAGIC: u64 = 0x0102_1994;
 const RAMFS_MAGIC: u64 = 0x8584_58f6;
 
-/// An open backing.
+/// A disk whose data is in a regular file or a block device on this host.
 #[derive(Debug)]
-pub struct Backing {
+pub struct FileDisk {
     file: File,
     path: PathBuf,
-    kind: BackingKind,
+    kind: FileKind,
     size: u64,
     read_only: bool,
     /// With O_DIRECT, the alignment of every offset, length and memory buffer.
@@ -271,14 +271,14 @@ pub struct Backing {
     memory_backed: bool,
 }
 
-impl Backing {
+impl FileDisk {
     /// Opens the backing as `options` say, creating or extending a file when asked.
-    pub fn open(options: &BackingOptions) -> Result<Backing, BackingError> {
+    pub fn open(options: &FileDiskOptions) -> Result<FileDisk, FileDiskError> {
         Self::open_with(options, true)
     }
 
-    /// Checks what [`Backing::open`] would do, without creating or extending anything.
-    pub fn check(options: &BackingOptions) -> Result<BackingReport, BackingError> {
+    /// Checks what [`FileDisk::open`] would do, without creating or extending anything.
+    pub fn check(options: &FileDiskOptions) -> Result<FileDiskReport, FileDiskError> {
         let path = &options.path;
         let missing =
             matches!(std::fs::metadata(path), Err(err) if err.kind() == io::ErrorKind::NotFound);
@@ -288,10 +288,10 @@ impl Backing {
                 .filter(|parent| !parent.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             if !parent.is_dir() {
-                return Err(BackingError::NoDirectory { path: path.clone() });
+                return Err(FileDiskError::NoDirectory { path: path.clone() });
             }
-            return Ok(BackingReport {
-                kind: BackingKind::File,
+            return Ok(FileDiskReport {
+                kind: FileKind::File,
                 size: options.size.unwrap_or(0),
                 pending: Some("would be created"),
             });
@@ -300,14 +300,14 @@ impl Backing {
         let current_len = backing
             .file
             .metadata()
-            .map_err(|error| BackingError::Io {
+            .map_err(|error| FileDiskError::Io {
                 op: "reading the size of",
                 path: path.clone(),
                 error,
             })?
             .len();
-        let grows = backing.kind == BackingKind::File && backing.size > current_len;
-        Ok(BackingReport {
+        let grows = backing.kind == FileKind::File && backing.size > current_len;
+        Ok(FileDiskReport {
             kind: backing.kind,
             size: backing.size,
             pending: grows.then_some("would be extended"),
@@ -315,7 +315,7 @@ impl Backing {
     }
 
     /// Opens the backing; creates or extends a file only when `modify`.
-    fn open_with(options: &BackingOptions, modify: bool) -> Result<Backing, BackingError> {
+    fn open_with(options: &FileDiskOptions, modify: bool) -> Result<FileDisk, FileDiskError> {
         let path = &options.path;
         let metadata = match std::fs::metadata(path) {
             Ok(metadata) => Some(metadata),
@@ -329,7 +329,7 @@ impl Backing {
             .as_ref()
             .is_some_and(|m| m.file_type().is_block_device());
         if metadata.is_none() && !(options.create && modify) {
-            return Err(BackingError::NotFound { path: path.clone() });
+            return Err(FileDiskError::NotFound { path: path.clone() });
         }
 
         let mut open_options = OpenOptions::new();
@@ -346,7 +346,7 @@ impl Backing {
             .map_err(|err| open_error(path, options, err))?;
         let io_error = |op: &'static str| {
             let path = path.clone();
-            move |error: io::Error| BackingError::Io { op, path, error }
+            move |error: io::Error| FileDiskError::Io { op, path, error }
         };
 
         let (kind, available, device_block_sizes) = if is_block_device {
@@ -355,17 +355,17 @@ impl Backing {
                 .map_err(|errno| io_error("querying the block sizes of")(errno.into()))?;
             let physical = rustix::fs::ioctl_blkpbszget(&file)
                 .map_err(|errno| io_error("querying the block sizes of")(errno.into()))?;
-            (BackingKind::BlockDevice, size, Some((logical, physical)))
+            (FileKind::BlockDevice, size, Some((logical, physical)))
         } else {
             let size = file
                 .metadata()
                 .map_err(io_error("reading the size of"))?
                 .len();
-            (BackingKind::File, size, None)
+            (FileKind::File, size, None)
         };
 
         let size = resolve_size(path, options, kind, available)?;
-        if modify && kind == BackingKind::File && size > available {
+        if modify && kind == FileKind::File && size > available {
             // resolve_size allows this only with `create`.
             file.set_len(size).map_err(io_error("extending"))?;
         }
@@ -374,7 +374,7 @@ impl Backing {
         let direct_alignment = if options.cache == CacheMode::None {
             if let Some((device_lbs, _)) = device_block_sizes {
                 if device_lbs > lbs {
-                    return Err(BackingError::BlockSizeBelowDevice {
+                    return Err(FileDiskError::BlockSizeBelowDevice {
                         path: path.clone(),
                         logical_block_size: lbs,
                         device_block_size: device_lbs,
@@ -387,7 +387,7 @@ impl Backing {
             None
         };
 
-        let memory_backed = kind == BackingKind::File
+        let memory_backed = kind == FileKind::File
             && direct_alignment.is_none()
             && rustix::fs::fstatfs(&file).is_ok_and(|fs| {
                 // The type is a signed or unsigned integer depending on the libc.
@@ -395,7 +395,7 @@ impl Backing {
                 let magic = fs.f_type as u64;
                 matches!(magic, TMPFS_MAGIC | RAMFS_MAGIC)
             });
-        Ok(Backing {
+        Ok(FileDisk {
             file,
             path: path.clone(),
             kind,
@@ -413,7 +413,7 @@ impl Backing {
     }
 
     /// File or block device.
-    pub fn kind(&self) -> BackingKind {
+    pub fn kind(&self) -> FileKind {
         self.kind
     }
 
@@ -487,13 +487,13 @@ impl Backing {
     /// not an error (discard is a hint).
     pub fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         let result = match self.kind {
-            BackingKind::File => rustix::fs::fallocate(
+            FileKind::File => rustix::fs::fallocate(
                 &self.file,
                 FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
                 offset,
                 len,
             ),
-            BackingKind::BlockDevice => {
+            FileKind::BlockDevice => {
                 // SAFETY: BLKDISCARD reads a `u64[2]` (offset, length) from the pointer the
                 // Setter passes; the array lives for the call.
                 unsafe {
@@ -543,6 +543,22 @@ impl Backing {
             done += piece.len() as u64;
         }
         Ok(())
+    }
+
+    /// Carries out `operation` and waits for it (a discard or write zeroes range by range,
+    /// stopping at the first failure).
+    pub fn execute(&self, operation: &Operation) -> io::Result<()> {
+        match operation {
+            Operation::Read { offset, data } => self.read_into(*offset, &data.buffers()),
+            Operation::Write { offset, data } => self.write_from(*offset, &data.buffers()),
+            Operation::Flush => self.flush(),
+            Operation::Discard { extents } => extents
+                .iter()
+                .try_for_each(|extent: &Extent| self.discard(extent.offset, extent.len)),
+            Operation::WriteZeroes { extents } => extents.iter().try_for_each(|extent| {
+                self.write_zeroes(extent.offset, extent.len, extent.may_unmap)
+            }),
+        }
     }
 
     /// The open file or block device.
@@ -689,7 +705,7 @@ fn block_device_size(file: &File) -> io::Result<u64> {
 }
 
 /// Rejects what cannot back a disk, before opening it (opening a FIFO would block).
-fn check_file_type(path: &Path, metadata: &std::fs::Metadata) -> Result<(), BackingError> {
+fn check_file_type(path: &Path, metadata: &std::fs::Metadata) -> Result<(), FileDiskError> {
     let file_type = metadata.file_type();
     let what = if file_type.is_file() || file_type.is_block_device() {
         return Ok(());
@@ -704,7 +720,7 @@ fn check_file_type(path: &Path, metadata: &std::fs::Metadata) -> Result<(), Back
     } else {
         "not a regular file"
     };
-    Err(BackingError::NotFileOrBlockDevice {
+    Err(FileDiskError::NotFileOrBlockDevice {
         path: path.to_owned(),
         what,
     })
@@ -713,21 +729,21 @@ fn check_file_type(path: &Path, metadata: &std::fs::Metadata) -> Result<(), Back
 /// The disk's size from the configured size and what the backing has.
 fn resolve_size(
     path: &Path,
-    options: &BackingOptions,
-    kind: BackingKind,
+    options: &FileDiskOptions,
+    kind: FileKind,
     available: u64,
-) -> Result<u64, BackingError> {
+) -> Result<u64, FileDiskError> {
     let lbs = u64::from(options.logical_block_size);
     let size = match (options.size, kind) {
-        (Some(size), BackingKind::BlockDevice) if size > available => {
-            return Err(BackingError::LargerThanDevice {
+        (Some(size), FileKind::BlockDevice) if size > available => {
+            return Err(FileDiskError::LargerThanDevice {
                 path: path.to_owned(),
                 size,
                 available,
             });
         }
-        (Some(size), BackingKind::File) if size > available && !options.create => {
-            return Err(BackingError::LargerThanFile {
+        (Some(size), FileKind::File) if size > available && !options.create => {
+            return Err(FileDiskError::LargerThanFile {
                 path: path.to_owned(),
                 size,
                 available,
@@ -737,18 +753,18 @@ fn resolve_size(
         (None, _) => available,
     };
     if size == 0 {
-        return Err(BackingError::Empty {
+        return Err(FileDiskError::Empty {
             path: path.to_owned(),
         });
     }
     if size % lbs != 0 {
         let usable = size - size % lbs;
         if usable == 0 {
-            return Err(BackingError::Empty {
+            return Err(FileDiskError::Empty {
                 path: path.to_owned(),
             });
         }
-        return Err(BackingError::NotWholeBlocks {
+        return Err(FileDiskError::NotWholeBlocks {
             path: path.to_owned(),
             size,
             logical_block_size: options.logical_block_size,
@@ -760,17 +776,17 @@ fn resolve_size(
 
 /// One aligned O_DIRECT read, so that an alignment the filesystem rejects is found now
 /// rather than by the guest's first request.
-fn probe_direct_io(file: &File, path: &Path, logical_block_size: u32) -> Result<(), BackingError> {
+fn probe_direct_io(file: &File, path: &Path, logical_block_size: u32) -> Result<(), FileDiskError> {
     let mut buffer = AlignedBuffer::new(logical_block_size as usize, logical_block_size as usize);
     match file.read_at(buffer.bytes_mut(logical_block_size as usize), 0) {
         Ok(_) => Ok(()),
         Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-            Err(BackingError::DirectIoAlignment {
+            Err(FileDiskError::DirectIoAlignment {
                 path: path.to_owned(),
                 logical_block_size,
             })
         }
-        Err(error) => Err(BackingError::Io {
+        Err(error) => Err(FileDiskError::Io {
             op: "reading",
             path: path.to_owned(),
             error,
@@ -779,25 +795,25 @@ fn probe_direct_io(file: &File, path: &Path, logical_block_size: u32) -> Result<
 }
 
 /// Turns a failed `open` into the error that says what to do.
-fn open_error(path: &Path, options: &BackingOptions, err: io::Error) -> BackingError {
+fn open_error(path: &Path, options: &FileDiskOptions, err: io::Error) -> FileDiskError {
     let path = path.to_owned();
     match err.raw_os_error() {
-        Some(libc::ENOENT) if options.create => BackingError::NoDirectory { path },
-        Some(libc::ENOENT) => BackingError::NotFound { path },
-        Some(libc::EACCES | libc::EPERM) => BackingError::PermissionDenied {
+        Some(libc::ENOENT) if options.create => FileDiskError::NoDirectory { path },
+        Some(libc::ENOENT) => FileDiskError::NotFound { path },
+        Some(libc::EACCES | libc::EPERM) => FileDiskError::PermissionDenied {
             path,
             read_only: options.read_only,
         },
-        Some(libc::EROFS) => BackingError::ReadOnlyMedium { path },
-        Some(libc::EISDIR) => BackingError::NotFileOrBlockDevice {
+        Some(libc::EROFS) => FileDiskError::ReadOnlyMedium { path },
+        Some(libc::EISDIR) => FileDiskError::NotFileOrBlockDevice {
             path,
             what: "a directory",
         },
-        Some(libc::EBUSY) => BackingError::Busy { path },
+        Some(libc::EBUSY) => FileDiskError::Busy { path },
         Some(libc::EINVAL) if options.cache == CacheMode::None => {
-            BackingError::DirectIoUnsupported { path }
+            FileDiskError::DirectIoUnsupported { path }
         }
-        _ => BackingError::Io {
+        _ => FileDiskError::Io {
             op: "opening",
             path,
             error: err,
