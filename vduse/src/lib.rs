@@ -163,6 +163,7 @@ pub mod event;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
+pub mod mapped_file;
 pub mod privileges;
 pub mod runtime;
 pub mod uapi;

@@ -28,15 +28,14 @@
 //! [`Identity`]), then one 64-byte-aligned block per queue: the recorded range, the
 //! counter, and one u64 mark per descriptor head (0: not in flight).
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestRegionMmap, MemoryRegionAddress};
+use vm_memory::{Bytes, MemoryRegionAddress};
 
 use crate::error::{Error, Result};
+use crate::mapped_file::{FilePlace, MappedFile, Removal};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"VDUSEIFL");
 const VERSION: u32 = 1;
@@ -57,8 +56,6 @@ const RANGE_START_AT: u64 = 2;
 const RANGE_END_AT: u64 = 4;
 const COUNTER_AT: u64 = 8;
 const MARKS_AT: u64 = 32;
-
-type Region = GuestRegionMmap<()>;
 
 /// A 64-bit FNV-1a hash.
 fn hash(bytes: &[u8]) -> u64 {
@@ -144,7 +141,7 @@ impl Identity {
 #[derive(Debug, Clone)]
 pub struct InflightLog {
     path: PathBuf,
-    region: Arc<Region>,
+    file: Arc<MappedFile>,
     num_queues: u16,
     queue_size: u16,
 }
@@ -166,27 +163,23 @@ impl InflightLog {
         num_queues: u16,
         queue_size: u16,
     ) -> Result<Self> {
-        let op = || format!("creating the in-flight log {}", path.display());
-        let io = |source| Error::Io { op: op(), source };
+        let io = |source| Error::Io {
+            op: format!("creating the in-flight log {}", path.display()),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        // The header is written before the file is renamed into place: a reader never
-        // sees a half-made one.
-        let partial = path.with_extension("new");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)
+        let file = FilePlace::locate(path)
+            .and_then(|place| {
+                MappedFile::create(
+                    place,
+                    &identity.header(num_queues, queue_size),
+                    file_len(num_queues, queue_size),
+                )
+            })
             .map_err(io)?;
-        file.write_all(&identity.header(num_queues, queue_size))
-            .and_then(|()| file.set_len(file_len(num_queues, queue_size)))
-            .map_err(io)?;
-        let log = Self::map(path, file, num_queues, queue_size)?;
-        std::fs::rename(&partial, path).map_err(io)?;
-        Ok(log)
+        Ok(Self::with(path, file, num_queues, queue_size))
     }
 
     /// Opens the log a previous server of the device left, checking it was made for the
@@ -201,28 +194,25 @@ impl InflightLog {
             op: format!("reading the in-flight log {}", path.display()),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, what),
         };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| Error::Io {
-                op: format!("opening the in-flight log {}", path.display()),
-                source,
-            })?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len == 0 {
+        let opening = |source| Error::Io {
+            op: format!("opening the in-flight log {}", path.display()),
+            source,
+        };
+        let place = FilePlace::locate(path).map_err(opening)?;
+        let bytes = place.read().map_err(opening)?;
+        if bytes.is_empty() {
             return Err(problem(
                 "it is empty: the server that wrote it ended and removed its device".into(),
             ));
         }
-        let mut header = vec![0u8; HEADER_LEN as usize];
-        if file.read_exact(&mut header).is_err()
+        let header = bytes.get(..HEADER_LEN as usize).unwrap_or(&[]);
+        if header.len() < HEADER_LEN as usize
             || header[..8] != MAGIC.to_le_bytes()
             || header[8..12] != VERSION.to_le_bytes()
         {
             return Err(problem("it is not an in-flight log of this version".into()));
         }
-        let differences = identity.differences(&header, num_queues, queue_size);
+        let differences = identity.differences(header, num_queues, queue_size);
         if !differences.is_empty() {
             return Err(problem(format!(
                 "it was written by a server with another configuration: {} differ{}",
@@ -230,28 +220,27 @@ impl InflightLog {
                 if differences.len() == 1 { "s" } else { "" }
             )));
         }
+        let len = bytes.len() as u64;
         if len != file_len(num_queues, queue_size) {
             return Err(problem(format!(
                 "it is {len} bytes, not {}: it is damaged",
                 file_len(num_queues, queue_size)
             )));
         }
-        Self::map(path, file, num_queues, queue_size)
+        let file = MappedFile::open(place, len).map_err(|source| Error::Io {
+            op: format!("mapping the in-flight log {}", path.display()),
+            source,
+        })?;
+        Ok(Self::with(path, file, num_queues, queue_size))
     }
 
-    fn map(path: &Path, file: File, num_queues: u16, queue_size: u16) -> Result<Self> {
-        let len = file_len(num_queues, queue_size) as usize;
-        let region = Region::from_range(GuestAddress(0), len, Some(FileOffset::new(file, 0)))
-            .map_err(|e| Error::Io {
-                op: format!("mapping the in-flight log {}", path.display()),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        Ok(Self {
+    fn with(path: &Path, file: MappedFile, num_queues: u16, queue_size: u16) -> Self {
+        Self {
             path: path.to_owned(),
-            region: Arc::new(region),
+            file: Arc::new(file),
             num_queues,
             queue_size,
-        })
+        }
     }
 
     /// The file's path.
@@ -264,11 +253,12 @@ impl InflightLog {
         assert!(index < self.num_queues, "queue {index} is not in the log");
         let base = HEADER_LEN + u64::from(index) * queue_block_len(self.queue_size);
         let counter = self
-            .region
+            .file
+            .region()
             .load::<u64>(MemoryRegionAddress(base + COUNTER_AT), Ordering::Acquire)
             .unwrap_or(0);
         QueueLog {
-            region: self.region.clone(),
+            file: self.file.clone(),
             base,
             size: self.queue_size,
             counter,
@@ -279,26 +269,20 @@ impl InflightLog {
     /// not remove it from a directory root owns: it empties it instead, and an empty log is
     /// none.
     pub fn remove(self) -> Result<()> {
-        let error = match std::fs::remove_file(&self.path) {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        let emptied = error.kind() == std::io::ErrorKind::PermissionDenied
-            && self
-                .region
-                .file_offset()
-                .is_some_and(|mapped| mapped.file().set_len(0).is_ok());
-        if emptied {
-            log::info!(
-                "emptied the in-flight log {} (this user may not remove it)",
-                self.path.display()
-            );
-            return Ok(());
+        match self.file.remove() {
+            Ok(Removal::Removed) => Ok(()),
+            Ok(Removal::Emptied) => {
+                log::info!(
+                    "emptied the in-flight log {} (this user may not remove it)",
+                    self.path.display()
+                );
+                Ok(())
+            }
+            Err(source) => Err(Error::Io {
+                op: format!("removing the in-flight log {}", self.path.display()),
+                source,
+            }),
         }
-        Err(Error::Io {
-            op: format!("removing the in-flight log {}", self.path.display()),
-            source: error,
-        })
     }
 }
 
@@ -314,7 +298,7 @@ pub struct Recovery {
 /// One queue's part of the log, used by its worker only.
 #[derive(Debug)]
 pub struct QueueLog {
-    region: Arc<Region>,
+    file: Arc<MappedFile>,
     base: u64,
     size: u16,
     counter: u64,
@@ -323,7 +307,7 @@ pub struct QueueLog {
 impl QueueLog {
     fn store<T: vm_memory::AtomicAccess>(&self, at: u64, value: T) {
         // In range by construction: the file has every queue's block.
-        let _ = self.region.store(
+        let _ = self.file.region().store(
             value,
             MemoryRegionAddress(self.base + at),
             Ordering::Release,
@@ -331,7 +315,8 @@ impl QueueLog {
     }
 
     fn load<T: vm_memory::AtomicAccess + Default>(&self, at: u64) -> T {
-        self.region
+        self.file
+            .region()
             .load(MemoryRegionAddress(self.base + at), Ordering::Acquire)
             .unwrap_or_default()
     }
