@@ -22,10 +22,10 @@
 //! [`Replayed`], which answers as done the changes their first run made.
 
 mod again;
-mod forward;
 mod journal;
 mod layer;
 mod record;
+mod requests;
 mod table;
 
 pub use again::Replayed;

@@ -1,5 +1,6 @@
-//! [`FileSystem`] for [`DurableFs`]: every request goes to the inner filesystem with the
-//! guest's numbers mapped to its own; the replies are mapped back and written down.
+//! How [`DurableFs`] serves each FUSE request: every request goes to the inner filesystem
+//! with the guest's numbers mapped to its own; the replies are mapped back and written
+//! down. The requests that only map numbers are handed on by [`forward!`].
 
 use std::ffi::{CStr, CString};
 use std::io;
