@@ -2,16 +2,13 @@
 //! guest (through a shared mapping, so no system call per record), and what a server taking
 //! over reads back. It is compacted to the live tables when it grows.
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{Mode, OFlags};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestRegionMmap, MemoryRegionAddress};
+use vduse::mapped_file::{FilePlace, MappedFile};
+use vm_memory::{Bytes, MemoryRegionAddress};
 
 use super::record::Record;
 use super::table::Tables;
@@ -26,67 +23,43 @@ const COMPACT_AT: u64 = 4 << 20;
 /// doubles when they reach its end (tmpfs allocates only the pages written).
 const MAPPED_AT_LEAST: u64 = 256 << 10;
 
-/// The journal file, reached through its directory's descriptor: the filesystem threads
-/// that write it live in a mount namespace without that directory. Records are copied into
-/// a shared mapping of the file, so appending one costs no system call; a killed server's
-/// stores are in the page cache all the same.
+/// The journal file, a [`MappedFile`] reached through its directory's descriptor: the
+/// filesystem threads that write it live in a mount namespace without that directory.
+/// Records are copied into the shared mapping, so appending one costs no system call; a
+/// killed server's stores are in the page cache all the same.
 #[derive(Debug)]
 pub(super) struct Journal {
     place: JournalPlace,
-    file: File,
-    /// `None` once the journal is removed (or could not be mapped again).
-    mapped: Option<GuestRegionMmap<()>>,
+    /// `None` once the journal is removed.
+    file: Option<MappedFile>,
     /// Bytes in use: the magic and the records.
     written: u64,
-    /// The file's length, all mapped.
-    capacity: u64,
     compact_at: u64,
 }
 
 /// Where the journal goes: its directory, opened (before the filesystem threads enter
 /// their namespace, which has no such directory), and its file name.
 #[derive(Debug)]
-pub struct JournalPlace {
-    dir: OwnedFd,
-    name: OsString,
-    pub(super) shown: String,
-}
+pub struct JournalPlace(FilePlace);
 
 impl JournalPlace {
     /// Opens the directory of `path`.
     pub fn locate(path: &Path) -> io::Result<JournalPlace> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let dir = rustix::fs::open(
-            dir,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(JournalPlace {
-            dir,
-            name: name.to_owned(),
-            shown: path.display().to_string(),
-        })
+        FilePlace::locate(path).map(JournalPlace)
+    }
+
+    /// The path, for messages.
+    pub(super) fn shown(&self) -> &str {
+        self.0.shown()
     }
 
     /// The records of the journal there; an empty file holds none.
     pub(super) fn read(&self) -> Result<Vec<Record>, String> {
-        let shown = &self.shown;
-        let mut bytes = Vec::new();
-        rustix::fs::openat(
-            &self.dir,
-            self.name.as_os_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)
-        .and_then(|fd| File::from(fd).read_to_end(&mut bytes))
-        .map_err(|error| format!("cannot read {shown}: {error}"))?;
+        let shown = self.shown();
+        let bytes = self
+            .0
+            .read()
+            .map_err(|error| format!("cannot read {shown}: {error}"))?;
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
@@ -105,42 +78,13 @@ impl Journal {
         let bytes = Journal::bytes(MAGIC, records);
         let written = bytes.len() as u64;
         let capacity = MAPPED_AT_LEAST.max((2 * written).next_power_of_two());
-        let mut staged_name = place.name.clone();
-        staged_name.push(".new");
-        let mut file = File::from(rustix::fs::openat(
-            &place.dir,
-            staged_name.as_os_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?);
-        file.write_all(&bytes)?;
-        file.set_len(capacity)?;
-        let mapped = Journal::map(&file, capacity)?;
-        rustix::fs::renameat(
-            &place.dir,
-            staged_name.as_os_str(),
-            &place.dir,
-            place.name.as_os_str(),
-        )?;
+        let file = MappedFile::create(place.0.try_clone()?, &bytes, capacity)?;
         Ok(Journal {
             place,
-            file,
-            mapped: Some(mapped),
+            file: Some(file),
             written,
-            capacity,
             compact_at: COMPACT_AT.max(2 * written),
         })
-    }
-
-    /// A shared mapping of the first `len` bytes of `file`.
-    pub(super) fn map(file: &File, len: u64) -> io::Result<GuestRegionMmap<()>> {
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        GuestRegionMmap::from_range(
-            GuestAddress(0),
-            len,
-            Some(FileOffset::new(file.try_clone()?, 0)),
-        )
-        .map_err(|error| io::Error::other(error.to_string()))
     }
 
     pub(super) fn bytes(head: &[u8], records: &[Record]) -> Vec<u8> {
@@ -152,7 +96,7 @@ impl Journal {
     }
 
     pub(super) fn shown(&self) -> &str {
-        &self.place.shown
+        self.place.shown()
     }
 
     pub(super) fn append(&mut self, tables: &Tables, records: &[Record]) {
@@ -173,8 +117,12 @@ impl Journal {
             bytes.clear();
             record.encode(&mut bytes);
             let end = self.written + bytes.len() as u64;
-            let grown = if end > self.capacity {
-                self.grow(end)
+            let Some(file) = self.file.as_mut() else {
+                return;
+            };
+            let grown = if end > file.len() {
+                // At least twice the length: the mapping is made again each time.
+                file.grow((2 * file.len()).max(end.next_power_of_two()))
             } else {
                 Ok(())
             };
@@ -186,9 +134,7 @@ impl Journal {
                 );
                 return;
             }
-            let Some(mapped) = &self.mapped else {
-                return;
-            };
+            let mapped = file.region();
             let at = MemoryRegionAddress(self.written);
             let copied = mapped
                 .write_slice(&bytes[1..], MemoryRegionAddress(at.0 + 1))
@@ -199,20 +145,6 @@ impl Journal {
             }
             self.written = end;
         }
-    }
-
-    /// Lengthens the file to hold `end` bytes (at least twice its length) and maps it
-    /// again.
-    fn grow(&mut self, end: u64) -> io::Result<()> {
-        if self.mapped.is_none() {
-            return Ok(());
-        }
-        let capacity = (2 * self.capacity).max(end.next_power_of_two());
-        self.file.set_len(capacity)?;
-        self.mapped = None;
-        self.mapped = Some(Journal::map(&self.file, capacity)?);
-        self.capacity = capacity;
-        Ok(())
     }
 
     /// Replaces the journal by `records` (INIT, DESTROY); where it cannot be replaced,
@@ -227,16 +159,11 @@ impl Journal {
     /// done (a server running as `user:` cannot create a file in root's directory), in
     /// which case this one stays, and keeps growing.
     fn replace(&mut self, records: &[Record]) -> bool {
-        let replaced = rustix::io::dup(&self.place.dir)
-            .map_err(io::Error::from)
-            .and_then(|dir| {
-                let place = JournalPlace {
-                    dir,
-                    name: self.place.name.clone(),
-                    shown: self.place.shown.clone(),
-                };
-                Journal::create(place, records)
-            });
+        let replaced = self
+            .place
+            .0
+            .try_clone()
+            .and_then(|place| Journal::create(JournalPlace(place), records));
         match replaced {
             Ok(journal) => {
                 *self = journal;
@@ -264,16 +191,11 @@ impl NodeJournal {
     /// holds nothing.
     pub fn remove(&self) -> io::Result<()> {
         let mut journal = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Nothing is written after this (a store into a truncated mapping would fault).
-        journal.mapped = None;
-        match rustix::fs::unlinkat(
-            &journal.place.dir,
-            journal.place.name.as_os_str(),
-            rustix::fs::AtFlags::empty(),
-        ) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => journal.file.set_len(0),
-            Err(error) => Err(error.into()),
+        // Nothing is written after this (a store into an emptied file's mapping would
+        // fault): the mapping goes with the file.
+        match journal.file.take() {
+            Some(file) => file.remove().map(drop),
+            None => Ok(()),
         }
     }
 }
@@ -360,7 +282,7 @@ mod tests {
         let mut torn = Vec::new();
         node(4).encode(&mut torn);
         let at = journal.written;
-        let mapped = journal.mapped.as_ref().unwrap();
+        let mapped = journal.file.as_ref().unwrap().region();
         mapped
             .write_slice(&torn[1..], MemoryRegionAddress(at + 1))
             .unwrap();

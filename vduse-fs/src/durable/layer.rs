@@ -116,7 +116,7 @@ impl<F: FileSystem<Inode = Inode, Handle = Handle>> DurableFs<F> {
                 restored.lost_files += 1;
             }
         }
-        let shown = place.shown.clone();
+        let shown = place.shown().to_owned();
         let journal = Journal::create(place, &tables.snapshot())
             .map_err(|error| format!("cannot rewrite {shown}: {error}"))?;
         *fs.tables.write().unwrap() = tables;
