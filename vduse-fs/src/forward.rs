@@ -17,6 +17,22 @@ use std::io;
 
 use fuse_backend_rs::api::filesystem::{Context, FileSystem};
 
+/// The types of `FileSystem`'s signatures, as [`forward!`]'s expansions name them.
+pub(crate) mod sig {
+    pub(crate) use std::ffi::CStr;
+    pub(crate) use std::time::Duration;
+
+    pub(crate) use fuse_backend_rs::abi::fuse_abi::{
+        CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
+    };
+    pub(crate) use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
+    pub(crate) use fuse_backend_rs::api::filesystem::{
+        Context, DirEntry, Entry, FileLock, GetxattrReply, IoctlData, ListxattrReply,
+        ZeroCopyReader, ZeroCopyWriter,
+    };
+    pub(crate) use fuse_backend_rs::transport::FsCacheReqHandler;
+}
+
 /// The inner filesystem's inode numbers, as a layer `L` hands them on.
 pub(crate) type InnerInode<L> = <<L as Layer>::Inner as FileSystem>::Inode;
 /// The inner filesystem's handles, as a layer `L` hands them on.
@@ -27,6 +43,7 @@ pub(crate) trait Layer: FileSystem {
     /// The filesystem requests are handed to.
     type Inner: FileSystem;
 
+    /// The inner filesystem itself.
     fn inner_fs(&self) -> &Self::Inner;
 
     /// The caller the inner filesystem acts for.
@@ -57,40 +74,19 @@ macro_rules! forward {
         $($crate::forward::forward!(@method $method);)*
     };
 
-    (@method init) => {
-        fn init(
-            &self,
-            capable: ::fuse_backend_rs::abi::fuse_abi::FsOptions,
-        ) -> ::std::io::Result<::fuse_backend_rs::abi::fuse_abi::FsOptions> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().init(capable)
-        }
-    };
+    // The signature of each method, as `@fn` reads it: `[may_change]` for the requests
+    // that change the filesystem, then each argument with what it is: `[ctx]` the caller,
+    // `[node]` an inode, `[handle]` a handle, `[handle?]` an optional one, `[khandle]` the
+    // kernel's poll handle (handed on as it is), or else its type (handed on as it is);
+    // last what the request answers.
     (@method destroy) => {
         fn destroy(&self) {
             use $crate::forward::Layer as _;
             self.inner_fs().destroy()
         }
     };
-    (@method lookup) => {
-        fn lookup(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::Entry> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .lookup(&self.inner_caller(ctx), self.inner_node(parent)?, name)
-        }
-    };
     (@method forget) => {
-        fn forget(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            count: u64,
-        ) {
+        fn forget(&self, ctx: &$crate::forward::sig::Context, inode: Self::Inode, count: u64) {
             use $crate::forward::Layer as _;
             if let Ok(inode) = self.inner_node(inode) {
                 self.inner_fs().forget(&self.inner_caller(ctx), inode, count)
@@ -100,8 +96,8 @@ macro_rules! forward {
     (@method batch_forget) => {
         fn batch_forget(
             &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            requests: ::std::vec::Vec<(Self::Inode, u64)>,
+            ctx: &$crate::forward::sig::Context,
+            requests: Vec<(Self::Inode, u64)>,
         ) {
             use $crate::forward::Layer as _;
             // Collected in place: the vector is reused, nothing is allocated.
@@ -109,747 +105,159 @@ macro_rules! forward {
                 .into_iter()
                 .filter_map(|(inode, count)| Some((self.inner_node(inode).ok()?, count)))
                 .collect();
+            self.inner_fs().batch_forget(&self.inner_caller(ctx), requests)
+        }
+    };
+    (@method init) => { $crate::forward::forward!(@fn [] init(
+        capable [$crate::forward::sig::FsOptions]) -> $crate::forward::sig::FsOptions); };
+    (@method lookup) => { $crate::forward::forward!(@fn [] lookup(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr])
+        -> $crate::forward::sig::Entry); };
+    (@method getattr) => { $crate::forward::forward!(@fn [] getattr(
+        ctx [ctx], inode [node], handle [handle?])
+        -> ($crate::forward::sig::stat64, $crate::forward::sig::Duration)); };
+    (@method setattr) => { $crate::forward::forward!(@fn [may_change] setattr(
+        ctx [ctx], inode [node], attr [$crate::forward::sig::stat64], handle [handle?],
+        valid [$crate::forward::sig::SetattrValid])
+        -> ($crate::forward::sig::stat64, $crate::forward::sig::Duration)); };
+    (@method readlink) => { $crate::forward::forward!(@fn [] readlink(
+        ctx [ctx], inode [node]) -> Vec<u8>); };
+    (@method symlink) => { $crate::forward::forward!(@fn [may_change] symlink(
+        ctx [ctx], linkname [&$crate::forward::sig::CStr], parent [node],
+        name [&$crate::forward::sig::CStr]) -> $crate::forward::sig::Entry); };
+    (@method mknod) => { $crate::forward::forward!(@fn [may_change] mknod(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr], mode [u32],
+        rdev [u32], umask [u32]) -> $crate::forward::sig::Entry); };
+    (@method mkdir) => { $crate::forward::forward!(@fn [may_change] mkdir(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr], mode [u32],
+        umask [u32]) -> $crate::forward::sig::Entry); };
+    (@method unlink) => { $crate::forward::forward!(@fn [may_change] unlink(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr]) -> ()); };
+    (@method rmdir) => { $crate::forward::forward!(@fn [may_change] rmdir(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr]) -> ()); };
+    (@method rename) => { $crate::forward::forward!(@fn [may_change] rename(
+        ctx [ctx], olddir [node], oldname [&$crate::forward::sig::CStr], newdir [node],
+        newname [&$crate::forward::sig::CStr], flags [u32]) -> ()); };
+    (@method link) => { $crate::forward::forward!(@fn [may_change] link(
+        ctx [ctx], inode [node], newparent [node], newname [&$crate::forward::sig::CStr])
+        -> $crate::forward::sig::Entry); };
+    (@method open) => { $crate::forward::forward!(@fn [] open(
+        ctx [ctx], inode [node], flags [u32], fuse_flags [u32])
+        -> (Option<Self::Handle>, $crate::forward::sig::OpenOptions, Option<u32>)); };
+    (@method create) => { $crate::forward::forward!(@fn [may_change] create(
+        ctx [ctx], parent [node], name [&$crate::forward::sig::CStr],
+        args [$crate::forward::sig::CreateIn])
+        -> ($crate::forward::sig::Entry, Option<Self::Handle>,
+            $crate::forward::sig::OpenOptions, Option<u32>)); };
+    (@method read) => { $crate::forward::forward!(@fn [] read(
+        ctx [ctx], inode [node], handle [handle],
+        w [&mut dyn $crate::forward::sig::ZeroCopyWriter], size [u32], offset [u64],
+        lock_owner [Option<u64>], flags [u32]) -> usize); };
+    (@method write) => { $crate::forward::forward!(@fn [may_change] write(
+        ctx [ctx], inode [node], handle [handle],
+        r [&mut dyn $crate::forward::sig::ZeroCopyReader], size [u32], offset [u64],
+        lock_owner [Option<u64>], delayed_write [bool], flags [u32], fuse_flags [u32])
+        -> usize); };
+    (@method flush) => { $crate::forward::forward!(@fn [] flush(
+        ctx [ctx], inode [node], handle [handle], lock_owner [u64]) -> ()); };
+    (@method fsync) => { $crate::forward::forward!(@fn [] fsync(
+        ctx [ctx], inode [node], datasync [bool], handle [handle]) -> ()); };
+    (@method fallocate) => { $crate::forward::forward!(@fn [may_change] fallocate(
+        ctx [ctx], inode [node], handle [handle], mode [u32], offset [u64], length [u64])
+        -> ()); };
+    (@method release) => { $crate::forward::forward!(@fn [] release(
+        ctx [ctx], inode [node], flags [u32], handle [handle], flush [bool],
+        flock_release [bool], lock_owner [Option<u64>]) -> ()); };
+    (@method statfs) => { $crate::forward::forward!(@fn [] statfs(
+        ctx [ctx], inode [node]) -> $crate::forward::sig::statvfs64); };
+    (@method setxattr) => { $crate::forward::forward!(@fn [may_change] setxattr(
+        ctx [ctx], inode [node], name [&$crate::forward::sig::CStr], value [&[u8]],
+        flags [u32]) -> ()); };
+    (@method getxattr) => { $crate::forward::forward!(@fn [] getxattr(
+        ctx [ctx], inode [node], name [&$crate::forward::sig::CStr], size [u32])
+        -> $crate::forward::sig::GetxattrReply); };
+    (@method listxattr) => { $crate::forward::forward!(@fn [] listxattr(
+        ctx [ctx], inode [node], size [u32]) -> $crate::forward::sig::ListxattrReply); };
+    (@method removexattr) => { $crate::forward::forward!(@fn [may_change] removexattr(
+        ctx [ctx], inode [node], name [&$crate::forward::sig::CStr]) -> ()); };
+    (@method opendir) => { $crate::forward::forward!(@fn [] opendir(
+        ctx [ctx], inode [node], flags [u32])
+        -> (Option<Self::Handle>, $crate::forward::sig::OpenOptions)); };
+    (@method readdir) => { $crate::forward::forward!(@fn [] readdir(
+        ctx [ctx], inode [node], handle [handle], size [u32], offset [u64],
+        add_entry [&mut dyn FnMut($crate::forward::sig::DirEntry) -> ::std::io::Result<usize>])
+        -> ()); };
+    (@method readdirplus) => { $crate::forward::forward!(@fn [] readdirplus(
+        ctx [ctx], inode [node], handle [handle], size [u32], offset [u64],
+        add_entry [&mut dyn FnMut(
+            $crate::forward::sig::DirEntry,
+            $crate::forward::sig::Entry,
+        ) -> ::std::io::Result<usize>]) -> ()); };
+    (@method fsyncdir) => { $crate::forward::forward!(@fn [] fsyncdir(
+        ctx [ctx], inode [node], datasync [bool], handle [handle]) -> ()); };
+    (@method releasedir) => { $crate::forward::forward!(@fn [] releasedir(
+        ctx [ctx], inode [node], flags [u32], handle [handle]) -> ()); };
+    (@method setupmapping) => { $crate::forward::forward!(@fn [] setupmapping(
+        ctx [ctx], inode [node], handle [handle], foffset [u64], len [u64], flags [u64],
+        moffset [u64], vu_req [&mut dyn $crate::forward::sig::FsCacheReqHandler]) -> ()); };
+    (@method removemapping) => { $crate::forward::forward!(@fn [] removemapping(
+        ctx [ctx], inode [node], requests [Vec<$crate::forward::sig::RemovemappingOne>],
+        vu_req [&mut dyn $crate::forward::sig::FsCacheReqHandler]) -> ()); };
+    (@method access) => { $crate::forward::forward!(@fn [] access(
+        ctx [ctx], inode [node], mask [u32]) -> ()); };
+    (@method lseek) => { $crate::forward::forward!(@fn [] lseek(
+        ctx [ctx], inode [node], handle [handle], offset [u64], whence [u32]) -> u64); };
+    (@method getlk) => { $crate::forward::forward!(@fn [] getlk(
+        ctx [ctx], inode [node], handle [handle], owner [u64],
+        lock [$crate::forward::sig::FileLock], flags [u32])
+        -> $crate::forward::sig::FileLock); };
+    (@method setlk) => { $crate::forward::forward!(@fn [] setlk(
+        ctx [ctx], inode [node], handle [handle], owner [u64],
+        lock [$crate::forward::sig::FileLock], flags [u32]) -> ()); };
+    (@method setlkw) => { $crate::forward::forward!(@fn [] setlkw(
+        ctx [ctx], inode [node], handle [handle], owner [u64],
+        lock [$crate::forward::sig::FileLock], flags [u32]) -> ()); };
+    (@method ioctl) => { $crate::forward::forward!(@fn [] ioctl(
+        ctx [ctx], inode [node], handle [handle], flags [u32], cmd [u32],
+        data [$crate::forward::sig::IoctlData], out_size [u32])
+        -> $crate::forward::sig::IoctlData<'_>); };
+    (@method bmap) => { $crate::forward::forward!(@fn [] bmap(
+        ctx [ctx], inode [node], block [u64], blocksize [u32]) -> u64); };
+    (@method poll) => { $crate::forward::forward!(@fn [] poll(
+        ctx [ctx], inode [node], handle [handle], khandle [khandle], flags [u32],
+        events [u32]) -> u32); };
+    (@method notify_reply) => { $crate::forward::forward!(@fn [] notify_reply() -> ()); };
+    (@method id_remap) => { $crate::forward::forward!(@fn [] id_remap(
+        ctx [&mut $crate::forward::sig::Context]) -> ()); };
+
+    // One method from its signature.
+    (@fn [$($guard:ident)?] $name:ident($($arg:ident [$($what:tt)*]),* $(,)?) -> $answer:ty) => {
+        fn $name(
+            &self,
+            $($arg: $crate::forward::forward!(@type $($what)*)),*
+        ) -> ::std::io::Result<$answer> {
+            use $crate::forward::Layer as _;
+            $(self.$guard()?;)?
             self.inner_fs()
-                .batch_forget(&self.inner_caller(ctx), requests)
+                .$name($($crate::forward::forward!(@pass self $arg $($what)*)),*)
         }
     };
-    (@method getattr) => {
-        fn getattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: ::std::option::Option<Self::Handle>,
-        ) -> ::std::io::Result<(
-            ::fuse_backend_rs::abi::fuse_abi::stat64,
-            ::std::time::Duration,
-        )> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().getattr(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                handle.map(|handle| self.inner_handle(handle)).transpose()?,
-            )
-        }
+    (@type ctx) => { &$crate::forward::sig::Context };
+    (@type node) => { Self::Inode };
+    (@type handle) => { Self::Handle };
+    (@type handle?) => { Option<Self::Handle> };
+    (@type khandle) => { Self::Handle };
+    (@type $($type:tt)*) => { $($type)* };
+    (@pass $self:ident $arg:ident ctx) => { &$self.inner_caller($arg) };
+    (@pass $self:ident $arg:ident node) => { $self.inner_node($arg)? };
+    (@pass $self:ident $arg:ident handle) => { $self.inner_handle($arg)? };
+    (@pass $self:ident $arg:ident handle?) => {
+        $arg.map(|handle| $self.inner_handle(handle)).transpose()?
     };
-    (@method setattr) => {
-        fn setattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            attr: ::fuse_backend_rs::abi::fuse_abi::stat64,
-            handle: ::std::option::Option<Self::Handle>,
-            valid: ::fuse_backend_rs::abi::fuse_abi::SetattrValid,
-        ) -> ::std::io::Result<(
-            ::fuse_backend_rs::abi::fuse_abi::stat64,
-            ::std::time::Duration,
-        )> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().setattr(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                attr,
-                handle.map(|handle| self.inner_handle(handle)).transpose()?,
-                valid,
-            )
-        }
+    (@pass $self:ident $arg:ident khandle) => {
+        From::from(Into::<u64>::into($arg))
     };
-    (@method readlink) => {
-        fn readlink(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-        ) -> ::std::io::Result<::std::vec::Vec<u8>> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .readlink(&self.inner_caller(ctx), self.inner_node(inode)?)
-        }
-    };
-    (@method symlink) => {
-        fn symlink(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            linkname: &::std::ffi::CStr,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::Entry> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().symlink(
-                &self.inner_caller(ctx),
-                linkname,
-                self.inner_node(parent)?,
-                name,
-            )
-        }
-    };
-    (@method mknod) => {
-        fn mknod(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-            mode: u32,
-            rdev: u32,
-            umask: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::Entry> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().mknod(
-                &self.inner_caller(ctx),
-                self.inner_node(parent)?,
-                name,
-                mode,
-                rdev,
-                umask,
-            )
-        }
-    };
-    (@method mkdir) => {
-        fn mkdir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-            mode: u32,
-            umask: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::Entry> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().mkdir(
-                &self.inner_caller(ctx),
-                self.inner_node(parent)?,
-                name,
-                mode,
-                umask,
-            )
-        }
-    };
-    (@method unlink) => {
-        fn unlink(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs()
-                .unlink(&self.inner_caller(ctx), self.inner_node(parent)?, name)
-        }
-    };
-    (@method rmdir) => {
-        fn rmdir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs()
-                .rmdir(&self.inner_caller(ctx), self.inner_node(parent)?, name)
-        }
-    };
-    (@method rename) => {
-        fn rename(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            olddir: Self::Inode,
-            oldname: &::std::ffi::CStr,
-            newdir: Self::Inode,
-            newname: &::std::ffi::CStr,
-            flags: u32,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().rename(
-                &self.inner_caller(ctx),
-                self.inner_node(olddir)?,
-                oldname,
-                self.inner_node(newdir)?,
-                newname,
-                flags,
-            )
-        }
-    };
-    (@method link) => {
-        fn link(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            newparent: Self::Inode,
-            newname: &::std::ffi::CStr,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::Entry> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().link(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_node(newparent)?,
-                newname,
-            )
-        }
-    };
-    (@method open) => {
-        fn open(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            flags: u32,
-            fuse_flags: u32,
-        ) -> ::std::io::Result<(
-            ::std::option::Option<Self::Handle>,
-            ::fuse_backend_rs::abi::fuse_abi::OpenOptions,
-            ::std::option::Option<u32>,
-        )> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().open(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                flags,
-                fuse_flags,
-            )
-        }
-    };
-    (@method create) => {
-        fn create(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            parent: Self::Inode,
-            name: &::std::ffi::CStr,
-            args: ::fuse_backend_rs::abi::fuse_abi::CreateIn,
-        ) -> ::std::io::Result<(
-            ::fuse_backend_rs::api::filesystem::Entry,
-            ::std::option::Option<Self::Handle>,
-            ::fuse_backend_rs::abi::fuse_abi::OpenOptions,
-            ::std::option::Option<u32>,
-        )> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().create(
-                &self.inner_caller(ctx),
-                self.inner_node(parent)?,
-                name,
-                args,
-            )
-        }
-    };
-    (@method read) => {
-        fn read(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            w: &mut dyn ::fuse_backend_rs::api::filesystem::ZeroCopyWriter,
-            size: u32,
-            offset: u64,
-            lock_owner: ::std::option::Option<u64>,
-            flags: u32,
-        ) -> ::std::io::Result<usize> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().read(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                w,
-                size,
-                offset,
-                lock_owner,
-                flags,
-            )
-        }
-    };
-    (@method write) => {
-        fn write(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            r: &mut dyn ::fuse_backend_rs::api::filesystem::ZeroCopyReader,
-            size: u32,
-            offset: u64,
-            lock_owner: ::std::option::Option<u64>,
-            delayed_write: bool,
-            flags: u32,
-            fuse_flags: u32,
-        ) -> ::std::io::Result<usize> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().write(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                r,
-                size,
-                offset,
-                lock_owner,
-                delayed_write,
-                flags,
-                fuse_flags,
-            )
-        }
-    };
-    (@method flush) => {
-        fn flush(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            lock_owner: u64,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().flush(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                lock_owner,
-            )
-        }
-    };
-    (@method fsync) => {
-        fn fsync(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            datasync: bool,
-            handle: Self::Handle,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().fsync(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                datasync,
-                self.inner_handle(handle)?,
-            )
-        }
-    };
-    (@method fallocate) => {
-        fn fallocate(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            mode: u32,
-            offset: u64,
-            length: u64,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().fallocate(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                mode,
-                offset,
-                length,
-            )
-        }
-    };
-    (@method release) => {
-        fn release(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            flags: u32,
-            handle: Self::Handle,
-            flush: bool,
-            flock_release: bool,
-            lock_owner: ::std::option::Option<u64>,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().release(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                flags,
-                self.inner_handle(handle)?,
-                flush,
-                flock_release,
-                lock_owner,
-            )
-        }
-    };
-    (@method statfs) => {
-        fn statfs(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-        ) -> ::std::io::Result<::fuse_backend_rs::abi::fuse_abi::statvfs64> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .statfs(&self.inner_caller(ctx), self.inner_node(inode)?)
-        }
-    };
-    (@method setxattr) => {
-        fn setxattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            name: &::std::ffi::CStr,
-            value: &[u8],
-            flags: u32,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs().setxattr(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                name,
-                value,
-                flags,
-            )
-        }
-    };
-    (@method getxattr) => {
-        fn getxattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            name: &::std::ffi::CStr,
-            size: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::GetxattrReply> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().getxattr(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                name,
-                size,
-            )
-        }
-    };
-    (@method listxattr) => {
-        fn listxattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            size: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::ListxattrReply> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .listxattr(&self.inner_caller(ctx), self.inner_node(inode)?, size)
-        }
-    };
-    (@method removexattr) => {
-        fn removexattr(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            name: &::std::ffi::CStr,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.may_change()?;
-            self.inner_fs()
-                .removexattr(&self.inner_caller(ctx), self.inner_node(inode)?, name)
-        }
-    };
-    (@method opendir) => {
-        fn opendir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            flags: u32,
-        ) -> ::std::io::Result<(
-            ::std::option::Option<Self::Handle>,
-            ::fuse_backend_rs::abi::fuse_abi::OpenOptions,
-        )> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .opendir(&self.inner_caller(ctx), self.inner_node(inode)?, flags)
-        }
-    };
-    (@method readdir) => {
-        fn readdir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            size: u32,
-            offset: u64,
-            add_entry: &mut dyn FnMut(
-                ::fuse_backend_rs::api::filesystem::DirEntry,
-            ) -> ::std::io::Result<usize>,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().readdir(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                size,
-                offset,
-                add_entry,
-            )
-        }
-    };
-    (@method readdirplus) => {
-        fn readdirplus(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            size: u32,
-            offset: u64,
-            add_entry: &mut dyn FnMut(
-                ::fuse_backend_rs::api::filesystem::DirEntry,
-                ::fuse_backend_rs::api::filesystem::Entry,
-            ) -> ::std::io::Result<usize>,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().readdirplus(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                size,
-                offset,
-                add_entry,
-            )
-        }
-    };
-    (@method fsyncdir) => {
-        fn fsyncdir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            datasync: bool,
-            handle: Self::Handle,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().fsyncdir(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                datasync,
-                self.inner_handle(handle)?,
-            )
-        }
-    };
-    (@method releasedir) => {
-        fn releasedir(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            flags: u32,
-            handle: Self::Handle,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().releasedir(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                flags,
-                self.inner_handle(handle)?,
-            )
-        }
-    };
-    (@method setupmapping) => {
-        fn setupmapping(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            foffset: u64,
-            len: u64,
-            flags: u64,
-            moffset: u64,
-            vu_req: &mut dyn ::fuse_backend_rs::transport::FsCacheReqHandler,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().setupmapping(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                foffset,
-                len,
-                flags,
-                moffset,
-                vu_req,
-            )
-        }
-    };
-    (@method removemapping) => {
-        fn removemapping(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            requests: ::std::vec::Vec<::fuse_backend_rs::abi::virtio_fs::RemovemappingOne>,
-            vu_req: &mut dyn ::fuse_backend_rs::transport::FsCacheReqHandler,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().removemapping(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                requests,
-                vu_req,
-            )
-        }
-    };
-    (@method access) => {
-        fn access(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            mask: u32,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs()
-                .access(&self.inner_caller(ctx), self.inner_node(inode)?, mask)
-        }
-    };
-    (@method lseek) => {
-        fn lseek(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            offset: u64,
-            whence: u32,
-        ) -> ::std::io::Result<u64> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().lseek(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                offset,
-                whence,
-            )
-        }
-    };
-    (@method getlk) => {
-        fn getlk(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            owner: u64,
-            lock: ::fuse_backend_rs::api::filesystem::FileLock,
-            flags: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::FileLock> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().getlk(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                owner,
-                lock,
-                flags,
-            )
-        }
-    };
-    (@method setlk) => {
-        fn setlk(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            owner: u64,
-            lock: ::fuse_backend_rs::api::filesystem::FileLock,
-            flags: u32,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().setlk(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                owner,
-                lock,
-                flags,
-            )
-        }
-    };
-    (@method setlkw) => {
-        fn setlkw(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            owner: u64,
-            lock: ::fuse_backend_rs::api::filesystem::FileLock,
-            flags: u32,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().setlkw(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                owner,
-                lock,
-                flags,
-            )
-        }
-    };
-    (@method ioctl) => {
-        fn ioctl(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            flags: u32,
-            cmd: u32,
-            data: ::fuse_backend_rs::api::filesystem::IoctlData,
-            out_size: u32,
-        ) -> ::std::io::Result<::fuse_backend_rs::api::filesystem::IoctlData<'_>> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().ioctl(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                flags,
-                cmd,
-                data,
-                out_size,
-            )
-        }
-    };
-    (@method bmap) => {
-        fn bmap(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            block: u64,
-            blocksize: u32,
-        ) -> ::std::io::Result<u64> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().bmap(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                block,
-                blocksize,
-            )
-        }
-    };
-    (@method poll) => {
-        fn poll(
-            &self,
-            ctx: &::fuse_backend_rs::api::filesystem::Context,
-            inode: Self::Inode,
-            handle: Self::Handle,
-            khandle: Self::Handle,
-            flags: u32,
-            events: u32,
-        ) -> ::std::io::Result<u32> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().poll(
-                &self.inner_caller(ctx),
-                self.inner_node(inode)?,
-                self.inner_handle(handle)?,
-                ::std::convert::From::from(::std::convert::Into::<u64>::into(khandle)),
-                flags,
-                events,
-            )
-        }
-    };
-    (@method notify_reply) => {
-        fn notify_reply(&self) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().notify_reply()
-        }
-    };
-    (@method id_remap) => {
-        fn id_remap(
-            &self,
-            ctx: &mut ::fuse_backend_rs::api::filesystem::Context,
-        ) -> ::std::io::Result<()> {
-            use $crate::forward::Layer as _;
-            self.inner_fs().id_remap(ctx)
-        }
-    };
+    (@pass $self:ident $arg:ident $($type:tt)*) => { $arg };
 }
 
 pub(crate) use forward;
