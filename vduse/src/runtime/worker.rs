@@ -155,136 +155,202 @@ impl Drop for WakeOnExit<'_> {
     }
 }
 
-fn run(mut context: WorkerContext, mut queue: Queue, kick: Event, shared: &Shared) {
+fn run(context: WorkerContext, queue: Queue, kick: Event, shared: &Shared) {
     let _wake = WakeOnExit {
         shared,
         wake: context.wake.clone(),
     };
-    let mut serving = Serving::for_queue(context.backend.clone(), context.index, queue.size());
-    serving.busy_poll = context.busy_poll;
-    serving.log = context.log.take();
-    if context.take_over {
-        take_over_queue(
-            &mut queue,
-            context.memory.as_ref(),
-            &mut serving,
-            context.index,
-        );
-        shared
-            .progress
-            .next_avail
-            .store(queue.next_avail(), Ordering::Release);
-        // The server before may have filled the used ring and died before interrupting.
-        if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
-            log::warn!("queue {}: {error}", context.index);
-        }
+    let mut worker = Worker::new(context, queue, kick, shared);
+    if worker.context.take_over {
+        worker.take_over();
     }
     log::debug!(
         "queue {}: worker started at avail index {}",
-        context.index,
-        queue.next_avail(),
+        worker.context.index,
+        worker.queue.next_avail(),
     );
-    let mut warned_unmapped = false;
-    let mut interrupts: u64 = 0;
-    let mut drains: u64 = 0;
     // Requests may be waiting already: the driver can kick before the kick eventfd is set.
-    let mut serve = |queue: &mut Queue, serving: &mut Serving| {
-        let outcome = drain(
-            queue,
-            context.memory.as_ref(),
-            serving,
-            context.index,
-            &shared.progress,
-        );
-        match outcome {
-            Drained::Unmapped if !warned_unmapped => {
-                warned_unmapped = true;
-                log::error!(
-                    "queue {}: its rings are not in the IOTLB; not serving it",
-                    context.index
-                );
-            }
-            Drained::Handled { notify, more, .. } => {
-                drains += 1;
-                if notify {
-                    interrupts += 1;
-                    if let Err(error) = context.dev.inject_vq_irq(u32::from(context.index)) {
-                        log::warn!("queue {}: {error}", context.index);
-                    }
-                }
-                return more;
-            }
-            _ => {}
-        }
-        false
-    };
-    while serve(&mut queue, &mut serving) {}
-    let mut released = false;
+    worker.serve();
+    let mut gave_back = false;
     loop {
         let stopping = shared.progress.stopping.load(Ordering::Acquire);
-        if stopping && !released {
-            released = true;
-            let count = serving.engine.release_unstarted();
-            if count > 0 {
-                if let Some(log) = serving.log.as_mut() {
-                    log.given_back(count);
-                }
-                queue.set_next_avail(queue.next_avail().wrapping_sub(count));
-                shared
-                    .progress
-                    .next_avail
-                    .store(queue.next_avail(), Ordering::Release);
-                log::debug!(
-                    "queue {}: {count} buffers given back to the available ring",
-                    context.index
-                );
-            }
+        if stopping && !gave_back {
+            gave_back = true;
+            worker.give_back_unstarted();
         }
-        if stopping && serving.in_flight() == 0 {
+        if stopping && worker.serving.in_flight() == 0 {
             log::debug!(
-                "queue {}: worker stopped at avail index {} ({drains} drains, {interrupts} \
-                 interrupts)",
-                context.index,
-                queue.next_avail()
+                "queue {}: worker stopped at avail index {} ({} drains, {} interrupts)",
+                worker.context.index,
+                worker.queue.next_avail(),
+                worker.drains,
+                worker.interrupts,
             );
             return;
         }
-        let kicked = {
-            let completion = serving.engine.completion_fd();
-            // Stopping: only the requests in flight are waited for (the stop eventfd stays
-            // readable, so it is left out).
-            let mut fds = Vec::with_capacity(4);
-            fds.push(PollFd::new(&shared.log_event, PollFlags::IN));
-            if !stopping {
-                fds.push(PollFd::new(&kick, PollFlags::IN));
-                fds.push(PollFd::new(&shared.stop_event, PollFlags::IN));
-            }
-            if let Some(fd) = completion {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-            }
-            match poll(&mut fds, None) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(errno) => {
-                    log::error!("queue {}: poll: {errno}", context.index);
-                    return;
-                }
-            }
-            if fds[0].revents().contains(PollFlags::IN) {
-                shared.log_event.drain();
-                log_state(&queue, context.memory.as_ref(), &serving, context.index);
-            }
-            !stopping && fds[1].revents().contains(PollFlags::IN)
-        };
-        if kicked {
-            // Non-blocking: a spurious wake-up reads EAGAIN.
-            kick.drain();
+        if !worker.sleep(stopping) {
+            return;
         }
         // Asked to stop while asleep: no new request is served; the top of the loop
         // decides whether anything is still in flight.
         if !stopping && shared.progress.stopping.load(Ordering::Acquire) {
             continue;
         }
-        while serve(&mut queue, &mut serving) {}
+        worker.serve();
+    }
+}
+
+/// A worker thread's state: its queue, how it serves it, and what it counts.
+struct Worker<'a> {
+    context: WorkerContext,
+    queue: Queue,
+    kick: Event,
+    shared: &'a Shared,
+    serving: Serving,
+    warned_unmapped: bool,
+    drains: u64,
+    interrupts: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(mut context: WorkerContext, queue: Queue, kick: Event, shared: &'a Shared) -> Self {
+        let mut serving = Serving::for_queue(context.backend.clone(), context.index, queue.size());
+        serving.busy_poll = context.busy_poll;
+        serving.log = context.log.take();
+        Self {
+            context,
+            queue,
+            kick,
+            shared,
+            serving,
+            warned_unmapped: false,
+            drains: 0,
+            interrupts: 0,
+        }
+    }
+
+    /// Goes on from where a server that ended left the queue (`recovery.rs`).
+    fn take_over(&mut self) {
+        take_over_queue(
+            &mut self.queue,
+            self.context.memory.as_ref(),
+            &mut self.serving,
+            self.context.index,
+        );
+        self.publish_next_avail();
+        // The server before may have filled the used ring and died before interrupting.
+        self.interrupt();
+    }
+
+    /// Drains the queue until a drain stops short of its batch limit.
+    fn serve(&mut self) {
+        loop {
+            let outcome = drain(
+                &mut self.queue,
+                self.context.memory.as_ref(),
+                &mut self.serving,
+                self.context.index,
+                &self.shared.progress,
+            );
+            match outcome {
+                Drained::Unmapped => {
+                    if !self.warned_unmapped {
+                        self.warned_unmapped = true;
+                        log::error!(
+                            "queue {}: its rings are not in the IOTLB; not serving it",
+                            self.context.index
+                        );
+                    }
+                    return;
+                }
+                Drained::Handled { notify, more, .. } => {
+                    self.drains += 1;
+                    if notify {
+                        self.interrupts += 1;
+                        self.interrupt();
+                    }
+                    if !more {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stopping: rewinds the available index over the buffers the engine held without
+    /// using them, so a later server (or this one after `SUSPEND`) takes them again.
+    fn give_back_unstarted(&mut self) {
+        let count = self.serving.engine.release_unstarted();
+        if count == 0 {
+            return;
+        }
+        if let Some(log) = self.serving.log.as_mut() {
+            log.given_back(count);
+        }
+        self.queue
+            .set_next_avail(self.queue.next_avail().wrapping_sub(count));
+        self.publish_next_avail();
+        log::debug!(
+            "queue {}: {count} buffers given back to the available ring",
+            self.context.index
+        );
+    }
+
+    /// Sleeps until a kick, a stop, a completion or a state-log request; when `stopping`,
+    /// only completions and state-log requests wake it (the stop eventfd stays readable).
+    /// False when poll(2) fails and the worker must end.
+    fn sleep(&mut self, stopping: bool) -> bool {
+        let shared = self.shared;
+        let kicked = {
+            let mut fds = Vec::with_capacity(4);
+            fds.push(PollFd::new(&shared.log_event, PollFlags::IN));
+            if !stopping {
+                fds.push(PollFd::new(&self.kick, PollFlags::IN));
+                fds.push(PollFd::new(&shared.stop_event, PollFlags::IN));
+            }
+            if let Some(fd) = self.serving.engine.completion_fd() {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(errno) => {
+                    log::error!("queue {}: poll: {errno}", self.context.index);
+                    return false;
+                }
+            }
+            if fds[0].revents().contains(PollFlags::IN) {
+                shared.log_event.drain();
+                log_state(
+                    &self.queue,
+                    self.context.memory.as_ref(),
+                    &self.serving,
+                    self.context.index,
+                );
+            }
+            !stopping && fds[1].revents().contains(PollFlags::IN)
+        };
+        if kicked {
+            // Non-blocking: a spurious wake-up reads EAGAIN.
+            self.kick.drain();
+        }
+        true
+    }
+
+    fn interrupt(&self) {
+        if let Err(error) = self
+            .context
+            .dev
+            .inject_vq_irq(u32::from(self.context.index))
+        {
+            log::warn!("queue {}: {error}", self.context.index);
+        }
+    }
+
+    fn publish_next_avail(&self) {
+        self.shared
+            .progress
+            .next_avail
+            .store(self.queue.next_avail(), Ordering::Release);
     }
 }
 
