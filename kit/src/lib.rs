@@ -10,8 +10,11 @@
 //!   keys are, sizes with binary suffixes, the `attach` choice, the device keys a server
 //!   turns into [`vduse::runtime::ServerOptions`], errors naming the key and where its
 //!   value came from, and the `--attach` and `--log-level` values ([`config::cli`]).
+//! - [`jobs`]: requests a queue's worker hands to a pool of threads, and the answers
+//!   handed back through an eventfd the worker polls.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod exit;
+pub mod jobs;
