@@ -311,8 +311,12 @@ impl BlockBackend {
     }
 
     /// Logs a disk failure (the 1st, 2nd, 4th, 8th... so a failing disk cannot flood
-    /// the log) and answers IOERR.
+    /// the log) and answers IOERR. An NBD export's failures are not logged here: its client
+    /// logs why its requests fail (an error answer, no answer within `nbd-timeout`).
     pub(crate) fn io_failed(&self, what: &str, err: std::io::Error) -> Completion {
+        if self.nbd().is_some() {
+            return Completion::status(Status::IoErr);
+        }
         let count = self.io_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if count.is_power_of_two() {
             log::warn!(

@@ -582,7 +582,7 @@ impl FileDisk {
     ) -> io::Result<()> {
         let mut done = 0usize;
         while done < buffers.len() {
-            let iovecs = IoVecs::new(buffers, done);
+            let iovecs = PinnedIoVecs::new(buffers, done);
             let position = offset
                 .checked_add(done as u64)
                 .and_then(|position| libc::off_t::try_from(position).ok())
@@ -638,12 +638,12 @@ enum Direction {
 
 /// iovecs over guest buffers from a byte position on, at most `IOV_MAX` of them, with the
 /// guards that keep their pointers valid.
-struct IoVecs {
+struct PinnedIoVecs {
     iovecs: Vec<libc::iovec>,
     _guards: Vec<vm_memory::volatile_memory::PtrGuardMut>,
 }
 
-impl IoVecs {
+impl PinnedIoVecs {
     fn new(buffers: &GuestBuffers<'_>, position: usize) -> Self {
         let mut iovecs = Vec::new();
         let mut guards = Vec::new();

@@ -27,7 +27,6 @@
 
 pub mod file;
 pub mod nbd;
-mod notifier;
 pub mod threads;
 pub mod uring;
 
@@ -36,9 +35,9 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use vduse::event::Event;
 
 pub use self::file::{CacheMode, FileDisk};
-pub(crate) use self::notifier::Notifier;
 use crate::guest::GuestData;
 use crate::nbd::NbdDisk;
 
@@ -96,6 +95,12 @@ pub fn resolve(wanted: IoEngine) -> IoEngine {
             }
         },
     }
+}
+
+/// The eventfd a queue's executor writes when operations have finished, which the
+/// queue's worker polls.
+fn completion_event(executor: &str) -> io::Result<Event> {
+    Event::new(&format!("{executor} completion")).map_err(io::Error::other)
 }
 
 /// A byte range of a discard or write zeroes.

@@ -11,7 +11,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use super::{DiskQueue, Finished, Notifier, Operation, Token};
+use vduse::event::Event;
+
+use super::{DiskQueue, Finished, Operation, Token, completion_event};
 use crate::guest::IoVecs;
 use crate::nbd::client::Finish;
 use crate::nbd::protocol::{CMD_FLAG_NO_HOLE, command};
@@ -113,7 +115,7 @@ pub(crate) fn execute(disk: &NbdDisk, operation: Operation) -> io::Result<()> {
 /// Finished operations, waiting for the worker.
 struct Done {
     finished: Mutex<Vec<Finished>>,
-    notifier: Notifier,
+    notifier: Event,
 }
 
 /// An operation whose commands are out.
@@ -190,7 +192,7 @@ impl NbdQueue {
             sends_flush: disk.sends_flush(),
             done: Arc::new(Done {
                 finished: Mutex::new(Vec::new()),
-                notifier: Notifier::new()?,
+                notifier: completion_event("NBD")?,
             }),
             in_flight: 0,
             batch: Vec::new(),

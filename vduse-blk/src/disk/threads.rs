@@ -9,7 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::{DiskQueue, FileDisk, Finished, Notifier, Operation, Token};
+use vduse::event::Event;
+
+use super::{DiskQueue, FileDisk, Finished, Operation, Token, completion_event};
 
 /// An operation waiting for a pool thread.
 struct Job {
@@ -27,7 +29,7 @@ struct Shared {
     jobs: Mutex<Jobs>,
     more: Condvar,
     done: Mutex<Vec<Finished>>,
-    notifier: Notifier,
+    notifier: Event,
 }
 
 impl Shared {
@@ -63,7 +65,7 @@ impl ThreadPool {
             jobs: Mutex::new(Jobs::default()),
             more: Condvar::new(),
             done: Mutex::new(Vec::new()),
-            notifier: Notifier::new()?,
+            notifier: completion_event("thread pool")?,
         });
         let mut pool = Self {
             shared: shared.clone(),

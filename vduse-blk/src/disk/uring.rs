@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use io_uring::{IoUring, opcode, types};
 
-use super::{DiskQueue, FileDisk, Finished, Notifier, Operation, Token};
+use vduse::event::Event;
+
+use super::{DiskQueue, FileDisk, Finished, Operation, Token, completion_event};
 use crate::guest::{GuestData, IOV_MAX, IoVecs};
 
 /// Largest read or write on a file in memory (tmpfs) done inline on the queue's thread.
@@ -59,7 +61,7 @@ struct Slot {
 pub struct UringQueue {
     disk: Arc<FileDisk>,
     ring: IoUring,
-    notifier: Notifier,
+    notifier: Event,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     in_flight: usize,
@@ -79,7 +81,7 @@ impl UringQueue {
     pub fn new(disk: Arc<FileDisk>, size: u16) -> std::io::Result<Self> {
         let entries = u32::from(size.max(1)).next_power_of_two();
         let ring = IoUring::new(entries)?;
-        let notifier = Notifier::new()?;
+        let notifier = completion_event("io_uring")?;
         ring.submitter()
             .register_eventfd(notifier.as_fd().as_raw_fd())?;
         let slots = usize::from(size.max(1));
