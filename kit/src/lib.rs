@@ -10,11 +10,15 @@
 //!   keys are, sizes with binary suffixes, the `attach` choice, the device keys a server
 //!   turns into [`vduse::runtime::ServerOptions`], errors naming the key and where its
 //!   value came from, and the `--attach` and `--log-level` values ([`config::cli`]).
+//! - [`device_keys`]: the keys every server shares (`name`, `attach`, `keep-device`,
+//!   `bounce-size`, `busy-poll-us`, `user`, `group`, `inflight-log`), declared once
+//!   ([`settings!`], [`keys!`]) and checked once ([`device_keys::DeviceKeys`]).
 //! - [`jobs`]: requests a queue's worker hands to a pool of threads, and the answers
 //!   handed back through an eventfd the worker polls.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod device_keys;
 pub mod exit;
 pub mod jobs;

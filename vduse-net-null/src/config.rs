@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::backend::Mode;
 use crate::net::{MIN_MTU, Mac};
 pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::device_keys::DeviceKeys;
 
 /// The configuration file of vduse-net-null.
 pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
@@ -20,8 +21,7 @@ pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
 pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 4096);
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 15] = [
-    "name",
+pub const KEYS: [&str; 15] = vduse_kit::keys![
     "mode",
     "mac",
     "mtu",
@@ -29,13 +29,6 @@ pub const KEYS: [&str; 15] = [
     "queue-size",
     "offloads",
     "stats-interval",
-    "attach",
-    "keep-device",
-    "bounce-size",
-    "busy-poll-us",
-    "user",
-    "group",
-    "inflight-log",
 ];
 
 /// Defaults of the keys that have one.
@@ -115,40 +108,26 @@ impl std::str::FromStr for MacAddress {
     }
 }
 
-/// One layer of configuration keys: the file, or the command-line flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    /// Device name: the node becomes `/dev/vduse/NAME`.
-    pub name: Option<String>,
-    /// `drop` or `echo`.
-    pub mode: Option<Mode>,
-    /// MAC address; random (locally administered) when not given.
-    pub mac: Option<MacAddress>,
-    /// MTU.
-    pub mtu: Option<u16>,
-    /// Link state at start.
-    pub link: Option<Link>,
-    /// Size of each queue.
-    pub queue_size: Option<u16>,
-    /// Offer checksum and segmentation offloads.
-    pub offloads: Option<bool>,
-    /// Seconds between two lines of counters on stdout; 0: never.
-    pub stats_interval: Option<u32>,
-    /// Where the device goes once it is set up.
-    pub attach: Option<Attach>,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: Option<bool>,
-    /// Size of the kernel's bounce buffer for the device.
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping.
-    pub busy_poll_us: Option<u32>,
-    /// User to serve as once the device is attached.
-    pub user: Option<String>,
-    /// Group to serve as once the device is attached.
-    pub group: Option<String>,
-    /// The in-flight log's path, or `none`.
-    pub inflight_log: Option<String>,
+vduse_kit::settings! {
+    /// One layer of configuration keys: the file, or the command-line flags.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Settings {
+        /// `drop` or `echo`.
+        pub mode: Option<Mode>,
+        /// MAC address; random (locally administered) when not given.
+        pub mac: Option<MacAddress>,
+        /// MTU.
+        pub mtu: Option<u16>,
+        /// Link state at start.
+        pub link: Option<Link>,
+        /// Size of each queue.
+        pub queue_size: Option<u16>,
+        /// Offer checksum and segmentation offloads.
+        pub offloads: Option<bool>,
+        /// Seconds between two lines of counters on stdout; 0: never.
+        pub stats_interval: Option<u32>,
+    }
 }
 
 /// The checked configuration, every default filled in.
@@ -171,24 +150,9 @@ pub struct Config {
     pub offloads: bool,
     /// Seconds between two lines of counters on stdout; 0: never.
     pub stats_interval: u32,
-    /// Where the device goes once it is set up.
-    pub attach: Attach,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: bool,
-    /// Size of the kernel's bounce buffer; `None`: the kernel's default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
-    pub busy_poll_us: u32,
-    /// User to serve as once the device is attached (a name or a uid); `None`: stay.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Group to serve as with `user`; `None`: the user's primary group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Where the frames and buffers in flight are recorded, so that a server started after
-    /// this one was killed takes the device over: an absolute path, or `none`.
-    pub inflight_log: String,
+    /// The keys every server shares.
+    #[serde(flatten)]
+    pub device: DeviceKeys,
 }
 
 impl Config {
@@ -240,11 +204,9 @@ impl Config {
             "256 or 1024",
         )?;
 
-        let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
-        let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
-        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
-        let inflight_log = layers.inflight_log(
-            |s| &s.inflight_log,
+        let device = DeviceKeys::resolve(
+            &layers,
+            defaults::ATTACH,
             format!("/run/vduse/net/{name}.inflight"),
         )?;
 
@@ -260,13 +222,7 @@ impl Config {
                 .pick(|s| &s.stats_interval)
                 .0
                 .unwrap_or(defaults::STATS_INTERVAL),
-            attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
-            keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
-            bounce_size,
-            busy_poll_us,
-            user,
-            group,
-            inflight_log,
+            device,
         })
     }
 
@@ -314,8 +270,8 @@ mod tests {
         assert_eq!(config.queue_size, 256);
         assert!(config.offloads);
         assert_eq!(config.stats_interval, 0);
-        assert_eq!(config.attach, Attach::Virtio);
-        assert!(!config.keep_device);
+        assert_eq!(config.device.attach, Attach::Virtio);
+        assert!(!config.device.keep_device);
         assert!(config.mac.0.is_unicast() && config.mac.0.0[0] & 0x02 != 0);
         assert_ne!(resolve("name: net0\n").unwrap().mac, config.mac);
     }
@@ -332,10 +288,10 @@ mod tests {
         assert_eq!(config.mac.0.to_string(), "02:11:22:33:44:55");
         assert_eq!((config.mtu, config.link), (9000, Link::Down));
         assert_eq!(config.queue_size, 1024);
-        assert!(!config.offloads && config.keep_device);
+        assert!(!config.offloads && config.device.keep_device);
         assert_eq!(config.stats_interval, 5);
-        assert_eq!(config.attach, Attach::None);
-        assert_eq!(config.bounce_size, Some(ByteSize(8 << 20)));
+        assert_eq!(config.device.attach, Attach::None);
+        assert_eq!(config.device.bounce_size, Some(ByteSize(8 << 20)));
     }
 
     #[test]

@@ -151,17 +151,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
     let backend = Arc::new(backend(config).context("cannot set up the device's eventfds")?);
     let signals = Signals::register()?;
-    let options = vduse_kit::config::server_options(
-        &config.name,
-        config.attach,
-        config.keep_device,
-        config.bounce_size,
-        config.busy_poll_us,
-        (config.user.as_deref(), config.group.as_deref()),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let mut options = options;
-    options.inflight_log = vduse_kit::config::inflight_log_path(&config.inflight_log);
+    let options = config
+        .device
+        .server_options(&config.name)
+        .map_err(anyhow::Error::msg)?;
     let server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,

@@ -38,7 +38,7 @@ fn the_example_configuration_is_valid_and_every_commented_key_too() {
     assert_eq!(config.mode, Mode::Drop);
     assert_eq!(config.mac.0.to_string(), "02:00:00:00:00:01");
     assert_eq!((config.mtu, config.link), (1500, Link::Up));
-    assert_eq!(config.attach, Attach::Virtio);
+    assert_eq!(config.device.attach, Attach::Virtio);
 
     let uncommented: String = EXAMPLE
         .lines()
@@ -56,9 +56,9 @@ fn the_example_configuration_is_valid_and_every_commented_key_too() {
         .collect();
     let all = ConfigFile::parse(Path::new("all.yaml"), uncommented).unwrap();
     let all = Config::resolve(Some(&all), &Settings::default()).unwrap();
-    assert_eq!(all.bounce_size.map(|size| size.0), Some(16 << 20));
+    assert_eq!(all.device.bounce_size.map(|size| size.0), Some(16 << 20));
     assert_eq!(
-        (all.user.as_deref(), all.group.as_deref()),
+        (all.device.user.as_deref(), all.device.group.as_deref()),
         (Some("nobody"), Some("nogroup"))
     );
     // Every key of the format appears in the example.
