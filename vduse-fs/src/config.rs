@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::device_keys::DeviceKeys;
 
 /// The configuration file of vduse-fs.
 pub type ConfigFile = vduse_kit::config::ConfigFile<Settings>;
@@ -26,8 +27,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (16, 1024);
 pub const MAX_THREADS: u16 = 64;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 21] = [
-    "name",
+pub const KEYS: [&str; 21] = vduse_kit::keys![
     "shared-dir",
     "tag",
     "read-only",
@@ -41,13 +41,6 @@ pub const KEYS: [&str; 21] = [
     "threads",
     "sandbox",
     "seccomp",
-    "attach",
-    "keep-device",
-    "bounce-size",
-    "busy-poll-us",
-    "user",
-    "group",
-    "inflight-log",
 ];
 
 /// Why file handles and the mount namespace exclude each other.
@@ -169,52 +162,38 @@ impl Seccomp {
     }
 }
 
-/// One layer of configuration keys: the file, or the command-line flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    /// Device name: the node becomes `/dev/vduse/NAME`.
-    pub name: Option<String>,
-    /// The directory to share.
-    pub shared_dir: Option<PathBuf>,
-    /// The tag `mount -t virtiofs` names; the device name when not given.
-    pub tag: Option<String>,
-    /// Refuse every change.
-    pub read_only: Option<bool>,
-    /// Cache policy.
-    pub cache: Option<Cache>,
-    /// Let the guest cache writes and send them later.
-    pub writeback: Option<bool>,
-    /// Extended attributes.
-    pub xattr: Option<bool>,
-    /// Mark host mount points inside the shared directory as submounts.
-    pub announce_submounts: Option<bool>,
-    /// How inodes are held.
-    pub inode_file_handles: Option<InodeFileHandles>,
-    /// Request queues, on top of the high-priority queue.
-    pub num_request_queues: Option<u16>,
-    /// Size of each queue.
-    pub queue_size: Option<u16>,
-    /// Threads serving the filesystem.
-    pub threads: Option<u16>,
-    /// Mount namespace of the filesystem threads.
-    pub sandbox: Option<Sandbox>,
-    /// System call filter of the filesystem threads.
-    pub seccomp: Option<Seccomp>,
-    /// Where the device goes once it is set up.
-    pub attach: Option<Attach>,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: Option<bool>,
-    /// Size of the kernel's bounce buffer for the device.
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping.
-    pub busy_poll_us: Option<u32>,
-    /// Serve the share as this user (a name or a uid) once the device is attached.
-    pub user: Option<String>,
-    /// Group to serve as with `user`; `None`: the user's primary group.
-    pub group: Option<String>,
-    /// Where to log the requests in flight and the guest's nodes, for a takeover; `none`.
-    pub inflight_log: Option<String>,
+vduse_kit::settings! {
+    /// One layer of configuration keys: the file, or the command-line flags.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Settings {
+        /// The directory to share.
+        pub shared_dir: Option<PathBuf>,
+        /// The tag `mount -t virtiofs` names; the device name when not given.
+        pub tag: Option<String>,
+        /// Refuse every change.
+        pub read_only: Option<bool>,
+        /// Cache policy.
+        pub cache: Option<Cache>,
+        /// Let the guest cache writes and send them later.
+        pub writeback: Option<bool>,
+        /// Extended attributes.
+        pub xattr: Option<bool>,
+        /// Mark host mount points inside the shared directory as submounts.
+        pub announce_submounts: Option<bool>,
+        /// How inodes are held.
+        pub inode_file_handles: Option<InodeFileHandles>,
+        /// Request queues, on top of the high-priority queue.
+        pub num_request_queues: Option<u16>,
+        /// Size of each queue.
+        pub queue_size: Option<u16>,
+        /// Threads serving the filesystem.
+        pub threads: Option<u16>,
+        /// Mount namespace of the filesystem threads.
+        pub sandbox: Option<Sandbox>,
+        /// System call filter of the filesystem threads.
+        pub seccomp: Option<Seccomp>,
+    }
 }
 
 /// The checked configuration, every default filled in.
@@ -249,23 +228,11 @@ pub struct Config {
     pub sandbox: Sandbox,
     /// System call filter of the filesystem threads.
     pub seccomp: Seccomp,
-    /// Where the device goes once it is set up.
-    pub attach: Attach,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: bool,
-    /// Size of the kernel's bounce buffer; `None`: the kernel's default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
-    pub busy_poll_us: u32,
-    /// The user every request is served as; `None`: each guest user's own ids (root).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// The group with `user`; `None`: the user's primary group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// The in-flight log's path, or `none`; its node journal lies beside it.
-    pub inflight_log: String,
+    /// The keys every server shares. With `user`, every request is served as that user
+    /// (without it, as each guest user's own ids, by root); the node journal lies beside
+    /// the in-flight log.
+    #[serde(flatten)]
+    pub device: DeviceKeys,
 }
 
 impl Config {
@@ -339,12 +306,8 @@ impl Config {
             ));
         }
 
-        let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
-        let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
-        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
-        let inflight_log =
-            layers.inflight_log(|s| &s.inflight_log, defaults::inflight_log(&name))?;
-        if user.is_some() && inode_file_handles == InodeFileHandles::Prefer {
+        let device = DeviceKeys::resolve(&layers, defaults::ATTACH, defaults::inflight_log(&name))?;
+        if device.user.is_some() && inode_file_handles == InodeFileHandles::Prefer {
             return Err(invalid(
                 "inode-file-handles",
                 handles_flag,
@@ -369,24 +332,14 @@ impl Config {
             threads,
             sandbox,
             seccomp: layers.pick(|s| &s.seccomp).0.unwrap_or(defaults::SECCOMP),
-            attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
-            keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
-            bounce_size,
-            busy_poll_us,
-            user,
-            group,
-            inflight_log,
+            device,
         })
-    }
-
-    /// The in-flight log's path; `None` for `inflight-log: none`.
-    pub fn inflight_log_path(&self) -> Option<PathBuf> {
-        vduse_kit::config::inflight_log_path(&self.inflight_log)
     }
 
     /// The node journal's path: beside the in-flight log, with extension `nodes`.
     pub fn node_journal_path(&self) -> Option<PathBuf> {
-        self.inflight_log_path()
+        self.device
+            .inflight_log_path()
             .map(|log| log.with_extension("nodes"))
     }
 
@@ -480,7 +433,7 @@ mod tests {
             (config.sandbox, config.seccomp),
             (Sandbox::Auto, Seccomp::Kill)
         );
-        assert_eq!(config.attach, Attach::Virtio);
+        assert_eq!(config.device.attach, Attach::Virtio);
     }
 
     #[test]
@@ -502,9 +455,9 @@ mod tests {
             (config.sandbox, config.seccomp),
             (Sandbox::None, Seccomp::Log)
         );
-        assert!(config.keep_device);
-        assert_eq!(config.bounce_size, Some(ByteSize(8 << 20)));
-        assert_eq!(config.busy_poll_us, 5);
+        assert!(config.device.keep_device);
+        assert_eq!(config.device.bounce_size, Some(ByteSize(8 << 20)));
+        assert_eq!(config.device.busy_poll_us, 5);
     }
 
     #[test]
@@ -591,7 +544,7 @@ mod tests {
     #[test]
     fn serving_as_a_user_is_checked_and_excludes_file_handles() {
         let config = resolve("name: n\nshared-dir: /\nuser: nobody\n").unwrap();
-        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert_eq!(config.device.user.as_deref(), Some("nobody"));
         let again = resolve(&config.to_yaml().unwrap()).unwrap();
         assert_eq!(again, config);
         for (text, expected) in [

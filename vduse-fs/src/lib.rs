@@ -341,18 +341,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.queue_size,
     ));
     let signals = vduse_kit::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
-    let mut options = vduse_kit::config::server_options(
-        &config.name,
-        config.attach,
-        config.keep_device,
-        config.bounce_size,
-        config.busy_poll_us,
-        (config.user.as_deref(), config.group.as_deref()),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let mut options = config
+        .device
+        .server_options(&config.name)
+        .map_err(anyhow::Error::msg)?;
     // The switch to `user` waits for the sandbox, which needs root: it is made below.
     let run_as = options.run_as.take();
-    options.inflight_log = config.inflight_log_path();
     options.identity = config.identity();
     let mut server = Server::start(
         Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
@@ -363,7 +357,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         Ok(started) => started,
         Err(error) => {
             // A device taken over stays as it was found, with its guest's mount.
-            server.set_keep_device(taken_over || config.keep_device);
+            server.set_keep_device(taken_over || config.device.keep_device);
             if let Err(shutdown) = server.shutdown() {
                 log::error!("{shutdown}");
             }

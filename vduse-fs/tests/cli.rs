@@ -72,9 +72,12 @@ fn the_example_configuration_is_valid_and_every_commented_key_too() {
         (config.sandbox, config.seccomp),
         (Sandbox::Auto, Seccomp::Kill)
     );
-    assert_eq!(config.attach, Attach::Virtio);
-    assert!(!config.keep_device);
-    assert_eq!((config.bounce_size, config.busy_poll_us), (None, 0));
+    assert_eq!(config.device.attach, Attach::Virtio);
+    assert!(!config.device.keep_device);
+    assert_eq!(
+        (config.device.bounce_size, config.device.busy_poll_us),
+        (None, 0)
+    );
     // The example's values are the defaults, as its comments say.
     let defaults = Config::resolve(
         None,
@@ -104,7 +107,7 @@ fn the_example_configuration_is_valid_and_every_commented_key_too() {
     let all = ConfigFile::parse(Path::new("all.yaml"), uncommented).unwrap();
     let all = Config::resolve(Some(&all), &Settings::default()).unwrap();
     assert_eq!(all.tag, "share");
-    assert_eq!(all.bounce_size.map(|size| size.0), Some(16 << 20));
+    assert_eq!(all.device.bounce_size.map(|size| size.0), Some(16 << 20));
     // Every key of the format appears in the example.
     for key in vduse_fs::config::KEYS {
         assert!(
