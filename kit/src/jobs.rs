@@ -15,13 +15,11 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use vduse::event::Event;
 
 /// Jobs waiting for a pool of threads.
-#[derive(Debug)]
 pub struct JobQueue<J> {
     state: Mutex<Queued<J>>,
     more: Condvar,
 }
 
-#[derive(Debug)]
 struct Queued<J> {
     jobs: VecDeque<J>,
     closed: bool,
@@ -36,6 +34,16 @@ impl<J> Default for JobQueue<J> {
             }),
             more: Condvar::new(),
         }
+    }
+}
+
+impl<J> std::fmt::Debug for JobQueue<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("JobQueue")
+            .field("queued", &state.jobs.len())
+            .field("closed", &state.closed)
+            .finish()
     }
 }
 

@@ -10,17 +10,16 @@
 //! has set up the sandbox the threads are to live in (the device must exist first: the
 //! sandbox hides `/dev` and `/sys`). Requests that arrive before that wait in the pool.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server as FuseServer;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
-use rustix::event::{EventfdFlags, eventfd};
 use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, QueueEngine, Used};
+use vduse_kit::jobs::{Completions, JobQueue};
 use virtio_queue::DescriptorChain;
 
 use crate::durable::{DurableFs, Replayed};
@@ -94,60 +93,10 @@ struct Job {
 }
 
 /// Where one queue's finished requests wait for its worker.
-#[derive(Debug)]
-struct Sink {
-    done: Mutex<Vec<Used>>,
-    ready: OwnedFd,
-}
+type Sink = Completions<Used>;
 
-impl Sink {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            done: Mutex::new(Vec::new()),
-            ready: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
-        })
-    }
-
-    fn done(&self) -> MutexGuard<'_, Vec<Used>> {
-        self.done.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn finish(&self, used: Used) {
-        self.done().push(used);
-        let _ = rustix::io::write(&self.ready, &1u64.to_ne_bytes());
-    }
-}
-
-#[derive(Default)]
-struct Jobs {
-    queue: VecDeque<Job>,
-    shutdown: bool,
-}
-
-#[derive(Default)]
-struct Pool {
-    jobs: Mutex<Jobs>,
-    more: Condvar,
-}
-
-impl Pool {
-    fn jobs(&self) -> MutexGuard<'_, Jobs> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn next(&self) -> Option<Job> {
-        let mut jobs = self.jobs();
-        loop {
-            if let Some(job) = jobs.queue.pop_front() {
-                return Some(job);
-            }
-            if jobs.shutdown {
-                return None;
-            }
-            jobs = self.more.wait(jobs).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
+/// The requests of every queue, waiting for a filesystem thread.
+type Pool = JobQueue<Job>;
 
 /// The virtio-fs device.
 pub struct FsBackend {
@@ -242,16 +191,9 @@ pub struct Threads {
     threads: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").finish_non_exhaustive()
-    }
-}
-
 impl Drop for Threads {
     fn drop(&mut self) {
-        self.pool.jobs().shutdown = true;
-        self.pool.more.notify_all();
+        self.pool.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -267,13 +209,12 @@ struct FsEngine {
 
 impl FsEngine {
     fn queue(&mut self, memory: Arc<Memory>, chain: Chain, again: bool) -> Option<u32> {
-        self.pool.jobs().queue.push_back(Job {
+        self.pool.push(Job {
             memory,
             chain,
             sink: self.sink.clone(),
             again,
         });
-        self.pool.more.notify_one();
         self.in_flight += 1;
         None
     }
@@ -289,15 +230,11 @@ impl QueueEngine for FsEngine {
     }
 
     fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.sink.ready.as_fd())
+        Some(self.sink.fd())
     }
 
     fn reap(&mut self, done: &mut Vec<Used>) {
-        let mut count = [0u8; 8];
-        let _ = rustix::io::read(&self.sink.ready, &mut count);
-        let mut finished = self.sink.done();
-        self.in_flight -= finished.len();
-        done.append(&mut finished);
+        self.in_flight -= self.sink.reap(done);
     }
 
     fn in_flight(&self) -> usize {
@@ -338,7 +275,7 @@ impl Backend for FsBackend {
     }
 
     fn engine(self: Arc<Self>, queue: u16, _size: u16) -> Option<Box<dyn QueueEngine>> {
-        match Sink::new() {
+        match Sink::new("completion") {
             Ok(sink) => Some(Box::new(FsEngine {
                 pool: self.pool.clone(),
                 sink: Arc::new(sink),
