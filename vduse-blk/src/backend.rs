@@ -434,12 +434,8 @@ impl Backend for BlockBackend {
         self.options.queue_size
     }
 
-    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
-        // The request's data owns an `Arc` of its memory; the chain's own cannot be had
-        // from it, so this one request gets one over a copy of the region list (an `Arc`
-        // per region, no guest memory copied). The engines get the worker's `Arc` instead.
-        let snapshot = Arc::new(memory.clone());
-        let Some(parsed) = request::parse(&snapshot, chain, LIMITS) else {
+    fn handle(&self, _queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
+        let Some(parsed) = request::parse(memory, chain, LIMITS) else {
             // Nowhere to put a status: the request cannot be answered.
             return 0;
         };

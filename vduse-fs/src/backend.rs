@@ -264,7 +264,7 @@ impl Backend for FsBackend {
         self.queue_size
     }
 
-    fn handle(&self, _queue: u16, _memory: &Memory, chain: Chain) -> u32 {
+    fn handle(&self, _queue: u16, _memory: &Arc<Memory>, chain: Chain) -> u32 {
         // Only reached when a queue's engine could not be made (no eventfd): such a queue
         // cannot be served by the sandboxed threads, and answers nothing.
         log::error!(

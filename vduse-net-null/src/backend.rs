@@ -448,7 +448,7 @@ impl Backend for NetBackend {
 
     /// Only used without engines (tests): a receive chain cannot be answered without a
     /// frame, so it goes back empty.
-    fn handle(&self, queue: u16, _memory: &Memory, chain: Chain) -> u32 {
+    fn handle(&self, queue: u16, _memory: &Arc<Memory>, chain: Chain) -> u32 {
         match queue {
             TX_QUEUE => {
                 if self.transmit(chain, &mut TxScratch::default()) {

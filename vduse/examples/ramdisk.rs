@@ -162,7 +162,7 @@ impl Backend for RamDisk {
         QUEUE_SIZE
     }
 
-    fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
+    fn handle(&self, _queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
         // Nothing written at all tells the driver the chain was unusable.
         self.serve(memory, chain).unwrap_or(0)
     }

@@ -121,9 +121,10 @@ pub trait Backend: Send + Sync + 'static {
     fn activate(&self, _negotiated_features: u64) {}
 
     /// Serves one request of queue `queue` and returns how many bytes it wrote into the
-    /// chain's device-writable buffers (the `len` of the used element). Must not panic on
-    /// malformed chains: answer them with the device type's error status.
-    fn handle(&self, queue: u16, memory: &Memory, chain: Chain) -> u32;
+    /// chain's device-writable buffers (the `len` of the used element). `memory` is the
+    /// snapshot the chain was read from (clone the `Arc` to keep it past the call). Must not
+    /// panic on malformed chains: answer them with the device type's error status.
+    fn handle(&self, queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32;
 
     /// An engine that keeps several requests of queue `queue` (of `size` entries) in
     /// flight, or `None` (the default) to have every request served by

@@ -121,7 +121,7 @@
 //!     fn max_queue_size(&self) -> u16 {
 //!         128
 //!     }
-//!     fn handle(&self, _queue: u16, memory: &Memory, chain: Chain) -> u32 {
+//!     fn handle(&self, _queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
 //!         // The request is in chain.clone().reader(memory); the answer goes to the
 //!         // writer. A virtio-blk status is the last writable byte: 2, unsupported.
 //!         let Ok(mut writer) = chain.writer(memory) else {

@@ -850,7 +850,7 @@ mod tests {
         fn max_queue_size(&self) -> u16 {
             16
         }
-        fn handle(&self, _: u16, _: &Memory, _: Chain) -> u32 {
+        fn handle(&self, _: u16, _: &Arc<Memory>, _: Chain) -> u32 {
             self.entered.fetch_add(1, Ordering::SeqCst);
             let mut released = self.release.lock().unwrap();
             while !*released {

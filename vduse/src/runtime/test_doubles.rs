@@ -49,7 +49,7 @@ impl Backend for Recorder {
     fn max_queue_size(&self) -> u16 {
         16
     }
-    fn handle(&self, queue: u16, memory: &Memory, chain: Chain) -> u32 {
+    fn handle(&self, queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
         let head = chain.head_index();
         let descriptors: Vec<_> = chain.collect();
         let mut written = 0;
@@ -154,7 +154,7 @@ impl Backend for Deferred {
     fn max_queue_size(&self) -> u16 {
         16
     }
-    fn handle(&self, _: u16, _: &Memory, _: Chain) -> u32 {
+    fn handle(&self, _: u16, _: &Arc<Memory>, _: Chain) -> u32 {
         panic!("a deferred backend is served by its engine")
     }
     fn engine(self: Arc<Self>, _: u16, _: u16) -> Option<Box<dyn QueueEngine>> {
