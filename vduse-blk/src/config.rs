@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use vduse_kit::config::{Attach, ByteSize, ConfigError, Origin};
+pub use vduse_kit::device_keys::DeviceKeys;
 
 pub use crate::disk::{CacheMode, IoEngine};
 
@@ -30,8 +31,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 29] = [
-    "name",
+pub const KEYS: [&str; 29] = vduse_kit::keys![
     "backend",
     "backing",
     "nbd-uri",
@@ -53,13 +53,6 @@ pub const KEYS: [&str; 29] = [
     "serial",
     "discard",
     "write-zeroes",
-    "attach",
-    "keep-device",
-    "bounce-size",
-    "busy-poll-us",
-    "user",
-    "group",
-    "inflight-log",
 ];
 
 /// Defaults of the keys that have one.
@@ -113,69 +106,55 @@ impl DiskKind {
     }
 }
 
-/// One layer of configuration keys: the file, or the command-line flags. Every key is
-/// optional; [`Config::resolve`] fills in the defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    /// Device name: the node becomes `/dev/vduse/NAME`.
-    pub name: Option<String>,
-    /// `file` or `nbd`.
-    pub backend: Option<DiskKind>,
-    /// The file or block device holding the disk's data.
-    pub backing: Option<PathBuf>,
-    /// The NBD export holding the disk's data.
-    pub nbd_uri: Option<String>,
-    /// Seconds a request may wait for the NBD server before it fails.
-    pub nbd_timeout: Option<u32>,
-    /// Most NBD connections (one per queue) when the server allows several.
-    pub nbd_connections: Option<u16>,
-    /// CA certificates (PEM) the NBD server's certificate must chain to (nbds).
-    pub nbd_tls_ca: Option<PathBuf>,
-    /// Client certificate chain (PEM) for servers that verify clients (nbds).
-    pub nbd_tls_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM) (nbds).
-    pub nbd_tls_key: Option<PathBuf>,
-    /// The name the server's certificate must carry (nbds).
-    pub nbd_tls_hostname: Option<String>,
-    /// Size of the disk; the backing's size when not given.
-    pub size: Option<ByteSize>,
-    /// Create a missing backing file, and extend one smaller than `size`.
-    pub create: Option<bool>,
-    /// Serve the disk read-only.
-    pub read_only: Option<bool>,
-    /// `writeback` or `none` (O_DIRECT).
-    pub cache: Option<CacheMode>,
-    /// `auto`, `io-uring`, `threads` or `sync`.
-    pub io_engine: Option<IoEngine>,
-    /// Logical block size the guest sees.
-    pub logical_block_size: Option<u32>,
-    /// Physical block size the guest sees.
-    pub physical_block_size: Option<u32>,
-    /// Number of request queues.
-    pub num_queues: Option<u16>,
-    /// Size of each request queue.
-    pub queue_size: Option<u16>,
-    /// Serial number the guest reads with GET_ID.
-    pub serial: Option<String>,
-    /// Offer DISCARD.
-    pub discard: Option<bool>,
-    /// Offer WRITE_ZEROES.
-    pub write_zeroes: Option<bool>,
-    /// Where the device goes once it is set up.
-    pub attach: Option<Attach>,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: Option<bool>,
-    /// Size of the kernel's bounce buffer for the device.
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping.
-    pub busy_poll_us: Option<u32>,
-    /// User to serve as once the device is attached.
-    pub user: Option<String>,
-    /// Group to serve as once the device is attached.
-    pub group: Option<String>,
-    /// The in-flight log's path, or `none`.
-    pub inflight_log: Option<String>,
+vduse_kit::settings! {
+    /// One layer of configuration keys: the file, or the command-line flags. Every key is
+    /// optional; [`Config::resolve`] fills in the defaults.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Settings {
+        /// `file` or `nbd`.
+        pub backend: Option<DiskKind>,
+        /// The file or block device holding the disk's data.
+        pub backing: Option<PathBuf>,
+        /// The NBD export holding the disk's data.
+        pub nbd_uri: Option<String>,
+        /// Seconds a request may wait for the NBD server before it fails.
+        pub nbd_timeout: Option<u32>,
+        /// Most NBD connections (one per queue) when the server allows several.
+        pub nbd_connections: Option<u16>,
+        /// CA certificates (PEM) the NBD server's certificate must chain to (nbds).
+        pub nbd_tls_ca: Option<PathBuf>,
+        /// Client certificate chain (PEM) for servers that verify clients (nbds).
+        pub nbd_tls_cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM) (nbds).
+        pub nbd_tls_key: Option<PathBuf>,
+        /// The name the server's certificate must carry (nbds).
+        pub nbd_tls_hostname: Option<String>,
+        /// Size of the disk; the backing's size when not given.
+        pub size: Option<ByteSize>,
+        /// Create a missing backing file, and extend one smaller than `size`.
+        pub create: Option<bool>,
+        /// Serve the disk read-only.
+        pub read_only: Option<bool>,
+        /// `writeback` or `none` (O_DIRECT).
+        pub cache: Option<CacheMode>,
+        /// `auto`, `io-uring`, `threads` or `sync`.
+        pub io_engine: Option<IoEngine>,
+        /// Logical block size the guest sees.
+        pub logical_block_size: Option<u32>,
+        /// Physical block size the guest sees.
+        pub physical_block_size: Option<u32>,
+        /// Number of request queues.
+        pub num_queues: Option<u16>,
+        /// Size of each request queue.
+        pub queue_size: Option<u16>,
+        /// Serial number the guest reads with GET_ID.
+        pub serial: Option<String>,
+        /// Offer DISCARD.
+        pub discard: Option<bool>,
+        /// Offer WRITE_ZEROES.
+        pub write_zeroes: Option<bool>,
+    }
 }
 
 /// The checked configuration, every default filled in.
@@ -240,24 +219,9 @@ pub struct Config {
     pub discard: bool,
     /// Offer WRITE_ZEROES (not when read-only).
     pub write_zeroes: bool,
-    /// Where the device goes once it is set up.
-    pub attach: Attach,
-    /// Leave the VDUSE device in place when the server stops.
-    pub keep_device: bool,
-    /// Size of the kernel's bounce buffer for the device; `None`: the kernel's default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bounce_size: Option<ByteSize>,
-    /// Microseconds each queue's worker watches its emptied ring before sleeping; 0: off.
-    pub busy_poll_us: u32,
-    /// User to serve as once the device is attached (a name or a uid); `None`: stay.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Group to serve as with `user`; `None`: the user's primary group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Where the requests in flight are recorded, so that a server started after this one
-    /// was killed takes the device over and runs them again: an absolute path, or `none`.
-    pub inflight_log: String,
+    /// The keys every server shares.
+    #[serde(flatten)]
+    pub device: DeviceKeys,
 }
 
 impl Config {
@@ -280,11 +244,6 @@ impl Config {
                 self.serial.clone().unwrap_or_default().into_bytes(),
             ),
         ]
-    }
-
-    /// The in-flight log's path; `None` for `inflight-log: none`.
-    pub fn inflight_log_path(&self) -> Option<std::path::PathBuf> {
-        vduse_kit::config::inflight_log_path(&self.inflight_log)
     }
 
     /// Where the data is, for messages: the backing's path or the export's URI.
@@ -368,13 +327,15 @@ mod tests {
                 serial: None,
                 discard: true,
                 write_zeroes: true,
-                attach: Attach::Virtio,
-                keep_device: false,
-                bounce_size: None,
-                busy_poll_us: 0,
-                user: None,
-                group: None,
-                inflight_log: "/run/vduse/blk/disk0.inflight".into(),
+                device: DeviceKeys {
+                    attach: Attach::Virtio,
+                    keep_device: false,
+                    bounce_size: None,
+                    busy_poll_us: 0,
+                    user: None,
+                    group: None,
+                    inflight_log: "/run/vduse/blk/disk0.inflight".into(),
+                },
             }
         );
     }
@@ -388,7 +349,7 @@ mod tests {
              attach: none\nkeep-device: true\nbounce-size: 16M\n",
         )
         .unwrap();
-        assert_eq!(config.bounce_size, Some(ByteSize(16 << 20)));
+        assert_eq!(config.device.bounce_size, Some(ByteSize(16 << 20)));
         assert_eq!(config.size, Some(ByteSize(2 << 30)));
         assert!(config.read_only);
         assert_eq!(config.cache, CacheMode::None);
@@ -397,8 +358,8 @@ mod tests {
         assert_eq!((config.num_queues, config.queue_size), (4, 128));
         assert_eq!(config.serial.as_deref(), Some("SN-0001"));
         assert!(!config.discard && !config.write_zeroes);
-        assert_eq!(config.attach, Attach::None);
-        assert!(config.keep_device);
+        assert_eq!(config.device.attach, Attach::None);
+        assert!(config.device.keep_device);
         assert_eq!(
             resolve(&format!("{MINIMAL}size: 1048576\n")).unwrap().size,
             Some(ByteSize(1 << 20))

@@ -182,17 +182,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     let io_engine = backend.io_engine();
     let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
     let signals = vduse_kit::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
-    let options = vduse_kit::config::server_options(
-        &config.name,
-        config.attach,
-        config.keep_device,
-        config.bounce_size,
-        config.busy_poll_us,
-        (config.user.as_deref(), config.group.as_deref()),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let mut options = options;
-    options.inflight_log = config.inflight_log_path();
+    let mut options = config
+        .device
+        .server_options(&config.name)
+        .map_err(anyhow::Error::msg)?;
     options.identity = config.identity();
     let server = Server::start(
         Arc::new(backend) as Arc<dyn vduse::backend::Backend>,

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use vduse_blk::config::{Attach, ByteSize, CacheMode, ConfigFile, DiskKind, Settings};
+use vduse_blk::config::{Attach, ByteSize, CacheMode, ConfigFile, DeviceKeys, DiskKind, Settings};
 use vduse_blk::nbd::{Endpoint, NbdUri};
 use vduse_blk::{Config, Exit, exit_for};
 
@@ -60,23 +60,26 @@ fn the_example_configuration_is_valid_and_realistic() {
     assert_eq!(config.physical_block_size, Some(4096));
     assert_eq!(config.num_queues, 2);
     assert_eq!(config.serial.as_deref(), Some("disk0-0001"));
-    assert_eq!(config.attach, Attach::Virtio);
+    assert_eq!(config.device.attach, Attach::Virtio);
 
     // Every commented-out `key: value` line is valid, and the default but for bounce-size.
     let all = ConfigFile::parse(Path::new("all.yaml"), uncomment(EXAMPLE)).unwrap();
     let all = Config::resolve(Some(&all), &Settings::default()).unwrap();
     // bounce-size has no value that means "the kernel's default": its example is a choice.
-    assert_eq!(all.bounce_size, Some(ByteSize(16 << 20)));
+    assert_eq!(all.device.bounce_size, Some(ByteSize(16 << 20)));
     // Nor do user and group: not set, the server stays who it is.
     assert_eq!(
-        (all.user.as_deref(), all.group.as_deref()),
+        (all.device.user.as_deref(), all.device.group.as_deref()),
         (Some("nobody"), Some("nogroup"))
     );
     assert_eq!(
         Config {
-            bounce_size: None,
-            user: None,
-            group: None,
+            device: DeviceKeys {
+                bounce_size: None,
+                user: None,
+                group: None,
+                ..all.device
+            },
             ..all
         },
         config
@@ -102,7 +105,7 @@ fn the_nbd_example_configuration_is_valid_and_realistic() {
         "the server's preferred block"
     );
     assert_eq!(config.serial.as_deref(), Some("disk1-nbd"));
-    assert_eq!(config.attach, Attach::Virtio);
+    assert_eq!(config.device.attach, Attach::Virtio);
     let options = config.nbd_options().unwrap();
     assert_eq!(
         options.uri.endpoint,

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use super::{
-    BLOCK_SIZE_RANGE, ByteSize, CacheMode, Config, ConfigError, ConfigFile, DiskKind, IoEngine,
-    MAX_NBD_TIMEOUT, MAX_NUM_QUEUES, MAX_PHYSICAL_BLOCK_SIZE, MAX_SERIAL_LEN, QUEUE_SIZE_RANGE,
-    Settings, defaults,
+    BLOCK_SIZE_RANGE, ByteSize, CacheMode, Config, ConfigError, ConfigFile, DeviceKeys, DiskKind,
+    IoEngine, MAX_NBD_TIMEOUT, MAX_NUM_QUEUES, MAX_PHYSICAL_BLOCK_SIZE, MAX_SERIAL_LEN,
+    QUEUE_SIZE_RANGE, Settings, defaults,
 };
 
 type Layers<'a> = vduse_kit::config::Layers<'a, Settings>;
@@ -36,11 +36,7 @@ impl Config {
             "128, 256 or 1024",
         )?;
         let serial = serial(&layers)?;
-        let busy_poll_us = layers.busy_poll_us(|s| &s.busy_poll_us)?;
-        let bounce_size = layers.bounce_size(|s| &s.bounce_size)?;
-        let (user, group) = layers.run_as(|s| &s.user, |s| &s.group)?;
-        let inflight_log =
-            layers.inflight_log(|s| &s.inflight_log, defaults::inflight_log(&name))?;
+        let device = DeviceKeys::resolve(&layers, defaults::ATTACH, defaults::inflight_log(&name))?;
 
         let nbd = backend == DiskKind::Nbd;
         let nbd_timeout = layers.pick(|s| &s.nbd_timeout).0;
@@ -74,13 +70,7 @@ impl Config {
                 .pick(|s| &s.write_zeroes)
                 .0
                 .unwrap_or(defaults::WRITE_ZEROES),
-            attach: layers.pick(|s| &s.attach).0.unwrap_or(defaults::ATTACH),
-            keep_device: layers.pick(|s| &s.keep_device).0.unwrap_or(false),
-            bounce_size,
-            busy_poll_us,
-            user,
-            group,
-            inflight_log,
+            device,
         })
     }
 }
