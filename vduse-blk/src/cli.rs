@@ -1,5 +1,8 @@
 //! The command line, as clap sees it. The rest of the crate never sees clap: [`Cli`] becomes
 //! a [`Settings`] layer laid over the configuration file.
+// The doc comments below are clap's help texts too: `HOST[:PORT]` is written for people,
+// not as a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

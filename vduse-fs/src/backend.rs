@@ -3,7 +3,7 @@
 //!
 //! Queue 0 is the high-priority queue (FORGET, INTERRUPT), queues 1..=N the request
 //! queues. Every queue's worker hands its requests to one shared pool of filesystem
-//! threads ([`FsEngine`]), so a slow request (an fsync, a large read) never holds up the
+//! threads (`FsEngine`), so a slow request (an fsync, a large read) never holds up the
 //! others of its queue, and a queue depth of 16 keeps up to `threads` host calls going.
 //!
 //! The pool's threads are started by [`FsBackend::serve`], which the caller runs once it

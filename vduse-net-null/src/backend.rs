@@ -477,7 +477,7 @@ impl Backend for NetBackend {
     }
 }
 
-/// The receive queue's engine: holds the driver's buffers for [`NetBackend::echo`].
+/// The receive queue's engine: holds the driver's buffers for `NetBackend::echo`.
 #[derive(Debug)]
 pub struct RxEngine {
     backend: Arc<NetBackend>,

@@ -5,7 +5,7 @@
 //! - [`config`]: the YAML file, flag overrides, and the checked [`Config`].
 //! - [`cli`]: the command line ([`cli::command`] for man pages).
 //! - [`net`]: the virtio-net header, config space and features.
-//! - [`backend`]: [`NetBackend`], the `vduse::backend::Backend` the runtime serves.
+//! - [`backend`](mod@backend): [`NetBackend`], the `vduse::backend::Backend` the runtime serves.
 //! - [`stats`]: the counters as JSON lines and as a live display.
 
 pub mod backend;

@@ -3,7 +3,7 @@
 //! has passed since they arrived.
 //!
 //! Three kinds of thread touch a [`Client`]:
-//! - **submitters** (queue workers) call [`Client::submit`]: the request goes into the
+//! - **submitters** (queue workers) call `Client::submit`: the request goes into the
 //!   table of outstanding requests, then onto the socket if the connection is up;
 //! - the **receiver** of the current connection reads replies, copies read data straight
 //!   into guest memory, and finishes requests;
