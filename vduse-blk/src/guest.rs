@@ -129,7 +129,14 @@ pub struct GuestData {
 impl GuestData {
     /// The memory of `ranges` in `memory`, or `None` when some byte of them is not mapped.
     pub(crate) fn new(memory: &Arc<Memory>, ranges: Vec<GuestRange>) -> Option<Self> {
-        let len = GuestBuffers::from_ranges(memory, &ranges)?.len();
+        // Checked without making the slices: `buffers` makes them once, when the I/O runs.
+        let mut len: usize = 0;
+        for range in &ranges {
+            if !memory.check_range(range.addr, range.len) {
+                return None;
+            }
+            len = len.checked_add(range.len)?;
+        }
         Some(Self {
             memory: memory.clone(),
             ranges,
