@@ -2,13 +2,15 @@
 //!
 //! - [`GuestBuffers`]: the slices of guest memory one read or write covers, borrowed
 //!   from a memory snapshot.
-//! - [`GuestData`]: the same, owned: the snapshot's `Arc` and the byte ranges, so that an
-//!   operation in flight keeps the mappings its I/O points into.
+//! - [`GuestData`]: the same, owned: the snapshot's `Arc` and where the bytes are in this
+//!   process, found once per request, so that an operation in flight keeps the mappings
+//!   its I/O points into.
 //! - `IoVecs`: those buffers as the iovecs handed to the kernel (io_uring, `preadv`,
 //!   `sendmsg` on an NBD socket).
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use vduse::backend::Memory;
 use vm_memory::{GuestAddress, GuestMemory, VolatileSlice};
 
@@ -49,14 +51,6 @@ impl<'m> GuestBuffers<'m> {
     /// The slices, in order.
     pub fn slices(&self) -> &[VolatileSlice<'m>] {
         &self.slices
-    }
-
-    /// True when every slice starts at an address and has a length that are multiples of
-    /// `alignment` (what O_DIRECT needs of memory).
-    pub fn is_aligned(&self, alignment: usize) -> bool {
-        self.slices.iter().all(|slice| {
-            slice.len() % alignment == 0 && (slice.ptr_guard().as_ptr() as usize) % alignment == 0
-        })
     }
 
     /// Copies `bytes` into the buffers starting `position` bytes in; returns how many were
@@ -116,30 +110,53 @@ pub(crate) struct GuestRange {
     pub len: usize,
 }
 
+/// Pieces of guest memory a request's data usually comes in, kept without a heap
+/// allocation: Linux's virtio-blk driver sends one descriptor per segment of the request,
+/// and a segment is one to a few pages.
+const INLINE_PIECES: usize = 4;
+
 /// Guest memory a read or write moves data to or from, owned: the request's memory
-/// snapshot and the byte ranges in it. The snapshot's mappings stay while this lives, so an
-/// operation that holds it can have I/O in flight on them.
+/// snapshot and where its bytes are in this process, found once when the request is
+/// parsed. The snapshot's mappings stay while this lives, so an operation that holds it
+/// can have I/O in flight on them.
+///
+/// The host addresses are taken once, from the slices of the snapshot: a region of
+/// `GuestMemoryMmap` is one mapping for the region's whole life (vm-memory's `xen`
+/// feature, where a slice maps on demand, is not enabled), and the snapshot keeps every
+/// region it holds, so the addresses stay valid for as long as this holds its `Arc`.
 #[derive(Debug, Clone)]
 pub struct GuestData {
-    memory: Arc<Memory>,
-    ranges: Vec<GuestRange>,
+    /// Keeps the mappings `iovecs` point into.
+    _memory: Arc<Memory>,
+    iovecs: SmallVec<[libc::iovec; INLINE_PIECES]>,
     len: usize,
 }
 
+// SAFETY: the iovecs point into the mappings of `memory`, which this owns; they are only
+// dereferenced by the kernel or by copies, during the I/O of the request that owns this.
+// Moving it to or sharing it with another thread (the thread pool) changes neither.
+unsafe impl Send for GuestData {}
+// SAFETY: as for `Send`: the iovecs are never changed through a shared reference.
+unsafe impl Sync for GuestData {}
+
 impl GuestData {
     /// The memory of `ranges` in `memory`, or `None` when some byte of them is not mapped.
-    pub(crate) fn new(memory: &Arc<Memory>, ranges: Vec<GuestRange>) -> Option<Self> {
-        // Checked without making the slices: `buffers` makes them once, when the I/O runs.
+    pub(crate) fn new(memory: &Arc<Memory>, ranges: &[GuestRange]) -> Option<Self> {
+        let mut iovecs = SmallVec::new();
         let mut len: usize = 0;
-        for range in &ranges {
-            if !memory.check_range(range.addr, range.len) {
-                return None;
+        for range in ranges {
+            for slice in memory.get_slices(range.addr, range.len) {
+                let slice = slice.ok()?;
+                len = len.checked_add(slice.len())?;
+                iovecs.push(libc::iovec {
+                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                    iov_len: slice.len(),
+                });
             }
-            len = len.checked_add(range.len)?;
         }
         Some(Self {
-            memory: memory.clone(),
-            ranges,
+            _memory: memory.clone(),
+            iovecs,
             len,
         })
     }
@@ -154,11 +171,34 @@ impl GuestData {
         self.len == 0
     }
 
-    /// The buffers, borrowed from the snapshot this holds. `new` checked that every range
-    /// is mapped in it, and a snapshot never changes (a remap publishes a new one), so this
-    /// finds the same slices again.
+    /// Where the bytes are, in order: what `preadv`, io_uring and `sendmsg` take. Valid
+    /// while `self` lives.
+    pub(crate) fn iovecs(&self) -> &[libc::iovec] {
+        &self.iovecs
+    }
+
+    /// True when every piece starts at an address and has a length that are multiples
+    /// of `alignment` (what O_DIRECT needs of memory).
+    pub fn is_aligned(&self, alignment: usize) -> bool {
+        self.iovecs.iter().all(|iovec| {
+            iovec.iov_len % alignment == 0 && (iovec.iov_base as usize) % alignment == 0
+        })
+    }
+
+    /// The buffers, to copy into or out of (a bounce buffer, the serial number).
     pub fn buffers(&self) -> GuestBuffers<'_> {
-        GuestBuffers::from_ranges(&self.memory, &self.ranges).unwrap_or_default()
+        let slices = self
+            .iovecs
+            .iter()
+            // SAFETY: each iovec is a slice of a region of `self._memory` (see the type's
+            // documentation), mapped for as long as `self` lives, which the returned
+            // slices borrow; guest memory is only ever accessed volatilely.
+            .map(|iovec| unsafe { VolatileSlice::new(iovec.iov_base.cast(), iovec.iov_len) })
+            .collect();
+        GuestBuffers {
+            slices,
+            len: self.len,
+        }
     }
 }
 
@@ -175,41 +215,15 @@ unsafe impl Send for IoVecs {}
 unsafe impl Sync for IoVecs {}
 
 impl IoVecs {
-    /// The iovecs of `buffers`, in order.
-    pub fn of(buffers: &GuestBuffers<'_>) -> Self {
-        IoVecs(
-            buffers
-                .slices()
-                .iter()
-                .map(|slice| libc::iovec {
-                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                    iov_len: slice.len(),
-                })
-                .collect(),
-        )
+    /// A copy of the iovecs of `data`, which can be advanced after a short transfer.
+    pub fn of(data: &GuestData) -> Self {
+        IoVecs(data.iovecs().to_vec())
     }
 
     /// The iovecs of `len` bytes starting `position` bytes in (fewer when the list ends
     /// first).
-    pub fn range(&self, mut position: usize, mut len: usize) -> Vec<libc::iovec> {
-        let mut out = Vec::new();
-        for iovec in &self.0 {
-            if len == 0 {
-                break;
-            }
-            if position >= iovec.iov_len {
-                position -= iovec.iov_len;
-                continue;
-            }
-            let take = (iovec.iov_len - position).min(len);
-            out.push(libc::iovec {
-                iov_base: iovec.iov_base.cast::<u8>().wrapping_add(position).cast(),
-                iov_len: take,
-            });
-            position = 0;
-            len -= take;
-        }
-        out
+    pub fn range(&self, position: usize, len: usize) -> Vec<libc::iovec> {
+        range(&self.0, position, len)
     }
 
     /// Drops the first `count` bytes (after a short transfer).
@@ -223,6 +237,33 @@ impl std::fmt::Debug for IoVecs {
         let bytes: usize = self.0.iter().map(|iovec| iovec.iov_len).sum();
         write!(f, "IoVecs({} iovecs, {bytes} bytes)", self.0.len())
     }
+}
+
+/// The iovecs of `len` bytes of `iovecs` starting `position` bytes in (fewer when the
+/// list ends first).
+pub(crate) fn range(
+    iovecs: &[libc::iovec],
+    mut position: usize,
+    mut len: usize,
+) -> Vec<libc::iovec> {
+    let mut out = Vec::new();
+    for iovec in iovecs {
+        if len == 0 {
+            break;
+        }
+        if position >= iovec.iov_len {
+            position -= iovec.iov_len;
+            continue;
+        }
+        let take = (iovec.iov_len - position).min(len);
+        out.push(libc::iovec {
+            iov_base: iovec.iov_base.cast::<u8>().wrapping_add(position).cast(),
+            iov_len: take,
+        });
+        position = 0;
+        len -= take;
+    }
+    out
 }
 
 /// Drops the first `count` bytes of `iovecs` (after a short transfer).

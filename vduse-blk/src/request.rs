@@ -14,6 +14,7 @@ use std::mem::{offset_of, size_of};
 use std::ops::Deref;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use vduse::backend::Memory;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
@@ -130,27 +131,33 @@ pub struct Parsed {
     pub request: Result<Request, Malformed>,
 }
 
-/// Removes the first `count` bytes of `ranges` and returns them.
-fn take_front(ranges: &mut Vec<GuestRange>, count: usize) -> Vec<GuestRange> {
-    let mut taken = Vec::new();
-    let mut left = count;
-    while left > 0 && !ranges.is_empty() {
-        let first = &mut ranges[0];
-        if first.len <= left {
-            left -= first.len;
-            taken.push(ranges.remove(0));
+/// The byte ranges of one direction of a chain; a request has a few.
+type Ranges = SmallVec<[GuestRange; 4]>;
+
+/// Reads the first `bytes.len()` bytes of `ranges` into `bytes` and removes them from
+/// `ranges`; `None` when one of them is not in `memory`. `ranges` holds at least that many.
+fn take_front(memory: &Memory, ranges: &mut Ranges, bytes: &mut [u8]) -> Option<()> {
+    let mut done = 0;
+    let mut whole = 0;
+    for range in ranges.iter_mut() {
+        if done == bytes.len() {
+            break;
+        }
+        let take = range.len.min(bytes.len() - done);
+        memory
+            .read_slice(&mut bytes[done..done + take], range.addr)
+            .ok()?;
+        done += take;
+        if take == range.len {
+            whole += 1;
         } else {
-            taken.push(GuestRange {
-                addr: first.addr,
-                len: left,
-            });
             // No overflow: ranges that wrap around the address space never get here.
-            first.addr = GuestAddress(first.addr.0 + left as u64);
-            first.len -= left;
-            left = 0;
+            range.addr = GuestAddress(range.addr.0 + take as u64);
+            range.len -= take;
         }
     }
-    taken
+    ranges.drain(..whole);
+    Some(())
 }
 
 /// Total length of `ranges` (saturating: a chain holds at most 4 GiB, more than a 32-bit
@@ -180,8 +187,8 @@ pub fn parse<M>(
 where
     M: Deref<Target = Memory> + Clone,
 {
-    let mut readable = Vec::new();
-    let mut writable = Vec::new();
+    let mut readable = Ranges::new();
+    let mut writable = Ranges::new();
     let mut misordered = false;
     let mut wraps = false;
     for descriptor in chain {
@@ -228,18 +235,15 @@ where
 /// Parses the header and data once the status byte is set aside.
 fn parse_request(
     memory: &Arc<Memory>,
-    mut readable: Vec<GuestRange>,
-    writable: Vec<GuestRange>,
+    mut readable: Ranges,
+    writable: Ranges,
     limits: ParseLimits,
 ) -> Result<Request, Malformed> {
     if total(&readable) < HEADER_SIZE {
         return Err(Malformed::ShortHeader);
     }
-    let header_ranges = take_front(&mut readable, HEADER_SIZE);
     let mut header = [0u8; HEADER_SIZE];
-    let header_buffers =
-        GuestBuffers::from_ranges(memory, &header_ranges).ok_or(Malformed::BadAddress)?;
-    header_buffers.read_at(0, &mut header);
+    take_front(memory, &mut readable, &mut header).ok_or(Malformed::BadAddress)?;
     let request_type = le_u32(&header, offset_of!(virtio_blk_outhdr, type_));
     let sector = le_u64(&header, offset_of!(virtio_blk_outhdr, sector));
     let out_data = readable;
@@ -335,8 +339,8 @@ fn buffers<'m>(memory: &'m Memory, ranges: &[GuestRange]) -> Result<GuestBuffers
     GuestBuffers::from_ranges(memory, ranges).ok_or(Malformed::BadAddress)
 }
 
-fn data(memory: &Arc<Memory>, ranges: Vec<GuestRange>) -> Result<GuestData, Malformed> {
-    GuestData::new(memory, ranges).ok_or(Malformed::BadAddress)
+fn data(memory: &Arc<Memory>, ranges: Ranges) -> Result<GuestData, Malformed> {
+    GuestData::new(memory, &ranges).ok_or(Malformed::BadAddress)
 }
 
 /// Writes the status byte; false when it could not be written.

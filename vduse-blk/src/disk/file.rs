@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use vduse_kit::config::ByteSize;
 
 use super::{Extent, Operation};
-use crate::guest::{GuestBuffers, IOV_MAX};
+use crate::guest::{GuestData, IOV_MAX};
 
 /// `BLKGETSIZE64`: `_IOR(0x12, 114, size_t)`, the size of a block device in bytes.
 const BLKGETSIZE64: Opcode = rustix::ioctl::opcode::read::<usize>(0x12, 114);
@@ -443,9 +443,10 @@ impl FileDisk {
         self.memory_backed
     }
 
-    /// Reads `buffers.len()` bytes at `offset` into `buffers`.
-    pub fn read_into(&self, offset: u64, buffers: &GuestBuffers<'_>) -> io::Result<()> {
-        if self.needs_bounce(buffers) {
+    /// Reads `data.len()` bytes at `offset` into `data`.
+    pub fn read_into(&self, offset: u64, data: &GuestData) -> io::Result<()> {
+        if self.needs_bounce(data) {
+            let buffers = data.buffers();
             let alignment = self.direct_alignment.unwrap_or(1);
             let mut bounce = AlignedBuffer::new(buffers.len().min(CHUNK_SIZE), alignment);
             let mut done = 0;
@@ -457,12 +458,13 @@ impl FileDisk {
             }
             return Ok(());
         }
-        self.transfer(offset, buffers, Direction::Read)
+        self.transfer(offset, data, Direction::Read)
     }
 
-    /// Writes `buffers` at `offset`.
-    pub fn write_from(&self, offset: u64, buffers: &GuestBuffers<'_>) -> io::Result<()> {
-        if self.needs_bounce(buffers) {
+    /// Writes `data` at `offset`.
+    pub fn write_from(&self, offset: u64, data: &GuestData) -> io::Result<()> {
+        if self.needs_bounce(data) {
+            let buffers = data.buffers();
             let alignment = self.direct_alignment.unwrap_or(1);
             let mut bounce = AlignedBuffer::new(buffers.len().min(CHUNK_SIZE), alignment);
             let mut done = 0;
@@ -474,7 +476,7 @@ impl FileDisk {
             }
             return Ok(());
         }
-        self.transfer(offset, buffers, Direction::Write)
+        self.transfer(offset, data, Direction::Write)
     }
 
     /// Makes completed writes durable.
@@ -549,8 +551,8 @@ impl FileDisk {
     /// stopping at the first failure).
     pub fn execute(&self, operation: &Operation) -> io::Result<()> {
         match operation {
-            Operation::Read { offset, data } => self.read_into(*offset, &data.buffers()),
-            Operation::Write { offset, data } => self.write_from(*offset, &data.buffers()),
+            Operation::Read { offset, data } => self.read_into(*offset, data),
+            Operation::Write { offset, data } => self.write_from(*offset, data),
             Operation::Flush => self.flush(),
             Operation::Discard { extents } => extents
                 .iter()
@@ -567,47 +569,40 @@ impl FileDisk {
     }
 
     /// Whether O_DIRECT forces a bounce buffer: guest memory that is not aligned.
-    pub(crate) fn needs_bounce(&self, buffers: &GuestBuffers<'_>) -> bool {
+    pub(crate) fn needs_bounce(&self, data: &GuestData) -> bool {
         self.direct_alignment
-            .is_some_and(|alignment| !buffers.is_aligned(alignment))
+            .is_some_and(|alignment| !data.is_aligned(alignment))
     }
 
     /// `preadv`/`pwritev` straight between the backing and guest memory, until every byte
     /// has moved.
-    fn transfer(
-        &self,
-        offset: u64,
-        buffers: &GuestBuffers<'_>,
-        direction: Direction,
-    ) -> io::Result<()> {
+    fn transfer(&self, offset: u64, data: &GuestData, direction: Direction) -> io::Result<()> {
         let mut done = 0usize;
-        while done < buffers.len() {
-            let iovecs = PinnedIoVecs::new(buffers, done);
+        while done < data.len() {
+            // The request's own iovecs the first time (no copy); after a short transfer
+            // or beyond IOV_MAX, those of the bytes still to move.
+            let rest;
+            let iovecs = if done == 0 && data.iovecs().len() <= IOV_MAX {
+                data.iovecs()
+            } else {
+                rest = crate::guest::range(data.iovecs(), done, data.len() - done);
+                &rest[..rest.len().min(IOV_MAX)]
+            };
             let position = offset
                 .checked_add(done as u64)
                 .and_then(|position| libc::off_t::try_from(position).ok())
                 .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-            let count = iovecs.iovecs.len() as libc::c_int;
+            let count = iovecs.len() as libc::c_int;
             let moved = match direction {
-                // SAFETY: every iovec points into guest memory that `buffers` borrows (its
-                // mapping outlives the call) and the guards in `iovecs` keep the pointers
-                // valid; the kernel writes at most each iovec's length.
+                // SAFETY: every iovec points into guest memory mapped for as long as
+                // `data` lives (it holds the memory snapshot); the kernel writes at most
+                // each iovec's length.
                 Direction::Read => unsafe {
-                    libc::preadv(
-                        self.file.as_raw_fd(),
-                        iovecs.iovecs.as_ptr(),
-                        count,
-                        position,
-                    )
+                    libc::preadv(self.file.as_raw_fd(), iovecs.as_ptr(), count, position)
                 },
                 // SAFETY: as above; the kernel only reads the iovecs' memory.
                 Direction::Write => unsafe {
-                    libc::pwritev(
-                        self.file.as_raw_fd(),
-                        iovecs.iovecs.as_ptr(),
-                        count,
-                        position,
-                    )
+                    libc::pwritev(self.file.as_raw_fd(), iovecs.as_ptr(), count, position)
                 },
             };
             match moved {
@@ -634,41 +629,6 @@ impl FileDisk {
 enum Direction {
     Read,
     Write,
-}
-
-/// iovecs over guest buffers from a byte position on, at most `IOV_MAX` of them, with the
-/// guards that keep their pointers valid.
-struct PinnedIoVecs {
-    iovecs: Vec<libc::iovec>,
-    _guards: Vec<vm_memory::volatile_memory::PtrGuardMut>,
-}
-
-impl PinnedIoVecs {
-    fn new(buffers: &GuestBuffers<'_>, position: usize) -> Self {
-        let mut iovecs = Vec::new();
-        let mut guards = Vec::new();
-        let mut skip = position;
-        for slice in buffers.slices() {
-            if iovecs.len() == IOV_MAX {
-                break;
-            }
-            if skip >= slice.len() {
-                skip -= slice.len();
-                continue;
-            }
-            let guard = slice.ptr_guard_mut();
-            iovecs.push(libc::iovec {
-                iov_base: guard.as_ptr().wrapping_add(skip).cast(),
-                iov_len: slice.len() - skip,
-            });
-            guards.push(guard);
-            skip = 0;
-        }
-        Self {
-            iovecs,
-            _guards: guards,
-        }
-    }
 }
 
 /// A heap buffer whose start is aligned, for O_DIRECT; made without unsafe code by

@@ -32,7 +32,7 @@ fn commands(max_payload: u32, sends_flush: bool, operation: &Operation) -> Vec<C
         Operation::Read { offset, data } | Operation::Write { offset, data } => {
             let read = matches!(operation, Operation::Read { .. });
             let len = data.len();
-            let iovecs = IoVecs::of(&data.buffers());
+            let iovecs = IoVecs::of(data);
             let max = max_payload as usize;
             (0..len)
                 .step_by(max)

@@ -104,16 +104,15 @@ impl UringQueue {
             Operation::Write { offset, data } => (*offset, data, true),
             Operation::Discard { .. } | Operation::WriteZeroes { .. } => return None,
         };
-        let buffers = data.buffers();
-        if (self.disk.is_memory_backed() && buffers.len() <= INLINE_MEMORY_COPY)
-            || buffers.is_empty()
-            || buffers.slices().len() > IOV_MAX
-            || self.disk.needs_bounce(&buffers)
+        if (self.disk.is_memory_backed() && data.len() <= INLINE_MEMORY_COPY)
+            || data.is_empty()
+            || data.iovecs().len() > IOV_MAX
+            || self.disk.needs_bounce(data)
         {
             return None;
         }
-        let iovecs = IoVecs::of(&buffers);
-        let left = buffers.len();
+        let iovecs = IoVecs::of(data);
+        let left = data.len();
         Some(if write {
             Op::Write {
                 offset,
