@@ -243,6 +243,32 @@ impl InflightLog {
         }
     }
 
+    /// Records a new value of the identity item `name` (a config space the server
+    /// changed while serving, such as a disk's capacity), so that the server taking the
+    /// device over next compares against the device as it is now. One atomic store: a
+    /// crash leaves the old value or the new. Returns false when the log has no such item.
+    pub fn change_identity(&self, name: &str, value: &[u8]) -> bool {
+        let region = self.file.region();
+        let load = |at: u64| {
+            region
+                .load::<u64>(MemoryRegionAddress(at), Ordering::Acquire)
+                .unwrap_or(0)
+        };
+        let count = region
+            .load::<u16>(MemoryRegionAddress(ITEM_COUNT_AT), Ordering::Acquire)
+            .unwrap_or(0);
+        let wanted = hash(name.as_bytes());
+        for item in 0..usize::from(count).min(MAX_IDENTITY_ITEMS) {
+            let at = ITEMS_AT + 16 * item as u64;
+            if load(at) == wanted {
+                return region
+                    .store(hash(value), MemoryRegionAddress(at + 8), Ordering::Release)
+                    .is_ok();
+            }
+        }
+        false
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -513,6 +539,21 @@ mod tests {
         assert_eq!(queue.marked(), vec![(6, 1)]);
         queue.clear();
         assert!(queue.marked().is_empty());
+        log.remove().unwrap();
+    }
+
+    #[test]
+    fn a_changed_identity_item_is_what_the_next_server_must_match() {
+        let path = temp_path("changed");
+        let log = InflightLog::create(&path, &id(1), 1, 8).unwrap();
+        assert!(log.change_identity("config space", &[2]));
+        assert!(!log.change_identity("no such item", &[2]));
+        let error = InflightLog::open(&path, &id(1), 1, 8).unwrap_err();
+        assert!(
+            error.to_string().contains("config space differs"),
+            "{error}"
+        );
+        InflightLog::open(&path, &id(2), 1, 8).unwrap();
         log.remove().unwrap();
     }
 

@@ -1,7 +1,7 @@
 //! [`Server`]: a device's life, from `VDUSE_CREATE_DEV` to `VDUSE_DESTROY_DEV`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,10 @@ use crate::event::Event;
 use crate::uapi::{VDUSE_F_QUEUE_READY, VDUSE_F_SUSPEND};
 use crate::vdpa::{VDUSE_MANAGEMENT_DEVICE, VdpaBus, VdpaError};
 use crate::{DeviceConfig, DeviceFd};
+
+/// The in-flight log's name for the config space among what a server taking over must
+/// match.
+const CONFIG_SPACE_ITEM: &str = "config space";
 
 /// The ring features the runtime implements, offered on top of the backend's.
 const RING_FEATURES: u64 = (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
@@ -137,6 +141,9 @@ pub struct Server {
     log: Option<InflightLog>,
     device: Option<Arc<DeviceFd>>,
     requests: Option<RequestThread>,
+    /// The config space as the kernel has it: the backend's at start, then as
+    /// [`Server::update_config`] changed it.
+    config_space: Mutex<Vec<u8>>,
 }
 
 impl Server {
@@ -162,7 +169,7 @@ impl Server {
             .with("device name", name.as_bytes())
             .with("device type", &(backend.device_type() as u32).to_le_bytes())
             .with("features", &config.features.to_le_bytes())
-            .with("config space", &config.config);
+            .with(CONFIG_SPACE_ITEM, &config.config);
         for (item, value) in &options.identity {
             offered = offered.with(item.clone(), value);
         }
@@ -194,6 +201,7 @@ impl Server {
             log: None,
             device: None,
             requests: None,
+            config_space: Mutex::new(config.config.clone()),
         };
         let device = match taken_over {
             Some((device, log)) => {
@@ -220,6 +228,13 @@ impl Server {
                 device
             }
         };
+        if take_over {
+            // The server before may have ended between recording a changed config space
+            // in the log and telling the kernel (see `update_config`): the config space
+            // this server checked against the log is the one the driver must see.
+            device.set_config(0, &config.config)?;
+            device.inject_config_irq()?;
+        }
         server.device = Some(device.clone());
         server.requests = Some(spawn_requests(
             &name,
@@ -317,11 +332,32 @@ impl Server {
 
     /// Replaces `bytes` of the config space from `offset` and tells the driver with a
     /// config interrupt (a net device's link status, a disk's new capacity).
+    ///
+    /// The in-flight log, if any, records the new config space first, so that a server
+    /// taking the device over compares its own with the device as it now is; should this
+    /// server end before the kernel has it, the next one sets it (see [`Server::start`]).
     pub fn update_config(&self, offset: u32, bytes: &[u8]) -> Result<()> {
-        let device = self.device.as_ref().ok_or_else(|| Error::Io {
+        let failed = |why: &str| Error::Io {
             op: format!("updating the config space of {}", self.name),
-            source: std::io::Error::other("the device is no longer served"),
-        })?;
+            source: std::io::Error::other(why.to_owned()),
+        };
+        let device = self
+            .device
+            .as_ref()
+            .ok_or_else(|| failed("the device is no longer served"))?;
+        let mut config_space = self
+            .config_space
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(bytes.len())?))
+            .filter(|range| range.end <= config_space.len())
+            .ok_or_else(|| failed("the bytes are beyond the config space"))?;
+        config_space[range].copy_from_slice(bytes);
+        if let Some(log) = &self.log {
+            log.change_identity(CONFIG_SPACE_ITEM, &config_space);
+        }
         device.set_config(offset, bytes)?;
         device.inject_config_irq()
     }
