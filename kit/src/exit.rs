@@ -174,17 +174,21 @@ fn journal_stream_is(value: &std::ffi::OsStr, dev: u64, ino: u64) -> bool {
 }
 
 /// The flags a server's signal handlers set: `stop` on SIGINT and SIGTERM, `log_state` on
-/// SIGUSR1 (see [`vduse::runtime::Server::run_until`]).
+/// SIGUSR1 (see [`vduse::runtime::Server::run_until`]), and, for a server that can take a
+/// new configuration while it serves, `reload` on SIGHUP.
 #[derive(Debug, Default)]
 pub struct ServeSignals {
     /// Set by SIGINT and SIGTERM.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Set by SIGUSR1.
     pub log_state: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set by SIGHUP, when registered with [`ServeSignals::register_with_reload`].
+    pub reload: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServeSignals {
-    /// Installs the handlers; the error names the signal.
+    /// Installs the handlers of SIGINT, SIGTERM and SIGUSR1; the error names the signal.
+    /// SIGHUP keeps its default action (the server ends).
     pub fn register() -> Result<Self, String> {
         use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
         let signals = Self::default();
@@ -196,6 +200,15 @@ impl ServeSignals {
             signal_hook::flag::register(signal, std::sync::Arc::clone(flag))
                 .map_err(|error| format!("cannot handle signal {signal}: {error}"))?;
         }
+        Ok(signals)
+    }
+
+    /// As [`ServeSignals::register`], and SIGHUP sets `reload`.
+    pub fn register_with_reload() -> Result<Self, String> {
+        use signal_hook::consts::SIGHUP;
+        let signals = Self::register()?;
+        signal_hook::flag::register(SIGHUP, std::sync::Arc::clone(&signals.reload))
+            .map_err(|error| format!("cannot handle signal {SIGHUP}: {error}"))?;
         Ok(signals)
     }
 }
