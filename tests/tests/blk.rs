@@ -31,6 +31,14 @@
 //! 10. `--user tester`: an unknown user exits 78 naming the key; once attached, every
 //!     thread has tester's ids, only the main thread a capability (CAP_NET_ADMIN); the disk
 //!     round-trips data, and SIGTERM still detaches and destroys the device.
+//! 11. Online resize (SIGHUP): the backing file grows by 32 MiB under a mounted ext4
+//!     while fio writes and verifies on it; the guest's disk grows, `resize2fs` grows the
+//!     file system, fio finds no error. A larger `size` with `create: true` extends the
+//!     file and the disk. A smaller size, one not in whole blocks and a changed
+//!     `num-queues` are refused with their log lines, the disk's and file's sizes
+//!     unchanged. SIGKILLed then, the server's successor takes the device over (the
+//!     in-flight log has the grown config space) and grows it again; the file system
+//!     still takes 40 MiB and checks clean.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,6 +95,7 @@ const STEPS: &[Step] = &[
     step!("blk/10-vhost.sh", vhost),
     step!("blk/11-no-io-uring.sh", no_io_uring),
     step!("blk/12-as-a-user.sh", as_a_user),
+    step!("blk/13-resize.sh", resize),
 ];
 
 fn blk(series: &str) {
@@ -104,8 +113,9 @@ fn blk(series: &str) {
         .host_program("e2fsck")
         .host_program("debugfs")
         .host_program("blkdiscard")
+        .host_program("resize2fs")
         .modules(&[])
-        .timeout(Duration::from_secs(150));
+        .timeout(Duration::from_secs(210));
     Scenario::new(guest)
         .var("DISK0_YAML", DISK0_YAML)
         .var("RO_YAML", RO_YAML)
@@ -122,7 +132,7 @@ fn blk(series: &str) {
 kernel_tests!(blk: linux_6_12, linux_7_2, linux_7_3);
 
 /// The servers this test spawns, whose logs go into failure messages.
-const SERVERS: &[&str] = &["disk0", "ro0"];
+const SERVERS: &[&str] = &["disk0", "ro0", "grow0", "grow1"];
 
 /// The servers' logs, for failure messages.
 fn servers(run: &GuestRun) -> String {
@@ -454,6 +464,66 @@ fn as_a_user(run: &Boot) {
     run.assert_serves_as("asuser.threads", 1000, 1000);
     same(run, "discard.data.sha", "asuser.sha");
     run.assert_stopped_cleanly("asuser", &["asuser"]);
+}
+
+fn resize(run: &Boot) {
+    // SIGHUP: a grown backing file, then a larger `size`, reach the guest while ext4 is
+    // mounted and fio verifies; refusals change nothing and say why.
+    let sectors = |mib: u64| mib << 11;
+    assert_eq!(run.number("grow.size.start"), sectors(64));
+    for step in [
+        "grow0-up",
+        "grow-mkfs",
+        "grow-mount",
+        "grow-seen",
+        "grow-resize2fs",
+        "grow-size-seen",
+        "grow-refused-shrink",
+        "grow-refused-partial",
+        "grow-refused-queues",
+        "grow1-took-over",
+        "grow1-grown",
+        "grow-write",
+        "grow-sync",
+        "grow-umount",
+        "grow-fsck",
+    ] {
+        ok(run, step);
+    }
+    let (start, grown) = (run.number("grow.fs.start"), run.number("grow.fs.grown"));
+    assert!(
+        grown >= start + 30 * 1024,
+        "ext4 after resize2fs: {grown} KiB, from {start} KiB on a disk grown by 32 MiB\n{}",
+        servers(run)
+    );
+    // fio verified every block it wrote while the disk grew under it.
+    assert_eq!(run.number("grow-fio.rc"), 0, "{}", run.report("grow-fio"));
+    let fio = run.json("grow-fio");
+    let job = &fio["jobs"][0];
+    assert_eq!(job["error"], 0, "fio job: {job:#}");
+    assert!(
+        job["read"]["io_bytes"].as_u64() > Some(0),
+        "fio verified nothing: {job:#}"
+    );
+    assert_eq!(run.number("grow.file.size"), 128 << 20);
+    assert_eq!(run.number("grow.size.refused"), sectors(128));
+    assert_eq!(run.number("grow.file.refused"), 128 << 20);
+    let log = run.text("grow0.err");
+    for said in [
+        "reloaded: the disk grew from 67108864 to 100663296 bytes",
+        "reloaded: the disk grew from 100663296 to 134217728 bytes",
+        "reload refused: the disk would shrink from 134217728 to 67108864 bytes",
+        "not a multiple of the logical block size",
+        "reload refused: num-queues cannot change while the device is served",
+    ] {
+        assert!(log.contains(said), "grow0's log lacks {said:?}:\n{log}");
+    }
+    // SIGKILLed, then taken over at the grown size and grown again.
+    assert_eq!(run.rc("grow0"), 137, "{}", servers(run));
+    let log = run.text("grow1.err");
+    let said = "reloaded: the disk grew from 134217728 to 167772160 bytes";
+    assert!(log.contains(said), "grow1's log lacks {said:?}:\n{log}");
+    run.assert_stopped_cleanly("grow1", SERVERS);
 
     run.assert_nothing_broken();
 }

@@ -98,6 +98,9 @@ pub struct BlockBackend {
     options: BlockOptions,
     physical_block_size: u32,
     serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    /// The disk's size in bytes as the guest is told it: the disk's when opened, then
+    /// what [`BlockBackend::grow`] set (a reloaded configuration, SIGHUP).
+    size: AtomicU64,
     /// Disk I/O errors so far, to log them sparingly.
     io_errors: AtomicU64,
     /// The executor of a file disk's operations: never `Auto`.
@@ -127,6 +130,7 @@ impl BlockBackend {
         }
         let io_engine = crate::disk::resolve(options.io_engine);
         Self {
+            size: AtomicU64::new(disk.size()),
             disk,
             options,
             physical_block_size,
@@ -162,9 +166,25 @@ impl BlockBackend {
         self.io_engine
     }
 
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
     /// Capacity in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.disk.size() / SECTOR_SIZE
+        self.size() / SECTOR_SIZE
+    }
+
+    /// Serves `size` bytes from now on, up from [`BlockBackend::size`] (the disk has grown
+    /// to at least that: the caller checked), and returns the config space bytes that
+    /// tell the driver: the `capacity` field's offset and its new value.
+    pub fn grow(&self, size: u64) -> (u32, [u8; 8]) {
+        self.size.fetch_max(size, Ordering::AcqRel);
+        (
+            offset_of!(virtio_blk_config, capacity) as u32,
+            self.capacity().to_le_bytes(),
+        )
     }
 
     /// Whether the disk is read-only.
@@ -269,7 +289,7 @@ impl BlockBackend {
     pub(crate) fn checked_range(&self, sector: u64, len: u64) -> Option<u64> {
         let offset = sector.checked_mul(SECTOR_SIZE)?;
         let end = offset.checked_add(len)?;
-        if end > self.disk.size() {
+        if end > self.size() {
             return None;
         }
         if let Some(alignment) = self.disk.alignment() {

@@ -15,6 +15,9 @@ const AFTER_HELP: &str = "\
 Every flag but --config, --check-config and --print-config overrides the configuration file's
 key of the same name. Boolean keys take --KEY (true) or --KEY=false.
 
+Signals: SIGINT and SIGTERM stop and remove the device; SIGHUP reads the configuration again
+and serves the disk at its new size, if it grew; SIGUSR1 logs each queue's state.
+
 Exit status:
   0   stopped cleanly (SIGINT or SIGTERM), or the configuration is valid
   64  usage error

@@ -25,6 +25,7 @@ pub mod guest;
 pub mod nbd;
 pub mod options;
 pub mod request;
+pub mod resize;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -94,7 +95,8 @@ fn main_with_cli(cli: &cli::Cli) -> anyhow::Result<()> {
         print(&format!("{report}\n"));
         return Ok(());
     }
-    run(&config)
+    let reload = || Ok(Config::load(cli.file.config.as_deref(), &cli.settings())?);
+    run(&config, &reload)
 }
 
 /// Writes to stdout; a closed pipe is not an error.
@@ -172,23 +174,26 @@ pub fn prepare(config: &Config) -> anyhow::Result<BlockBackend> {
 // ---------------------------------------------------------------------------------------
 
 /// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
-/// `keep-device`).
-pub fn run(config: &Config) -> anyhow::Result<()> {
+/// `keep-device`). On SIGHUP, `reload` reads the configuration again and a disk that grew
+/// is served at its new size ([`resize`]); SIGUSR1 logs the queues' state.
+pub fn run(config: &Config, reload: &dyn Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use vduse::runtime::{Server, notify_ready};
 
-    let backend = prepare(config)?;
+    let backend = Arc::new(prepare(config)?);
     let io_engine = backend.io_engine();
     let server_nbd_connections = backend.nbd().map(nbd::NbdDisk::connections);
-    let signals = vduse_kit::exit::ServeSignals::register().map_err(anyhow::Error::msg)?;
+    let signals =
+        vduse_kit::exit::ServeSignals::register_with_reload().map_err(anyhow::Error::msg)?;
     let mut options = config
         .device
         .server_options(&config.name)
         .map_err(anyhow::Error::msg)?;
     options.identity = config.identity();
     let server = Server::start(
-        Arc::new(backend) as Arc<dyn vduse::backend::Backend>,
+        Arc::clone(&backend) as Arc<dyn vduse::backend::Backend>,
         options,
     )?;
     match server_nbd_connections {
@@ -206,6 +211,53 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         ),
     }
     notify_ready();
-    server.run_until(&signals.stop, &signals.log_state)?;
+    let mut running = config.clone();
+    while !signals.stop.load(Ordering::Acquire) && server.is_serving() {
+        if signals.log_state.swap(false, Ordering::AcqRel) {
+            server.log_state();
+        }
+        if signals.reload.swap(false, Ordering::AcqRel) {
+            apply_reload(&server, &backend, &mut running, reload);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.shutdown()?;
     Ok(())
+}
+
+/// Reads the configuration again and serves the disk at the size it asks for, or logs why
+/// not (a warning: the device goes on as it was, which the operator can mend and reload).
+fn apply_reload(
+    server: &vduse::runtime::Server,
+    backend: &BlockBackend,
+    running: &mut Config,
+    reload: &dyn Fn() -> anyhow::Result<Config>,
+) {
+    let size = backend.size();
+    let reloaded = match reload() {
+        Ok(reloaded) => reloaded,
+        Err(error) => {
+            log::warn!("reload refused: {error:#}; the device goes on unchanged ({size} bytes)");
+            return;
+        }
+    };
+    match resize::new_size(running, &reloaded, size) {
+        Ok(None) => log::info!("reloaded: the size is unchanged ({size} bytes)"),
+        Ok(Some(new_size)) => {
+            let (offset, capacity) = backend.grow(new_size);
+            if let Err(error) = server.update_config(offset, &capacity) {
+                // Requests up to the new size are served; the driver has not heard of it.
+                log::error!(
+                    "reload: the disk grew to {new_size} bytes, but telling the driver failed: {error}"
+                );
+                return;
+            }
+            log::info!("reloaded: the disk grew from {size} to {new_size} bytes");
+        }
+        Err(refused) => {
+            log::warn!("reload refused: {refused}; the device goes on unchanged ({size} bytes)");
+            return;
+        }
+    }
+    *running = reloaded;
 }
