@@ -8,13 +8,14 @@
 //!    the path; a second server with the name of a running one exits 78 with "already
 //!    exists" and leaves the first one alone.
 //! 2. The device, configured by a YAML file the script writes plus a flag override
-//!    (`--num-queues 2` over the file's 1), with a backing file the server creates on the
+//!    (`--num-queues 4` over the file's 1), with a backing file the server creates on the
 //!    guest's tmpfs: sysfs shows its size, read-only flag, logical and physical block
 //!    sizes, serial and number of queues; its bounce buffer is the kernel's 64 MiB (the
 //!    read-only server of 7 sets `bounce-size: 16M` and gets it).
-//! 3. fio writes with crc32c verification from two jobs pinned to the two vCPUs, which
-//!    blk-mq maps to one queue each, and reads it all back: exit 0, no errors in its JSON.
-//!    Then SIGUSR1 makes the server log the ring state of both queues.
+//! 3. fio writes with crc32c verification from four jobs pinned to the guest's four vCPUs,
+//!    which blk-mq maps to one queue each (each served by its own worker thread), and
+//!    reads it all back: exit 0, no errors in its JSON. Then SIGUSR1 makes the server log
+//!    the ring state of every queue.
 //! 4. Discarding a range punches a hole in the backing file (its allocated blocks drop by
 //!    exactly that much) and the range reads back as zeros.
 //! 5. ext4: made and written through the device, then, after SIGTERM ended the server,
@@ -48,7 +49,7 @@ use vduse_tests::{Boot, Guest, GuestRun, Kernel, Scenario, Step, kernel_tests, s
 
 /// The read-write device: its YAML file and what sysfs must show for it.
 const DISK0_YAML: &str = "\
-# Written by tests/scenarios/blk/02-errors.sh; --num-queues 2 on the command line overrides num-queues.
+# Written by tests/scenarios/blk/02-errors.sh; --num-queues on the command line overrides num-queues.
 name: disk0
 backing: /tmp/disk0.img
 size: 64M
@@ -60,7 +61,8 @@ queue-size: 128
 serial: vduse-blk-disk0
 ";
 const DISK0_SECTORS: u64 = 64 << 11;
-const DISK0_QUEUES: usize = 2;
+/// As many queues as the guest has vCPUs, so that blk-mq gives each vCPU its own.
+const DISK0_QUEUES: usize = 4;
 
 /// The read-only device over the same backing.
 const RO_YAML: &str = "\
@@ -75,8 +77,8 @@ bounce-size: 16M
 // written only by the discard scenario (so the backing's allocated blocks drop by exactly
 // its size).
 
-/// fio: two jobs of this many MiB each, one per vCPU, side by side from the start.
-const FIO_JOB_MIB: u64 = 16;
+/// fio: one job of this many MiB per vCPU, side by side from the start.
+const FIO_JOB_MIB: u64 = 8;
 
 /// The discarded range, in MiB.
 const DISCARD_OFFSET_MIB: u64 = 40;
@@ -115,7 +117,8 @@ fn blk(series: &str) {
         .host_program("blkdiscard")
         .host_program("resize2fs")
         .modules(&[])
-        .timeout(Duration::from_secs(210));
+        .cpus(DISK0_QUEUES as u32)
+        .timeout(Duration::from_secs(240));
     Scenario::new(guest)
         .var("DISK0_YAML", DISK0_YAML)
         .var("RO_YAML", RO_YAML)
@@ -222,7 +225,7 @@ fn errors(run: &Boot) {
     run.assert_rc_says("no-vduse", 69, "modprobe vduse");
     assert_eq!(run.text("no-vduse.dev").trim(), "", "/dev/vduse exists");
     run.assert_success("print-config");
-    run.assert_out_contains("print-config", "num-queues: 2\n");
+    run.assert_out_contains("print-config", &format!("num-queues: {DISK0_QUEUES}\n"));
     run.assert_out_contains("print-config", "serial: vduse-blk-disk0\n");
     run.assert_success("check-config");
     run.assert_out_contains("check-config", "configuration OK: device disk0");
@@ -262,13 +265,13 @@ fn device(run: &Boot) {
 }
 
 fn fio(run: &Boot) {
-    // Fio: every byte written read back with its crc32c, through both queues.
+    // Fio: every byte written read back with its crc32c, through every queue.
     ok(run, "fio");
     let fio = fio_json(run);
     let jobs = fio["jobs"]
         .as_array()
         .unwrap_or_else(|| panic!("fio JSON without jobs: {fio:#}"));
-    assert_eq!(jobs.len(), 2, "fio jobs: {fio:#}");
+    assert_eq!(jobs.len(), DISK0_QUEUES, "fio jobs: {fio:#}");
     for job in jobs {
         assert!(job["jobname"].is_string(), "fio job: {job:#}");
         assert_eq!(job["error"], 0, "fio job error: {job:#}");
@@ -291,12 +294,22 @@ fn fio(run: &Boot) {
         .filter_map(|line| line.split_whitespace().nth(1))
         .collect();
     cpus.sort_unstable();
+    let expected: Vec<String> = (0..DISK0_QUEUES).map(|cpu| cpu.to_string()).collect();
     assert_eq!(
-        cpus,
-        ["0", "1"],
+        cpus, expected,
         "CPUs of the hardware queues (queue, cpu_list):\n{cpu_lists}"
     );
-    // SIGUSR1 logged both queues' rings (and the server served on: the later phases).
+    // One worker thread per queue.
+    let threads = run.text("disk0.threads");
+    let mut workers: Vec<&str> = threads
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|comm| comm.starts_with("vduse-vq"))
+        .collect();
+    workers.sort_unstable();
+    let expected: Vec<String> = (0..DISK0_QUEUES).map(|q| format!("vduse-vq{q}")).collect();
+    assert_eq!(workers, expected, "the server's threads:\n{threads}");
+    // SIGUSR1 logged every queue's ring (and the server served on: the later phases).
     ok(run, "ring-state");
 }
 

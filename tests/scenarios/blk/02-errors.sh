@@ -6,7 +6,7 @@ ls /dev | grep vduse | result no-vduse.dev
 mkdir -p /etc/vduse/blk
 printf '%s' "$DISK0_YAML" >/etc/vduse/blk/disk0.yaml
 printf '%s' "$RO_YAML" >/etc/vduse/blk/ro.yaml
-capture print-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --print-config
-capture check-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues 2 --check-config
+capture print-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues "$DISK0_QUEUES" --print-config
+capture check-config vduse-blk --config /etc/vduse/blk/disk0.yaml --num-queues "$DISK0_QUEUES" --check-config
 
 capture modprobe sh -c 'for m in vduse virtio_vdpa virtio_blk ext4 loop; do modprobe $m || exit 1; done'
