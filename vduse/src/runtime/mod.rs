@@ -49,7 +49,7 @@ mod fake_device;
 #[cfg(test)]
 mod test_doubles;
 
-pub use server::{Server, ServerOptions, notify_ready};
+pub use server::{Server, ServerOptions, notify_ready, notify_status};
 
 impl std::fmt::Debug for dyn crate::backend::Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

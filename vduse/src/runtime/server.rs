@@ -566,6 +566,17 @@ pub fn notify_ready() {
     }
 }
 
+/// Tells systemd what the service is doing (`STATUS=`, which `systemctl status` shows)
+/// under a `Type=notify` unit; does nothing otherwise.
+pub fn notify_status(text: &str) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]) {
+        log::debug!("telling systemd the status: {error}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
