@@ -23,7 +23,7 @@ _vduse__blk() {
 
     case "${cmd}" in
         vduse__blk)
-            opts="-c -h -V --config --check-config --print-config --log-level --name --backend --backing --nbd-uri --nbd-timeout --nbd-connections --nbd-tls-ca --nbd-tls-cert --nbd-tls-key --nbd-tls-hostname --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --attach --keep-device --bounce-size --busy-poll-us --user --group --inflight-log --help --version"
+            opts="-c -h -V --config --check-config --print-config --log-level --name --backend --backing --nbd-uri --nbd-timeout --nbd-connections --nbd-tls-ca --nbd-tls-cert --nbd-tls-key --nbd-tls-hostname --size --create --read-only --cache --io-engine --logical-block-size --physical-block-size --num-queues --queue-size --serial --discard --write-zeroes --stats-interval --attach --keep-device --bounce-size --busy-poll-us --user --group --inflight-log --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +127,10 @@ _vduse__blk() {
                     ;;
                 --write-zeroes)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --stats-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --attach)

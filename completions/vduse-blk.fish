@@ -36,6 +36,7 @@ complete -c vduse-blk -l discard -d 'Offer DISCARD to the guest [default: true]'
 false\t''"
 complete -c vduse-blk -l write-zeroes -d 'Offer WRITE_ZEROES to the guest [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c vduse-blk -l stats-interval -d 'Print the counters as JSON every SECS seconds; 0: never [default: 0]' -r
 complete -c vduse-blk -l attach -d 'Where the device goes once set up [default: virtio]' -r -f -a "virtio\t'Add it to the vdpa bus, bound to virtio_vdpa (the kernel\'s own driver takes it)'
 vhost\t'Add it to the vdpa bus, bound to vhost_vdpa (/dev/vhost-vdpa-N, for VMs)'
 none\t'Leave it off the bus'"

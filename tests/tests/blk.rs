@@ -299,6 +299,97 @@ fn fio(run: &Boot) {
         cpus, expected,
         "CPUs of the hardware queues (queue, cpu_list):\n{cpu_lists}"
     );
+    // The counters (SIGUSR1 before and after fio) add up to what fio did: every byte it
+    // wrote and read back, each job's through its own queue, nothing in flight, no error.
+    ok(run, "counters-before");
+    ok(run, "counters-after");
+    let reports: Vec<Value> = run
+        .out("disk0")
+        .lines()
+        .filter(|line| line.contains(r#""event":"signal""#))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let [before, after] = &reports[..] else {
+        panic!(
+            "disk0 printed {} counter lines on SIGUSR1:\n{}",
+            reports.len(),
+            run.out("disk0")
+        );
+    };
+    let counter = |report: &Value, path: &[&str]| -> u64 {
+        let mut value = report;
+        for key in path {
+            value = match key.parse::<usize>() {
+                Ok(index) => &value[index],
+                Err(_) => &value[*key],
+            };
+        }
+        value
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {path:?} in {report}"))
+    };
+    let grew = |path: &[&str]| counter(after, path) - counter(before, path);
+    let job_bytes = FIO_JOB_MIB << 20;
+    let all_bytes = job_bytes * DISK0_QUEUES as u64;
+    assert_eq!(
+        grew(&["total", "write", "bytes"]),
+        all_bytes,
+        "{before}\n{after}"
+    );
+    assert_eq!(
+        grew(&["total", "read", "bytes"]),
+        all_bytes,
+        "{before}\n{after}"
+    );
+    assert_eq!(counter(after, &["total", "in_flight"]), 0, "{after}");
+    assert_eq!(counter(after, &["total", "errors", "ioerr"]), 0, "{after}");
+    assert_eq!(counter(after, &["total", "errors", "unsupp"]), 0, "{after}");
+    for queue in 0..DISK0_QUEUES {
+        let queue = queue.to_string();
+        for kind in ["write", "read"] {
+            assert_eq!(
+                grew(&["queues", &queue, kind, "bytes"]),
+                job_bytes,
+                "queue {queue}'s {kind} bytes:\n{before}\n{after}"
+            );
+        }
+    }
+    // The device saw at most as many writes as fio issued (the block layer may merge
+    // neighbours, never split these), and the latency histogram counts every request.
+    let fio_writes: u64 = jobs
+        .iter()
+        .map(|job| job["write"]["total_ios"].as_u64().unwrap_or(0))
+        .sum();
+    let writes = grew(&["total", "write", "requests"]);
+    assert!(
+        writes > 0 && writes <= fio_writes,
+        "{writes} write requests counted, fio issued {fio_writes}"
+    );
+    let histogram: u64 = after["total"]["latency_us"]
+        .as_array()
+        .map(|buckets| {
+            buckets
+                .iter()
+                .map(|b| b["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    let answered: u64 = [
+        "read",
+        "write",
+        "flush",
+        "discard",
+        "write_zeroes",
+        "get_id",
+        "other",
+    ]
+    .iter()
+    .map(|kind| counter(after, &["total", kind, "requests"]))
+    .sum();
+    assert_eq!(
+        histogram, answered,
+        "latency histogram against requests: {after}"
+    );
     // One worker thread per queue.
     let threads = run.text("disk0.threads");
     let mut workers: Vec<&str> = threads

@@ -15,6 +15,7 @@ pub mod queue;
 use std::mem::offset_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use vduse::DeviceType;
 use vduse::backend::{Backend, Chain, Memory, QueueEngine};
@@ -28,6 +29,7 @@ use crate::disk::{Disk, Extent, FileDisk, IoEngine, Operation};
 use crate::guest::GuestBuffers;
 use crate::nbd::NbdDisk;
 use crate::request::{self, ParseLimits, Request, SECTOR_SIZE, Segment, Status};
+use crate::stats::{Counts, Kind, QueueCounters};
 
 /// The largest data segment (SIZE_MAX): 1 MiB. Without it Linux takes the transport's
 /// largest DMA mapping, which for VDUSE is the whole bounce buffer. Requests are at most
@@ -103,6 +105,8 @@ pub struct BlockBackend {
     size: AtomicU64,
     /// Disk I/O errors so far, to log them sparingly.
     io_errors: AtomicU64,
+    /// Each queue's counters.
+    counters: Vec<QueueCounters>,
     /// The executor of a file disk's operations: never `Auto`.
     io_engine: IoEngine,
 }
@@ -129,6 +133,9 @@ impl BlockBackend {
             serial[..len].copy_from_slice(&text.as_bytes()[..len]);
         }
         let io_engine = crate::disk::resolve(options.io_engine);
+        let counters = (0..options.num_queues.max(1))
+            .map(|_| QueueCounters::default())
+            .collect();
         Self {
             size: AtomicU64::new(disk.size()),
             disk,
@@ -136,6 +143,7 @@ impl BlockBackend {
             physical_block_size,
             serial,
             io_errors: AtomicU64::new(0),
+            counters,
             io_engine,
         }
     }
@@ -164,6 +172,18 @@ impl BlockBackend {
     /// The executor a file disk's operations run with (`auto` resolved).
     pub fn io_engine(&self) -> IoEngine {
         self.io_engine
+    }
+
+    /// The counters of queue `queue`.
+    pub fn counters(&self, queue: u16) -> &QueueCounters {
+        // Queues are below `num_queues`; a stray index counts with the last queue.
+        let index = usize::from(queue).min(self.counters.len() - 1);
+        &self.counters[index]
+    }
+
+    /// Every queue's counters now.
+    pub fn counts(&self) -> Vec<Counts> {
+        self.counters.iter().map(QueueCounters::counts).collect()
     }
 
     /// Size in bytes.
@@ -454,25 +474,37 @@ impl Backend for BlockBackend {
         self.options.queue_size
     }
 
-    fn handle(&self, _queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
+    fn handle(&self, queue: u16, memory: &Arc<Memory>, chain: Chain) -> u32 {
+        let counters = self.counters(queue);
+        let started = Instant::now();
+        counters.started();
         let Some(parsed) = request::parse(memory, chain, LIMITS) else {
             // Nowhere to put a status: the request cannot be answered.
+            log::debug!("queue {queue}: a chain without a status byte");
+            counters.finished(Kind::Other, 0, Status::IoErr, started.elapsed());
             return 0;
         };
+        let (kind, bytes) = parsed.request.as_ref().map_or((Kind::Other, 0), Kind::of);
         let completion = match parsed.request.map(|request| self.prepare(request)) {
             Ok(Prepared::Answer(completion)) => completion,
             Ok(Prepared::Disk { operation, written }) => {
                 let what = operation.name();
                 self.completion(what, written, self.disk.execute(operation))
             }
-            Err(_malformed) => Completion::status(Status::IoErr),
+            Err(malformed) => {
+                log::debug!("queue {queue}: malformed request: {malformed:?}");
+                Completion::status(Status::IoErr)
+            }
         };
+        counters.finished(kind, bytes, completion.status, started.elapsed());
         answer(memory, parsed.status_addr, completion)
     }
 
     fn engine(self: Arc<Self>, queue: u16, size: u16) -> Option<Box<dyn QueueEngine>> {
         let disk_queue = self.disk.queue(self.io_engine, queue, size)?;
-        Some(Box::new(queue::BlockQueue::new(self, disk_queue, size)))
+        Some(Box::new(queue::BlockQueue::new(
+            self, queue, disk_queue, size,
+        )))
     }
 }
 

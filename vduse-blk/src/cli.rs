@@ -16,7 +16,8 @@ Every flag but --config, --check-config and --print-config overrides the configu
 key of the same name. Boolean keys take --KEY (true) or --KEY=false.
 
 Signals: SIGINT and SIGTERM stop and remove the device; SIGHUP reads the configuration again
-and serves the disk at its new size, if it grew; SIGUSR1 logs each queue's state.
+and serves the disk at its new size, if it grew; SIGUSR1 prints the counters (one line of
+JSON on stdout, as every --stats-interval seconds and at exit) and logs each queue's state.
 
 Exit status:
   0   stopped cleanly (SIGINT or SIGTERM), or the configuration is valid
@@ -144,6 +145,10 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub write_zeroes: Option<bool>,
 
+    /// Print the counters as JSON every SECS seconds; 0: never [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub stats_interval: Option<u32>,
+
     /// --attach, --keep-device, --bounce-size, --busy-poll-us.
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -227,6 +232,7 @@ impl Cli {
             serial: self.serial.clone(),
             discard: self.discard,
             write_zeroes: self.write_zeroes,
+            stats_interval: self.stats_interval,
             attach: self.device.attach.map(config::Attach::from),
             keep_device: self.device.keep_device,
             bounce_size: self.device.bounce_size,
@@ -272,6 +278,7 @@ mod tests {
             "--serial=S",
             "--discard=false",
             "--write-zeroes",
+            "--stats-interval=3",
             "--attach=none",
             "--keep-device",
             "--bounce-size=16M",
@@ -306,6 +313,7 @@ mod tests {
                 serial: Some("S".into()),
                 discard: Some(false),
                 write_zeroes: Some(true),
+                stats_interval: Some(3),
                 attach: Some(config::Attach::None),
                 keep_device: Some(true),
                 bounce_size: Some(ByteSize(16 << 20)),

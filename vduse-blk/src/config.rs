@@ -31,7 +31,7 @@ pub const QUEUE_SIZE_RANGE: (u16, u16) = (4, 1024);
 pub const MAX_SERIAL_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
 /// Every key of the configuration file, in the order `--print-config` shows them.
-pub const KEYS: [&str; 29] = vduse_kit::keys![
+pub const KEYS: [&str; 30] = vduse_kit::keys![
     "backend",
     "backing",
     "nbd-uri",
@@ -53,6 +53,7 @@ pub const KEYS: [&str; 29] = vduse_kit::keys![
     "serial",
     "discard",
     "write-zeroes",
+    "stats-interval",
 ];
 
 /// Defaults of the keys that have one.
@@ -77,6 +78,8 @@ pub mod defaults {
     pub const DISCARD: bool = true;
     /// `write-zeroes`.
     pub const WRITE_ZEROES: bool = true;
+    /// `stats-interval` (0: never).
+    pub const STATS_INTERVAL: u32 = 0;
     /// `attach`.
     pub const ATTACH: Attach = Attach::Virtio;
     /// `nbd-timeout`, in seconds.
@@ -154,6 +157,8 @@ vduse_kit::settings! {
         pub discard: Option<bool>,
         /// Offer WRITE_ZEROES.
         pub write_zeroes: Option<bool>,
+        /// Seconds between two lines of counters on stdout; 0: never.
+        pub stats_interval: Option<u32>,
     }
 }
 
@@ -219,6 +224,8 @@ pub struct Config {
     pub discard: bool,
     /// Offer WRITE_ZEROES (not when read-only).
     pub write_zeroes: bool,
+    /// Seconds between two lines of counters on stdout; 0: never.
+    pub stats_interval: u32,
     /// The keys every server shares.
     #[serde(flatten)]
     pub device: DeviceKeys,
@@ -327,6 +334,7 @@ mod tests {
                 serial: None,
                 discard: true,
                 write_zeroes: true,
+                stats_interval: 0,
                 device: DeviceKeys {
                     attach: Attach::Virtio,
                     keep_device: false,
@@ -346,9 +354,10 @@ mod tests {
             "name: disk1\nbacking: /dev/sdb\nsize: 2G\nread-only: true\ncache: none\n\
              logical-block-size: 4096\nphysical-block-size: 8192\nnum-queues: 4\n\
              queue-size: 128\nserial: SN-0001\ndiscard: false\nwrite-zeroes: false\n\
-             attach: none\nkeep-device: true\nbounce-size: 16M\n",
+             stats-interval: 5\nattach: none\nkeep-device: true\nbounce-size: 16M\n",
         )
         .unwrap();
+        assert_eq!(config.stats_interval, 5);
         assert_eq!(config.device.bounce_size, Some(ByteSize(16 << 20)));
         assert_eq!(config.size, Some(ByteSize(2 << 30)));
         assert!(config.read_only);
@@ -698,6 +707,7 @@ mod tests {
             serial: Some("s".into()),
             discard: Some(true),
             write_zeroes: Some(true),
+            stats_interval: Some(7),
             attach: Some(Attach::None),
             keep_device: Some(false),
             bounce_size: Some(ByteSize(1 << 20)),

@@ -26,10 +26,12 @@ pub mod nbd;
 pub mod options;
 pub mod request;
 pub mod resize;
+pub mod stats;
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 pub use crate::backend::{BlockBackend, BlockOptions};
 pub use crate::config::{Config, ConfigError};
@@ -175,12 +177,14 @@ pub fn prepare(config: &Config) -> anyhow::Result<BlockBackend> {
 
 /// Serves the device `config` describes until SIGINT or SIGTERM, then removes it (unless
 /// `keep-device`). On SIGHUP, `reload` reads the configuration again and a disk that grew
-/// is served at its new size ([`resize`]); SIGUSR1 logs the queues' state.
+/// is served at its new size ([`resize`]). The counters ([`stats`]) go to stdout as a
+/// line of JSON on SIGUSR1 (which also logs the queues' state), every `stats-interval`
+/// seconds and at exit; to a live line on a terminal; to systemd as `STATUS=`.
 pub fn run(config: &Config, reload: &dyn Fn() -> anyhow::Result<Config>) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use vduse::runtime::{Server, notify_ready};
+    use vduse::runtime::{Server, notify_ready, notify_status};
 
     let backend = Arc::new(prepare(config)?);
     let io_engine = backend.io_engine();
@@ -211,19 +215,57 @@ pub fn run(config: &Config, reload: &dyn Fn() -> anyhow::Result<Config>) -> anyh
         ),
     }
     notify_ready();
+    let started = Instant::now();
+    let report = |event: &str| {
+        let line = stats::json_line(&config.name, event, started.elapsed(), backend.counts());
+        print(&format!("{line}\n"));
+    };
+    let live = stats::Live::new(&config.name);
     let mut running = config.clone();
+    let mut next_report = None;
+    let mut next_status = started;
     while !signals.stop.load(Ordering::Acquire) && server.is_serving() {
         if signals.log_state.swap(false, Ordering::AcqRel) {
+            report("signal");
             server.log_state();
         }
         if signals.reload.swap(false, Ordering::AcqRel) {
             apply_reload(&server, &backend, &mut running, reload);
+            next_report = None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = Instant::now();
+        let interval = Duration::from_secs(running.stats_interval.into());
+        match next_report {
+            _ if interval.is_zero() => {}
+            None => next_report = Some(now + interval),
+            Some(due) if now >= due => {
+                report("interval");
+                next_report = Some(due + interval);
+            }
+            Some(_) => {}
+        }
+        if now >= next_status || !live.is_hidden() {
+            let total = stats::Counts::total(&backend.counts());
+            live.show(&total);
+            if now >= next_status {
+                notify_status(&total.summary());
+                next_status = now + STATUS_INTERVAL;
+            }
+        }
+        std::thread::sleep(TICK);
     }
-    server.shutdown()?;
+    live.finish();
+    let shutdown = server.shutdown();
+    report("exit");
+    shutdown?;
     Ok(())
 }
+
+/// How often the main thread looks at the signals and the counters.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How often systemd is told the counters (`STATUS=`, shown by `systemctl status`).
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Reads the configuration again and serves the disk at the size it asks for, or logs why
 /// not (a warning: the device goes on as it was, which the operator can mend and reload).

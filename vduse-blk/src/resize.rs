@@ -3,7 +3,8 @@
 //!
 //! Only the disk's size can change while the device is served: `size` (or, without it, the
 //! backing file's, block device's or NBD export's own size, read again) and `create`,
-//! which lets a larger `size` extend the backing file. Every other key shapes what the
+//! which lets a larger `size` extend the backing file; and `stats-interval`, which is the
+//! server's own business. Every other key shapes what the
 //! driver already negotiated (queues, block sizes, features) or where the data is, so a
 //! reload that changes one is refused as a whole and the device goes on as it was.
 //!
@@ -20,13 +21,13 @@ use crate::disk::FileDisk;
 use crate::disk::file::FileDiskOptions;
 use crate::nbd::NbdDisk;
 
-/// The keys a reload may change.
-const CHANGEABLE: &[&str] = &["size", "create"];
+/// The keys a reload may change: the size, and how often the counters are printed.
+const CHANGEABLE: &[&str] = &["size", "create", "stats-interval"];
 
 /// Why a reloaded configuration was not applied. The device goes on unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    /// Keys other than `size` and `create` differ.
+    /// Keys other than `size`, `create` and `stats-interval` differ.
     #[error(
         "{} cannot change while the device is served: restart vduse-blk to change {}, \
          or put {} back as {}",

@@ -10,6 +10,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use vduse::backend::{Chain, Memory, QueueEngine, Used};
 use vm_memory::GuestAddress;
@@ -17,6 +18,7 @@ use vm_memory::GuestAddress;
 use super::{BlockBackend, Completion, LIMITS, Prepared, answer};
 use crate::disk::{DiskQueue, Finished, Token};
 use crate::request::{self, Status};
+use crate::stats::Kind;
 
 /// A request whose operation is on the disk.
 struct InFlight {
@@ -27,11 +29,18 @@ struct InFlight {
     written: u32,
     /// The operation's name, for the log when it fails.
     what: &'static str,
+    /// What it is and the bytes it moves, for the counters.
+    kind: Kind,
+    bytes: u64,
+    /// When it was taken from the ring.
+    started: Instant,
 }
 
 /// A queue of the device, over its disk queue.
 pub struct BlockQueue {
     backend: Arc<BlockBackend>,
+    /// The queue's index.
+    queue: u16,
     disk: Box<dyn DiskQueue>,
     /// The requests in flight, by head index.
     requests: Vec<Option<InFlight>>,
@@ -48,10 +57,16 @@ impl std::fmt::Debug for BlockQueue {
 }
 
 impl BlockQueue {
-    /// The queue of `size` entries of `backend`, its operations on `disk`.
-    pub fn new(backend: Arc<BlockBackend>, disk: Box<dyn DiskQueue>, size: u16) -> Self {
+    /// Queue `queue`, of `size` entries, of `backend`, its operations on `disk`.
+    pub fn new(
+        backend: Arc<BlockBackend>,
+        queue: u16,
+        disk: Box<dyn DiskQueue>,
+        size: u16,
+    ) -> Self {
         Self {
             backend,
+            queue,
             disk,
             requests: (0..size.max(1)).map(|_| None).collect(),
             finished: Vec::new(),
@@ -71,27 +86,34 @@ impl BlockQueue {
 
 impl QueueEngine for BlockQueue {
     fn start(&mut self, memory: Arc<Memory>, chain: Chain) -> Option<u32> {
+        let started = Instant::now();
+        let counters = self.backend.counters(self.queue);
+        counters.started();
         let head = chain.head_index();
         let Some(parsed) = request::parse(&memory, chain, LIMITS) else {
             // Nowhere to put a status: the request cannot be answered.
+            log::debug!("queue {}: a chain without a status byte", self.queue);
+            counters.finished(Kind::Other, 0, Status::IoErr, started.elapsed());
             return Some(0);
         };
         let status_addr = parsed.status_addr;
+        let (kind, bytes) = parsed.request.as_ref().map_or((Kind::Other, 0), Kind::of);
+        let answered = |completion: Completion| {
+            counters.finished(kind, bytes, completion.status, started.elapsed());
+            Some(answer(&memory, status_addr, completion))
+        };
         let (operation, written) = match parsed.request.map(|request| self.backend.prepare(request))
         {
             Ok(Prepared::Disk { operation, written }) => (operation, written),
-            Ok(Prepared::Answer(completion)) => {
-                return Some(answer(&memory, status_addr, completion));
-            }
-            Err(_malformed) => {
-                let completion = Completion::status(Status::IoErr);
-                return Some(answer(&memory, status_addr, completion));
+            Ok(Prepared::Answer(completion)) => return answered(completion),
+            Err(malformed) => {
+                log::debug!("queue {}: malformed request: {malformed:?}", self.queue);
+                return answered(Completion::status(Status::IoErr));
             }
         };
         let what = operation.name();
         if let Some(result) = self.disk.start(Token::from(head), operation) {
-            let completion = self.backend.completion(what, written, result);
-            return Some(answer(&memory, status_addr, completion));
+            return answered(self.backend.completion(what, written, result));
         }
         self.keep(
             head,
@@ -100,6 +122,9 @@ impl QueueEngine for BlockQueue {
                 status_addr,
                 written,
                 what,
+                kind,
+                bytes,
+                started,
             },
         );
         None
@@ -129,6 +154,12 @@ impl QueueEngine for BlockQueue {
             let completion = self
                 .backend
                 .completion(request.what, request.written, result);
+            self.backend.counters(self.queue).finished(
+                request.kind,
+                request.bytes,
+                completion.status,
+                request.started.elapsed(),
+            );
             done.push(Used {
                 head,
                 len: answer(&request.memory, request.status_addr, completion),

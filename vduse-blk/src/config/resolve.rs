@@ -70,6 +70,10 @@ impl Config {
                 .pick(|s| &s.write_zeroes)
                 .0
                 .unwrap_or(defaults::WRITE_ZEROES),
+            stats_interval: layers
+                .pick(|s| &s.stats_interval)
+                .0
+                .unwrap_or(defaults::STATS_INTERVAL),
             device,
         })
     }
