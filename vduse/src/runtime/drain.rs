@@ -140,9 +140,11 @@ pub(crate) fn drain(
             if !remapped_for_this_request && !chain_mapped(&chain) {
                 queue.go_to_previous_position();
                 remapped_for_this_request = true;
-                if source.refresh_after_miss() {
-                    memory = source.snapshot();
-                }
+                // Read the chain again against the current snapshot, whether this remap
+                // changed it or another queue's worker had remapped already: the one this
+                // drain started with may be older than both.
+                source.refresh_after_miss();
+                memory = source.snapshot();
                 continue;
             }
             progress
@@ -617,6 +619,54 @@ pub(crate) mod tests {
         assert_eq!(*source.refreshes.lock().unwrap(), 1);
         // Still unmapped after the remap: the backend answers it (with an error status).
         assert_eq!(backend.calls.lock().unwrap().len(), 1);
+        assert_eq!(mock.used().idx().load(), 1);
+    }
+
+    /// Memory another queue's worker remapped while this one held an older snapshot: the
+    /// first snapshot lacks the region, every later one has it, and this worker's own
+    /// remap finds nothing new.
+    struct RemappedElsewhere {
+        first: Mutex<Option<Arc<Memory>>>,
+        current: Arc<Memory>,
+    }
+
+    impl MemorySource for RemappedElsewhere {
+        fn snapshot(&self) -> Arc<Memory> {
+            let first = self.first.lock().unwrap().take();
+            first.unwrap_or_else(|| self.current.clone())
+        }
+        fn refresh_after_miss(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_buffer_another_worker_mapped_is_read_in_the_current_snapshot() {
+        let memory = memory();
+        let mock = MockSplitQueue::create(memory.as_ref(), GuestAddress(0), 16);
+        mock.add_desc_chains(&[descriptor(0x100_0000, 16, true)], 0)
+            .unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let bounce =
+            vm_memory::GuestRegionMmap::from_range(GuestAddress(0x100_0000), 0x1000, None).unwrap();
+        let current = Arc::new(memory.insert_region(Arc::new(bounce)).unwrap());
+        let source = RemappedElsewhere {
+            first: Mutex::new(Some(memory.clone())),
+            current: current.clone(),
+        };
+        let backend = Arc::new(Recorder::default());
+        drain(
+            &mut queue,
+            &source,
+            &mut Serving::for_queue(backend.clone(), 0, 16),
+            0,
+            &Progress::default(),
+        );
+        assert_eq!(backend.calls.lock().unwrap().len(), 1);
+        assert_eq!(
+            current.read_obj::<u8>(GuestAddress(0x100_0000)).unwrap(),
+            0xab
+        );
         assert_eq!(mock.used().idx().load(), 1);
     }
 
