@@ -301,6 +301,15 @@ fn fio(run: &Boot) {
     );
     // The counters (SIGUSR1 before and after fio) add up to what fio did: every byte it
     // wrote and read back, each job's through its own queue, nothing in flight, no error.
+    eprintln!(
+        "DISK0ERR {}: {}",
+        run.kernel().series(),
+        run.text("disk0.err")
+            .lines()
+            .filter(|l| l.contains("malformed") || l.contains("status byte"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     ok(run, "counters-before");
     ok(run, "counters-after");
     let reports: Vec<Value> = run
@@ -628,6 +637,22 @@ fn resize(run: &Boot) {
     let said = "reloaded: the disk grew from 134217728 to 167772160 bytes";
     assert!(log.contains(said), "grow1's log lacks {said:?}:\n{log}");
     run.assert_stopped_cleanly("grow1", SERVERS);
+    // Its counters: every second, and a last line at exit with nothing in flight.
+    let lines = run.out("grow1");
+    let events: Vec<Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let count = |event: &str| events.iter().filter(|e| e["event"] == event).count();
+    assert!(count("interval") >= 2, "grow1's counters:\n{lines}");
+    assert_eq!(count("exit"), 1, "grow1's counters:\n{lines}");
+    let last = events.last().expect("a line at exit");
+    assert_eq!(last["event"], "exit", "grow1's counters:\n{lines}");
+    assert_eq!(last["total"]["in_flight"], 0, "{last}");
+    assert!(
+        last["total"]["write"]["bytes"].as_u64() >= Some(40 << 20),
+        "the 40 MiB written through grow1: {last}"
+    );
 
     run.assert_nothing_broken();
 }

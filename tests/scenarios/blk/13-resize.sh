@@ -61,7 +61,8 @@ stat -c %s /tmp/grow0.img | result grow.file.refused
 printf "${GROW_YAML}size: 128M\ncreate: true\n" >/etc/vduse/blk/grow0.yaml
 kill -KILL "$G_PID"
 reap grow0
-spawn grow1 vduse-blk --config /etc/vduse/blk/grow0.yaml
+# With counters every second (a flag: reloads keep it).
+spawn grow1 vduse-blk --config /etc/vduse/blk/grow0.yaml --stats-interval 1
 # Without the successor, I/O on the mounted file system would wait for good: the checks
 # name the refusal instead.
 if capture grow1-took-over wait_for 60 grep -q "device grow0: taken over" /results/grow1.err; then
@@ -75,6 +76,7 @@ if capture grow1-took-over wait_for 60 grep -q "device grow0: taken over" /resul
     capture grow-sync sync
     capture grow-umount umount /mnt/grow
     capture grow-fsck e2fsck -fn "/dev/$G"
+    sleep 2
     stop grow1
     ls /dev/vduse | result grow1.after.vduse
     capture grow1-after-vdpa vdpa dev show
