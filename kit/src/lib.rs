@@ -15,6 +15,7 @@
 //!   ([`settings!`], [`keys!`]) and checked once ([`device_keys::DeviceKeys`]).
 //! - [`jobs`]: requests a queue's worker hands to a pool of threads, and the answers
 //!   handed back through an eventfd the worker polls.
+//! - [`live`]: the line of counters a server redraws on a terminal.
 
 #![warn(missing_docs)]
 
@@ -22,3 +23,4 @@ pub mod config;
 pub mod device_keys;
 pub mod exit;
 pub mod jobs;
+pub mod live;

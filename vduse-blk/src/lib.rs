@@ -220,7 +220,7 @@ pub fn run(config: &Config, reload: &dyn Fn() -> anyhow::Result<Config>) -> anyh
         let line = stats::json_line(&config.name, event, started.elapsed(), backend.counts());
         print(&format!("{line}\n"));
     };
-    let live = stats::Live::new(&config.name);
+    let live = vduse_kit::live::LiveLine::new(&config.name);
     let mut running = config.clone();
     let mut next_report = None;
     let mut next_status = started;
@@ -246,7 +246,7 @@ pub fn run(config: &Config, reload: &dyn Fn() -> anyhow::Result<Config>) -> anyh
         }
         if now >= next_status || !live.is_hidden() {
             let total = stats::Counts::total(&backend.counts());
-            live.show(&total);
+            live.show(|| total.summary());
             if now >= next_status {
                 notify_status(&total.summary());
                 next_status = now + STATUS_INTERVAL;

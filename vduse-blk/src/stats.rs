@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::request::{Request, SECTOR_SIZE, Status};
@@ -282,42 +282,6 @@ pub fn json_line(device: &str, event: &str, uptime: Duration, queues: Vec<Counts
         queues,
     };
     serde_json::to_string(&report).expect("a report serializes")
-}
-
-/// The live display: a line on stderr redrawn a few times a second; hidden when stderr is
-/// not a terminal (scripts, systemd).
-#[derive(Debug)]
-pub struct Live {
-    bar: ProgressBar,
-}
-
-impl Live {
-    /// A display for `device`.
-    pub fn new(device: &str) -> Live {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix}: {msg}").expect("the template is valid"),
-        );
-        bar.set_prefix(device.to_owned());
-        Live { bar }
-    }
-
-    /// Shows `total`.
-    pub fn show(&self, total: &Counts) {
-        if !self.bar.is_hidden() {
-            self.bar.set_message(total.summary());
-        }
-    }
-
-    /// Whether nothing is drawn (stderr is not a terminal).
-    pub fn is_hidden(&self) -> bool {
-        self.bar.is_hidden()
-    }
-
-    /// Leaves the last line on the terminal.
-    pub fn finish(&self) {
-        self.bar.abandon();
-    }
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         );
         print(&format!("{line}\n"));
     };
-    let live = stats::Live::new(&config.name);
+    let live = vduse_kit::live::LiveLine::new(&config.name);
     let interval = Duration::from_secs(config.stats_interval.into());
     let mut next_report = started + interval;
     let mut failure = None;
@@ -206,7 +206,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
                 }
             }
         }
-        live.show(&backend.stats(), backend.link_up());
+        live.show(|| stats::summary(&backend.stats(), backend.link_up()));
     }
     live.finish();
     let shutdown = server.shutdown();

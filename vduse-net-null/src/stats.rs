@@ -1,9 +1,8 @@
-//! The counters for machines (one JSON object per line on stdout) and for people (a live
-//! line on stderr, only when it is a terminal).
+//! The counters for machines (one JSON object per line on stdout) and for people (the
+//! text of a live line on stderr, `vduse_kit::live`, only when it is a terminal).
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::backend::{Mode, RxStats, Stats, TxStats};
@@ -42,50 +41,18 @@ pub fn json_line(
     serde_json::to_string(&report).expect("a report serializes")
 }
 
-/// The live display: a line on stderr redrawn a few times a second; hidden when stderr is
-/// not a terminal (scripts, systemd).
-#[derive(Debug)]
-pub struct Live {
-    bar: ProgressBar,
-}
-
-impl Live {
-    /// A display for `device`.
-    pub fn new(device: &str) -> Live {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix}: {msg}").expect("the template is valid"),
-        );
-        bar.set_prefix(device.to_owned());
-        Live { bar }
-    }
-
-    /// Shows `stats` and the link state.
-    pub fn show(&self, stats: &Stats, link_up: bool) {
-        if self.bar.is_hidden() {
-            return;
-        }
-        self.bar.set_message(format!(
-            "link {} | tx {} frames, {} | rx {} frames, {} | dropped {} | errors {}",
-            if link_up { "up" } else { "down" },
-            stats.tx.frames,
-            indicatif::HumanBytes(stats.tx.bytes),
-            stats.rx.frames,
-            indicatif::HumanBytes(stats.rx.bytes),
-            stats.rx.dropped,
-            stats.tx.errors + stats.rx.errors,
-        ));
-    }
-
-    /// Whether nothing is drawn (stderr is not a terminal).
-    pub fn is_hidden(&self) -> bool {
-        self.bar.is_hidden()
-    }
-
-    /// Leaves the last line on the terminal.
-    pub fn finish(&self) {
-        self.bar.abandon();
-    }
+/// The live line's text: the link state and the counters.
+pub fn summary(stats: &Stats, link_up: bool) -> String {
+    format!(
+        "link {} | tx {} frames, {} | rx {} frames, {} | dropped {} | errors {}",
+        if link_up { "up" } else { "down" },
+        stats.tx.frames,
+        indicatif::HumanBytes(stats.tx.bytes),
+        stats.rx.frames,
+        indicatif::HumanBytes(stats.rx.bytes),
+        stats.rx.dropped,
+        stats.tx.errors + stats.rx.errors,
+    )
 }
 
 #[cfg(test)]
@@ -120,14 +87,9 @@ mod tests {
             line,
             r#"{"device":"null0","event":"signal","mode":"echo","link":"up","uptime_s":1.5,"tx":{"frames":3,"bytes":180,"errors":1},"rx":{"frames":2,"bytes":120,"dropped":1,"errors":0}}"#
         );
-    }
-
-    #[test]
-    fn the_live_line_is_drawn_only_on_a_terminal() {
-        use std::io::IsTerminal;
-        let live = Live::new("null0");
-        assert_eq!(live.is_hidden(), !std::io::stderr().is_terminal());
-        live.show(&Stats::default(), true);
-        live.finish();
+        assert_eq!(
+            summary(&stats, false),
+            "link down | tx 3 frames, 180 B | rx 2 frames, 120 B | dropped 1 | errors 1"
+        );
     }
 }
