@@ -287,7 +287,7 @@ fn apply_reload(
         Ok(None) => log::info!("reloaded: the size is unchanged ({size} bytes)"),
         Ok(Some(new_size)) => {
             let (offset, capacity) = backend.grow(new_size);
-            if let Err(error) = server.update_config(offset, &capacity) {
+            if let Err(error) = server.reconfigure(offset, &capacity) {
                 // Requests up to the new size are served; the driver has not heard of it.
                 log::error!(
                     "reload: the disk grew to {new_size} bytes, but telling the driver failed: {error}"

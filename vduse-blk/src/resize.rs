@@ -14,7 +14,7 @@
 //!
 //! The new size reaches the driver as the `capacity` field of the config space and a
 //! config interrupt (`VDUSE_DEV_SET_CONFIG`, `VDUSE_DEV_INJECT_CONFIG_IRQ`); see
-//! `vduse::runtime::Server::update_config`.
+//! `vduse::runtime::Server::reconfigure`.
 
 use crate::config::Config;
 use crate::disk::FileDisk;

@@ -141,8 +141,8 @@ pub struct Server {
     log: Option<InflightLog>,
     device: Option<Arc<DeviceFd>>,
     requests: Option<RequestThread>,
-    /// The config space as the kernel has it: the backend's at start, then as
-    /// [`Server::update_config`] changed it.
+    /// The config space as the configuration makes it: the backend's at start, then as
+    /// [`Server::reconfigure`] changed it (what the in-flight log records).
     config_space: Mutex<Vec<u8>>,
 }
 
@@ -331,12 +331,24 @@ impl Server {
     }
 
     /// Replaces `bytes` of the config space from `offset` and tells the driver with a
-    /// config interrupt (a net device's link status, a disk's new capacity).
-    ///
-    /// The in-flight log, if any, records the new config space first, so that a server
-    /// taking the device over compares its own with the device as it now is; should this
-    /// server end before the kernel has it, the next one sets it (see [`Server::start`]).
+    /// config interrupt, for a state of the running device (a net device's link status):
+    /// a server taking the device over still compares its configuration with the config
+    /// space the device was made with. For a change of the configuration itself, use
+    /// [`Server::reconfigure`].
     pub fn update_config(&self, offset: u32, bytes: &[u8]) -> Result<()> {
+        self.set_config(offset, bytes, false)
+    }
+
+    /// As [`Server::update_config`], for a change a server started with the new
+    /// configuration would make too (a disk's new capacity). The in-flight log, if any,
+    /// records the new config space first, so that a server taking the device over
+    /// compares its own with the device as it now is; should this server end before the
+    /// kernel has it, the next one sets it (see [`Server::start`]).
+    pub fn reconfigure(&self, offset: u32, bytes: &[u8]) -> Result<()> {
+        self.set_config(offset, bytes, true)
+    }
+
+    fn set_config(&self, offset: u32, bytes: &[u8], configured: bool) -> Result<()> {
         let failed = |why: &str| Error::Io {
             op: format!("updating the config space of {}", self.name),
             source: std::io::Error::other(why.to_owned()),
@@ -345,18 +357,20 @@ impl Server {
             .device
             .as_ref()
             .ok_or_else(|| failed("the device is no longer served"))?;
-        let mut config_space = self
-            .config_space
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let range = usize::try_from(offset)
-            .ok()
-            .and_then(|start| Some(start..start.checked_add(bytes.len())?))
-            .filter(|range| range.end <= config_space.len())
-            .ok_or_else(|| failed("the bytes are beyond the config space"))?;
-        config_space[range].copy_from_slice(bytes);
-        if let Some(log) = &self.log {
-            log.change_identity(CONFIG_SPACE_ITEM, &config_space);
+        if configured {
+            let mut config_space = self
+                .config_space
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let range = usize::try_from(offset)
+                .ok()
+                .and_then(|start| Some(start..start.checked_add(bytes.len())?))
+                .filter(|range| range.end <= config_space.len())
+                .ok_or_else(|| failed("the bytes are beyond the config space"))?;
+            config_space[range].copy_from_slice(bytes);
+            if let Some(log) = &self.log {
+                log.change_identity(CONFIG_SPACE_ITEM, &config_space);
+            }
         }
         device.set_config(offset, bytes)?;
         device.inject_config_irq()
